@@ -1,0 +1,1 @@
+//! ONNX import and export for the kiln IR.
