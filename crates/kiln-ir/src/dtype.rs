@@ -56,8 +56,15 @@ impl DType {
         matches!(self, DType::I8 | DType::U8 | DType::I32 | DType::I64)
     }
     /// All dtypes kiln knows.
-    pub const ALL: [DType; 7] =
-        [DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64, DType::Bool];
+    pub const ALL: [DType; 7] = [
+        DType::F32,
+        DType::F16,
+        DType::I8,
+        DType::U8,
+        DType::I32,
+        DType::I64,
+        DType::Bool,
+    ];
 }
 
 impl fmt::Display for DType {

@@ -45,7 +45,13 @@ pub struct IrError {
 impl IrError {
     /// A new error with no location.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        IrError { kind, node: None, op: None, attr: None, message: message.into() }
+        IrError {
+            kind,
+            node: None,
+            op: None,
+            attr: None,
+            message: message.into(),
+        }
     }
     /// Attach the node name and op type (kept if already set).
     pub fn at_node(mut self, node: &str, op: &str) -> Self {

@@ -65,7 +65,8 @@ impl Node {
     }
     /// A required `INT` attribute.
     pub fn attr_int_req(&self, name: &str) -> Result<i64> {
-        self.attr_int_opt(name)?.ok_or_else(|| self.attr_err(name, "required attribute is missing"))
+        self.attr_int_opt(name)?
+            .ok_or_else(|| self.attr_err(name, "required attribute is missing"))
     }
     /// A `FLOAT` attribute, if present (an `INT` is accepted and converted).
     pub fn attr_float_opt(&self, name: &str) -> Result<Option<f32>> {
@@ -265,7 +266,10 @@ impl Graph {
             return Err(self.nodes[stuck].err(ErrorKind::InvalidModel, "graph has a cycle through this node"));
         }
         let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
-        self.nodes = order.into_iter().map(|j| old[j].take().expect("each index once")).collect();
+        self.nodes = order
+            .into_iter()
+            .map(|j| old[j].take().expect("each index once"))
+            .collect();
         Ok(())
     }
 
@@ -276,7 +280,11 @@ impl Graph {
         self.topo_sort()?;
         for o in &self.outputs {
             if !self.is_defined(&o.name) {
-                return Err(ir_err!(InvalidModel, "graph output '{}' is never produced", o.name));
+                return Err(ir_err!(
+                    InvalidModel,
+                    "graph output '{}' is never produced",
+                    o.name
+                ));
             }
         }
         Ok(())

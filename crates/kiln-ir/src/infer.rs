@@ -24,7 +24,11 @@ pub fn check_supported(model: &Model) -> Result<()> {
     for n in &model.graph.nodes {
         if let Err(e) = ops::lookup_node(n, opset) {
             if e.kind == ErrorKind::UnsupportedOp {
-                let key = if n.domain.is_empty() { n.op_type.clone() } else { format!("{}::{}", n.domain, n.op_type) };
+                let key = if n.domain.is_empty() {
+                    n.op_type.clone()
+                } else {
+                    format!("{}::{}", n.domain, n.op_type)
+                };
                 missing.entry(key).or_default().push(n.name.clone());
             }
         }
@@ -35,11 +39,19 @@ pub fn check_supported(model: &Model) -> Result<()> {
     let list: Vec<String> = missing
         .iter()
         .map(|(op, nodes)| {
-            let more = if nodes.len() > 1 { format!(" and {} more", nodes.len() - 1) } else { String::new() };
+            let more = if nodes.len() > 1 {
+                format!(" and {} more", nodes.len() - 1)
+            } else {
+                String::new()
+            };
             format!("{op} (node '{}'{more})", nodes[0])
         })
         .collect();
-    Err(ir_err!(UnsupportedOp, "unsupported ops at opset {opset}: {}", list.join(", ")))
+    Err(ir_err!(
+        UnsupportedOp,
+        "unsupported ops at opset {opset}: {}",
+        list.join(", ")
+    ))
 }
 
 /// Infers the static type of every value, filling `graph.value_types`, and
@@ -72,9 +84,15 @@ pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
                 continue;
             }
             let ty = types.get(name).cloned().ok_or_else(|| {
-                node.err(ErrorKind::InvalidModel, format!("input '{name}' has no known type"))
+                node.err(
+                    ErrorKind::InvalidModel,
+                    format!("input '{name}' has no known type"),
+                )
             })?;
-            ins.push(Some(InferInput { ty, value: values.get(name).cloned() }));
+            ins.push(Some(InferInput {
+                ty,
+                value: values.get(name).cloned(),
+            }));
         }
         let refs: Vec<Option<&InferInput>> = ins.iter().map(|o| o.as_ref()).collect();
         let outs = (def.infer)(&ctx, &refs).map_err(|e| e.at_node(&node.name, &node.op_type))?;
@@ -85,7 +103,10 @@ pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
         }
         // Constant propagation through small all-constant nodes.
         let all_const = ins.iter().all(|i| i.as_ref().is_none_or(|i| i.value.is_some()));
-        let small = outs.iter().all(|t| t.known_dims().is_some_and(|d| d.iter().product::<usize>() <= FOLD_LIMIT_ELEMS));
+        let small = outs.iter().all(|t| {
+            t.known_dims()
+                .is_some_and(|d| d.iter().product::<usize>() <= FOLD_LIMIT_ELEMS)
+        });
         if node.op_type == "Shape" && node.domain.is_empty() {
             if let Some(v) = shape_value(node, opset, &refs) {
                 values.insert(node.outputs[0].clone(), v);
@@ -93,7 +114,10 @@ pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
             }
         }
         if all_const && small && !node.inputs.is_empty() || node.op_type == "Constant" {
-            let tv: Vec<Option<&Tensor>> = ins.iter().map(|i| i.as_ref().and_then(|i| i.value.as_ref())).collect();
+            let tv: Vec<Option<&Tensor>> = ins
+                .iter()
+                .map(|i| i.as_ref().and_then(|i| i.value.as_ref()))
+                .collect();
             if let Ok(res) = (def.eval)(&ctx, &tv) {
                 for (name, t) in node.outputs.iter().zip(res) {
                     if !name.is_empty() {
@@ -126,7 +150,11 @@ fn shape_value(node: &crate::Node, opset: i64, ins: &[Option<&InferInput>]) -> O
     }
     let clamp = |x: i64| if x < 0 { (x + r).max(0) } else { x.min(r) };
     let (s, e) = (clamp(s), clamp(e));
-    let v: Vec<i64> = if s < e { dims[s as usize..e as usize].iter().map(|&d| d as i64).collect() } else { vec![] };
+    let v: Vec<i64> = if s < e {
+        dims[s as usize..e as usize].iter().map(|&d| d as i64).collect()
+    } else {
+        vec![]
+    };
     let n = v.len();
     Tensor::from_vec(vec![n], v).ok()
 }
@@ -141,7 +169,9 @@ pub fn bind_dims(
     actual: &[usize],
     bindings: &mut HashMap<String, usize>,
 ) -> Result<()> {
-    let Some(dims) = &declared.shape else { return Ok(()) };
+    let Some(dims) = &declared.shape else {
+        return Ok(());
+    };
     let bad = || -> IrError {
         ir_err!(
             InvalidInput,

@@ -53,7 +53,10 @@ pub type Shape = Option<Vec<Dim>>;
 pub fn shape_to_string(s: &Shape) -> String {
     match s {
         None => "[?]".to_string(),
-        Some(d) => format!("[{}]", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        Some(d) => format!(
+            "[{}]",
+            d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -69,7 +72,10 @@ pub struct ValueType {
 impl ValueType {
     /// A fully known type.
     pub fn known(dtype: DType, dims: &[usize]) -> ValueType {
-        ValueType { dtype, shape: Some(dims.iter().map(|&d| Dim::Known(d)).collect()) }
+        ValueType {
+            dtype,
+            shape: Some(dims.iter().map(|&d| Dim::Known(d)).collect()),
+        }
     }
     /// A type of unknown rank.
     pub fn unknown_rank(dtype: DType) -> ValueType {
@@ -77,7 +83,10 @@ impl ValueType {
     }
     /// A type with the given dims.
     pub fn new(dtype: DType, dims: Vec<Dim>) -> ValueType {
-        ValueType { dtype, shape: Some(dims) }
+        ValueType {
+            dtype,
+            shape: Some(dims),
+        }
     }
     /// Rank, if known.
     pub fn rank(&self) -> Option<usize> {

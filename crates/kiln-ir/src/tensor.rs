@@ -159,9 +159,15 @@ pub struct Tensor {
 
 /// Number of elements of `shape`, or an error on overflow.
 pub fn numel(shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-        crate::ir_err!(LimitExceeded, "shape {shape:?} has more elements than fit in usize")
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            crate::ir_err!(
+                LimitExceeded,
+                "shape {shape:?} has more elements than fit in usize"
+            )
+        })
 }
 
 impl Tensor {
@@ -185,12 +191,18 @@ impl Tensor {
     }
     /// A rank-0 tensor holding `v`.
     pub fn scalar<T: Elem>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+        Tensor {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
     }
     /// Zeros of `dtype` and `shape`.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = numel(&shape)?;
-        Ok(Tensor { shape, data: TensorData::zeros(dtype, n) })
+        Ok(Tensor {
+            shape,
+            data: TensorData::zeros(dtype, n),
+        })
     }
     /// Dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
@@ -231,22 +243,25 @@ impl Tensor {
     /// Typed view of the elements; errors if the dtype is not `T`'s.
     pub fn as_slice<T: Elem>(&self) -> Result<&[T]> {
         T::slice(&self.data).ok_or_else(|| {
-            crate::ir_err!(TypeMismatch, "expected a {} tensor, got {}", T::DTYPE, self.dtype())
+            crate::ir_err!(
+                TypeMismatch,
+                "expected a {} tensor, got {}",
+                T::DTYPE,
+                self.dtype()
+            )
         })
     }
     /// Typed mutable view of the elements.
     pub fn as_slice_mut<T: Elem>(&mut self) -> Result<&mut [T]> {
         let dt = self.dtype();
-        T::slice_mut(&mut self.data).ok_or_else(|| {
-            crate::ir_err!(TypeMismatch, "expected a {} tensor, got {}", T::DTYPE, dt)
-        })
+        T::slice_mut(&mut self.data)
+            .ok_or_else(|| crate::ir_err!(TypeMismatch, "expected a {} tensor, got {}", T::DTYPE, dt))
     }
     /// Takes the elements as a typed vector.
     pub fn into_vec<T: Elem>(self) -> Result<Vec<T>> {
         let dt = self.dtype();
-        T::unwrap(self.data).ok_or_else(|| {
-            crate::ir_err!(TypeMismatch, "expected a {} tensor, got {}", T::DTYPE, dt)
-        })
+        T::unwrap(self.data)
+            .ok_or_else(|| crate::ir_err!(TypeMismatch, "expected a {} tensor, got {}", T::DTYPE, dt))
     }
     /// Same data, new shape (same element count).
     pub fn reshape(self, shape: Vec<usize>) -> Result<Tensor> {
@@ -300,7 +315,9 @@ impl Tensor {
             (TensorData::U8(v), DType::I64) => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
             (TensorData::Bool(v), DType::I64) => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
             (TensorData::I64(v), DType::F32) => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
-            (TensorData::I64(v), DType::F16) => TensorData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect()),
+            (TensorData::I64(v), DType::F16) => {
+                TensorData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect())
+            }
             (d, to) => {
                 let f: Vec<f64> = match d {
                     TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
@@ -322,7 +339,10 @@ impl Tensor {
                 }
             }
         };
-        Tensor { shape: self.shape.clone(), data }
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
 }
 
@@ -350,7 +370,10 @@ mod tests {
     fn cast_float_to_int_truncates() {
         let t = Tensor::from_vec(vec![3], vec![1.7f32, -1.7, 0.0]).unwrap();
         assert_eq!(t.cast(DType::I64).into_vec::<i64>().unwrap(), vec![1, -1, 0]);
-        assert_eq!(t.cast(DType::Bool).into_vec::<bool>().unwrap(), vec![true, true, false]);
+        assert_eq!(
+            t.cast(DType::Bool).into_vec::<bool>().unwrap(),
+            vec![true, true, false]
+        );
     }
 
     #[test]

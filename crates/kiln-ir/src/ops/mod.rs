@@ -48,9 +48,11 @@ impl<'a> OpCtx<'a> {
     }
     /// Required input `i` (errors if missing or omitted).
     pub fn input<'t>(&self, inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'t Tensor> {
-        inputs.get(i).copied().flatten().ok_or_else(|| {
-            self.err(ErrorKind::InvalidModel, format!("required input #{i} is missing"))
-        })
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.err(ErrorKind::InvalidModel, format!("required input #{i} is missing")))
     }
     /// Optional input `i`.
     pub fn opt_input<'t>(&self, inputs: &[Option<&'t Tensor>], i: usize) -> Option<&'t Tensor> {
@@ -58,9 +60,11 @@ impl<'a> OpCtx<'a> {
     }
     /// Required input `i` for inference.
     pub fn infer_input<'t>(&self, inputs: &[Option<&'t InferInput>], i: usize) -> Result<&'t InferInput> {
-        inputs.get(i).copied().flatten().ok_or_else(|| {
-            self.err(ErrorKind::InvalidModel, format!("required input #{i} is missing"))
-        })
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.err(ErrorKind::InvalidModel, format!("required input #{i} is missing")))
     }
     /// Optional input `i` for inference.
     pub fn opt_infer_input<'t>(&self, inputs: &[Option<&'t InferInput>], i: usize) -> Option<&'t InferInput> {
@@ -128,12 +132,18 @@ pub fn lookup(op_type: &str, domain: &str) -> Option<&'static OpDef> {
 /// Looks up the node's op and checks the opset; errors name the node and op.
 pub fn lookup_node(node: &Node, opset: i64) -> Result<&'static OpDef> {
     let def = lookup(&node.op_type, &node.domain).ok_or_else(|| {
-        node.err(ErrorKind::UnsupportedOp, format!("op '{}' is not supported", display_op(node)))
+        node.err(
+            ErrorKind::UnsupportedOp,
+            format!("op '{}' is not supported", display_op(node)),
+        )
     })?;
     if opset < def.since {
         return Err(node.err(
             ErrorKind::UnsupportedOp,
-            format!("op '{}' does not exist at opset {opset} (since {})", node.op_type, def.since),
+            format!(
+                "op '{}' does not exist at opset {opset} (since {})",
+                node.op_type, def.since
+            ),
         ));
     }
     Ok(def)
@@ -197,8 +207,16 @@ pub fn broadcast_dims(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
     let one = Dim::Known(1);
     let mut out = Vec::with_capacity(r);
     for i in 0..r {
-        let da = if i + a.len() >= r { &a[i + a.len() - r] } else { &one };
-        let db = if i + b.len() >= r { &b[i + b.len() - r] } else { &one };
+        let da = if i + a.len() >= r {
+            &a[i + a.len() - r]
+        } else {
+            &one
+        };
+        let db = if i + b.len() >= r {
+            &b[i + b.len() - r]
+        } else {
+            &one
+        };
         out.push(match (da, db) {
             (Dim::Known(x), Dim::Known(y)) if x == y => da.clone(),
             (Dim::Known(1), _) => db.clone(),
@@ -219,7 +237,9 @@ pub fn broadcast_types(ctx: &OpCtx, tys: &[&ValueType]) -> Result<Option<Vec<Dim
     for t in tys {
         match &t.shape {
             None => return Ok(None),
-            Some(s) => acc = broadcast_dims(&acc, s).map_err(|e| e.at_node(&ctx.node.name, &ctx.node.op_type))?,
+            Some(s) => {
+                acc = broadcast_dims(&acc, s).map_err(|e| e.at_node(&ctx.node.name, &ctx.node.op_type))?
+            }
         }
     }
     Ok(Some(acc))
