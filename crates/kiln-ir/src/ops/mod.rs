@@ -10,6 +10,7 @@ use crate::{ir_err, Dim, ErrorKind, IrError, Node, Result, Tensor, ValueType};
 pub mod activation;
 pub mod conv;
 pub mod elementwise;
+pub mod linalg;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
