@@ -1,1 +1,577 @@
-fn main() {}
+//! `kiln`: the command-line front end of the kiln library.
+//!
+//! Every failure exits non-zero with one readable line on stderr (no panics,
+//! no backtraces); see `kiln --help`.
+
+mod inspect;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kiln::classify::{label_from_file_name, load_labels, softmax, top_k};
+use kiln::ir::{DType, Tensor};
+use kiln::preprocess::{load_image, Preset};
+use kiln::Session;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Compress, optimize and run neural networks on edge devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show a model's inputs, outputs, op histogram, parameters, weight bytes and MACs.
+    Inspect {
+        /// ONNX model file.
+        model: PathBuf,
+        /// Bind input dims for MAC counting, e.g. `x=1,3,640,640` (repeatable).
+        /// A symbolic leading (batch) dim is bound to 1 by default.
+        #[arg(long = "shape", value_name = "NAME=D,D,...")]
+        shapes: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model on inputs (images with a preprocessing preset, or .npy tensors).
+    Run {
+        /// ONNX model file.
+        model: PathBuf,
+        /// One per graph input, in order: an image (PNG/JPEG) or a .npy tensor.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Preprocessing preset for image inputs.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// Class names, one per line, for top-k printing.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// How many classes to print per output.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Write each graph output as `NN_<name>.npy` in this folder.
+        #[arg(long, value_name = "DIR")]
+        save_outputs: Option<PathBuf>,
+    },
+    /// Classify images (files or folders) with a single-input classifier; reports
+    /// top-1/top-5 accuracy when file names end in the label index (`..._463.jpg`).
+    Classify {
+        /// ONNX model file.
+        model: PathBuf,
+        /// Image files or folders of images.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Preprocessing preset.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// Class names, one per line.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// How many classes to print per image.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure latency: warm-up, then N timed runs; prints p50/p90/p99.
+    Bench {
+        /// ONNX model file.
+        model: PathBuf,
+        /// Inputs (.npy or images); default: seeded random tensors of the declared shapes.
+        #[arg(long = "input")]
+        inputs: Vec<PathBuf>,
+        /// Bind symbolic input dims for random inputs, e.g. `x=1,3,640,640`.
+        #[arg(long = "shape", value_name = "NAME=D,D,...")]
+        shapes: Vec<String>,
+        /// Preprocessing preset for image inputs.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// Untimed warm-up runs.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Worker threads. The reference executor runs on one thread; more is refused.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Print the slowest op types of one profiled run.
+        #[arg(long)]
+        profile: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model into kiln's IR and write it back as ONNX.
+    Export {
+        /// ONNX model file.
+        model: PathBuf,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+}
+
+fn preset_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Preset::ALL.iter().map(|(n, _)| *n))
+}
+
+fn main() {
+    // Last line of defence: a bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("kiln: internal error (a bug in kiln, please report it): {msg}{at}");
+    }));
+    let cli = Cli::parse();
+    let r = std::panic::catch_unwind(|| dispatch(cli));
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("kiln: error: {}", chain.join(": "));
+            std::process::exit(1);
+        }
+        Err(_) => std::process::exit(101),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Inspect { model, shapes, json } => inspect::inspect(&model, &shapes, json),
+        Cmd::Run {
+            model,
+            inputs,
+            preset,
+            labels,
+            top_k,
+            json,
+            save_outputs,
+        } => run(
+            &model,
+            &inputs,
+            &preset,
+            labels.as_deref(),
+            top_k,
+            json,
+            save_outputs.as_deref(),
+        ),
+        Cmd::Classify {
+            model,
+            images,
+            preset,
+            labels,
+            top_k,
+            json,
+        } => classify(&model, &images, &preset, labels.as_deref(), top_k, json),
+        Cmd::Bench {
+            model,
+            inputs,
+            shapes,
+            preset,
+            warmup,
+            runs,
+            threads,
+            profile,
+            json,
+        } => bench(
+            &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json,
+        ),
+        Cmd::Export { model, output } => {
+            let m = kiln::load_model(&model)?;
+            kiln::onnx::save(&m, &output).with_context(|| format!("writing {}", output.display()))?;
+            println!("wrote {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn preset(name: &str) -> Result<Preset> {
+    Preset::from_name(name).ok_or_else(|| anyhow!("unknown preset '{name}'"))
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+fn load_input(p: &Path, preset: Preset) -> Result<Tensor> {
+    let ext = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    Ok(match ext.as_deref() {
+        Some("npy") => kiln::npy::read_npy(p)?,
+        _ if is_image(p) => load_image(p, preset)?,
+        _ => bail!(
+            "{}: unsupported input file type (expected .npy, .png, .jpg or .jpeg)",
+            p.display()
+        ),
+    })
+}
+
+fn run_checked(session: &Session, model: &Path, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    session
+        .run(inputs)
+        .map_err(|e| anyhow!("{}: {e}", model.display()))
+}
+
+fn run(
+    model: &Path,
+    inputs: &[PathBuf],
+    preset_name: &str,
+    labels: Option<&Path>,
+    k: usize,
+    json: bool,
+    save: Option<&Path>,
+) -> Result<()> {
+    let pre = preset(preset_name)?;
+    let session = kiln::open_session(model)?;
+    let labels = labels.map(load_labels).transpose()?;
+    let tensors = inputs
+        .iter()
+        .map(|p| load_input(p, pre))
+        .collect::<Result<Vec<_>>>()?;
+    let t0 = Instant::now();
+    let outs = run_checked(&session, model, tensors)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, (o, info)) in outs.iter().zip(session.outputs()).enumerate() {
+            let safe: String = info
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            kiln::npy::write_npy(&dir.join(format!("{i:02}_{safe}.npy")), o)?;
+        }
+    }
+    let mut jouts = Vec::new();
+    for (o, info) in outs.iter().zip(session.outputs()) {
+        let cls = classes_of(o);
+        let top = cls.as_ref().map(|v| top_k(&softmax(v), k));
+        if json {
+            jouts.push(serde_json::json!({
+                "name": info.name, "dtype": o.dtype().to_string(), "shape": o.shape(),
+                "top_k": top.as_ref().map(|t| t.iter().map(|&(i, p)| serde_json::json!({
+                    "class": i, "name": label(&labels, i), "probability": p})).collect::<Vec<_>>()),
+            }));
+        } else {
+            println!("output '{}': {} {:?}", info.name, o.dtype(), o.shape());
+            if let Some(t) = top {
+                for (r, (i, p)) in t.iter().enumerate() {
+                    println!(
+                        "  #{} class {:>4} {:>7.3}%  {}",
+                        r + 1,
+                        i,
+                        p * 100.0,
+                        label(&labels, *i).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model.display().to_string(), "latency_ms": ms, "outputs": jouts})
+        );
+    } else {
+        println!("latency: {ms:.2} ms");
+    }
+    Ok(())
+}
+
+/// A classifier-like output: f32 of shape [1, C] or [C] with C > 1.
+fn classes_of(t: &Tensor) -> Option<Vec<f32>> {
+    let ok = t.dtype() == DType::F32
+        && match t.shape() {
+            [c] => *c > 1,
+            [1, c] => *c > 1,
+            _ => false,
+        };
+    ok.then(|| t.to_f32_vec())
+}
+
+fn label(labels: &Option<Vec<String>>, i: usize) -> Option<String> {
+    labels.as_ref().and_then(|l| l.get(i).cloned())
+}
+
+fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            v.sort();
+            for f in v {
+                if is_image(&f) {
+                    out.push(f);
+                } else if f.is_file() {
+                    eprintln!("note: skipping {} (not a PNG or JPEG)", f.display());
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no images found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(out)
+}
+
+fn classify(
+    model: &Path,
+    images: &[PathBuf],
+    preset_name: &str,
+    labels: Option<&Path>,
+    k: usize,
+    json: bool,
+) -> Result<()> {
+    let pre = preset(preset_name)?;
+    let session = kiln::open_session(model)?;
+    if session.inputs().len() != 1 {
+        bail!(
+            "{}: classify needs a single-input model, this one has {}",
+            model.display(),
+            session.inputs().len()
+        );
+    }
+    let labels = labels.map(load_labels).transpose()?;
+    let files = collect_images(images)?;
+    let (mut n_lab, mut top1, mut top5) = (0usize, 0usize, 0usize);
+    let mut rows = Vec::new();
+    let mut total_ms = 0.0;
+    for f in &files {
+        let x = load_image(f, pre)?;
+        let t0 = Instant::now();
+        let outs = run_checked(&session, model, vec![x])?;
+        total_ms += t0.elapsed().as_secs_f64() * 1e3;
+        let logits = classes_of(&outs[0])
+            .ok_or_else(|| anyhow!("{}: output 0 is not a [1, classes] f32 tensor", model.display()))?;
+        let probs = softmax(&logits);
+        let top = top_k(&probs, k.max(5));
+        let truth = label_from_file_name(f).filter(|&l| l < probs.len());
+        if let Some(t) = truth {
+            n_lab += 1;
+            top1 += (top[0].0 == t) as usize;
+            top5 += top.iter().take(5).any(|&(i, _)| i == t) as usize;
+        }
+        if json {
+            rows.push(serde_json::json!({
+                "image": f.display().to_string(), "label": truth,
+                "top_k": top.iter().take(k).map(|&(i, p)| serde_json::json!({
+                    "class": i, "name": label(&labels, i), "probability": p})).collect::<Vec<_>>(),
+            }));
+        } else {
+            let mark = match truth {
+                Some(t) if t == top[0].0 => " [correct]".to_string(),
+                Some(t) => format!(" [label {t}: {}]", label(&labels, t).unwrap_or_default()),
+                None => String::new(),
+            };
+            println!("{}{mark}", f.display());
+            for (r, (i, p)) in top.iter().take(k).enumerate() {
+                println!(
+                    "  #{} class {:>4} {:>7.3}%  {}",
+                    r + 1,
+                    i,
+                    p * 100.0,
+                    label(&labels, *i).unwrap_or_default()
+                );
+            }
+            println!("  top-1 score: {:.3}%", top[0].1 * 100.0);
+        }
+    }
+    let mean_ms = total_ms / files.len() as f64;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model.display().to_string(), "images": rows, "labelled": n_lab,
+                "top1_correct": top1, "top5_correct": top5, "mean_latency_ms": mean_ms})
+        );
+    } else {
+        println!("{} images, mean latency {:.1} ms", files.len(), mean_ms);
+        if n_lab > 0 {
+            println!("top-1 accuracy: {top1}/{n_lab}   top-5 accuracy: {top5}/{n_lab}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `name=d,d,d` shape bindings.
+pub(crate) fn parse_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (n, d) = s
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--shape '{s}': expected NAME=D,D,..."))?;
+            let dims = d
+                .split(',')
+                .map(|x| {
+                    x.trim()
+                        .parse::<usize>()
+                        .map_err(|_| anyhow!("--shape '{s}': bad dimension '{x}'"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((n.to_string(), dims))
+        })
+        .collect()
+}
+
+/// Seeded uniform random tensor in [-1, 1) (xorshift; reproducible).
+fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let f: Vec<f32> = (0..n).map(|_| next() as f32).collect();
+    Ok(Tensor::from_vec(shape, f)?.cast(dtype))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    model: &Path,
+    inputs: &[PathBuf],
+    shapes: &[String],
+    preset_name: &str,
+    warmup: usize,
+    runs: usize,
+    threads: usize,
+    profile: bool,
+    json: bool,
+) -> Result<()> {
+    if threads != 1 {
+        bail!("--threads {threads}: the reference executor runs on one thread; the multi-threaded runtime is not built yet");
+    }
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let pre = preset(preset_name)?;
+    let session = kiln::open_session(model)?;
+    let binds = parse_shapes(shapes)?;
+    let tensors: Vec<Tensor> = if inputs.is_empty() {
+        session
+            .inputs()
+            .iter()
+            .enumerate()
+            .map(|(i, vi)| {
+                let dims = if let Some((_, d)) = binds.iter().find(|(n, _)| *n == vi.name) {
+                    d.clone()
+                } else {
+                    let s = vi
+                        .ty
+                        .shape
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("input '{}' has unknown rank; give --shape", vi.name))?;
+                    s.iter()
+                        .enumerate()
+                        .map(|(ax, d)| match d.known() {
+                            Some(v) => Ok(v),
+                            None if ax == 0 => Ok(1),
+                            None => Err(anyhow!(
+                                "input '{}' dim {ax} is symbolic ({d}); give --shape {}=...",
+                                vi.name,
+                                vi.name
+                            )),
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                };
+                random_tensor(vi.ty.dtype, dims, i as u64 + 1)
+            })
+            .collect::<Result<_>>()?
+    } else {
+        inputs.iter().map(|p| load_input(p, pre)).collect::<Result<_>>()?
+    };
+    for _ in 0..warmup {
+        run_checked(&session, model, tensors.clone())?;
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let x = tensors.clone();
+        let t0 = Instant::now();
+        run_checked(&session, model, x)?;
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[(((ms.len() - 1) as f64) * p).round() as usize];
+    let (p50, p90, p99) = (pct(0.5), pct(0.9), pct(0.99));
+    let mut prof = Vec::new();
+    if profile {
+        let (_, t) = session
+            .run_profiled(tensors.clone())
+            .map_err(|e| anyhow!("{}: {e}", model.display()))?;
+        let mut by_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
+        for nt in t {
+            let e = by_op.entry(nt.op_type).or_default();
+            e.0 += nt.time.as_secs_f64() * 1e3;
+            e.1 += 1;
+        }
+        prof = by_op.into_iter().collect();
+        prof.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model.display().to_string(), "threads": threads, "warmup": warmup,
+                "runs": runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "min_ms": ms[0],
+                "profile": prof.iter().map(|(op, (t, n))| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>()})
+        );
+    } else {
+        println!(
+            "{}: {runs} runs after {warmup} warm-up, {threads} thread",
+            model.display()
+        );
+        println!(
+            "latency p50 {p50:.2} ms   p90 {p90:.2} ms   p99 {p99:.2} ms   min {:.2} ms",
+            ms[0]
+        );
+        for (op, (t, n)) in &prof {
+            println!("  {op:<22} {t:>9.2} ms  ({n} nodes)");
+        }
+    }
+    Ok(())
+}

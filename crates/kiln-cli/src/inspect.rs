@@ -1,0 +1,87 @@
+//! `kiln inspect`.
+
+use anyhow::Result;
+use kiln::ir::shape::shape_to_string;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Groups digits by thousands: 4652008 -> "4,652,008".
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
+    let model = kiln::load_model(model_path)?;
+    let binds: HashMap<String, Vec<usize>> = crate::parse_shapes(shapes)?.into_iter().collect();
+    let st = kiln::stats::model_stats(&model, &binds)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let g = &model.graph;
+    if json {
+        let io = |v: &[kiln::ir::ValueInfo]| {
+            v.iter()
+                .map(|i| serde_json::json!({"name": i.name, "dtype": i.ty.dtype.to_string(),
+                    "shape": i.ty.shape.as_ref().map(|s| s.iter().map(|d| d.to_string()).collect::<Vec<_>>())}))
+                .collect::<Vec<_>>()
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model_path.display().to_string(), "opset": model.opset(), "ir_version": model.ir_version,
+                "producer": model.producer_name, "inputs": io(&g.inputs), "outputs": io(&g.outputs),
+                "nodes": g.nodes.len(), "op_histogram": st.op_histogram,
+                "learnable_params": st.learnable_params, "total_params": st.total_params,
+                "weight_bytes": st.weight_bytes, "macs": st.macs,
+            })
+        );
+        return Ok(());
+    }
+    println!("model:    {}", model_path.display());
+    println!(
+        "producer: {} {}   ir_version {}   opset {}",
+        model.producer_name,
+        model.producer_version,
+        model.ir_version,
+        model.opset()
+    );
+    println!("inputs:");
+    for i in &g.inputs {
+        println!("  {:<24} {} {}", i.name, i.ty.dtype, shape_to_string(&i.ty.shape));
+    }
+    println!("outputs:");
+    for o in &g.outputs {
+        println!("  {:<24} {} {}", o.name, o.ty.dtype, shape_to_string(&o.ty.shape));
+    }
+    println!("nodes: {}", g.nodes.len());
+    let mut hist: Vec<_> = st.op_histogram.iter().collect();
+    hist.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (op, n) in hist {
+        println!("  {op:<24} {n}");
+    }
+    println!(
+        "parameters: {} learnable ({} with BatchNormalization running statistics)",
+        thousands(st.learnable_params),
+        thousands(st.total_params)
+    );
+    println!(
+        "weight bytes: {} ({:.2} MiB)",
+        thousands(st.weight_bytes),
+        st.weight_bytes as f64 / (1 << 20) as f64
+    );
+    match st.macs {
+        Some(m) => println!(
+            "MACs: {:.2}M ({}) at the bound input shapes (symbolic batch = 1)",
+            m as f64 / 1e6,
+            thousands(m)
+        ),
+        None => println!("MACs: unknown: some dims are symbolic; bind them with --shape NAME=D,D,..."),
+    }
+    Ok(())
+}

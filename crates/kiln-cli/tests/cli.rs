@@ -1,0 +1,176 @@
+//! End-to-end tests of the `kiln` binary on the real fixtures: inspect
+//! figures, and clean one-line errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    let p = std::env::var_os("KILN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
+    assert!(
+        p.join("STAMP").exists(),
+        "fixtures missing at {}: run scripts/fixtures first",
+        p.display()
+    );
+    p
+}
+
+fn effnet() -> PathBuf {
+    fixtures().join("models/efficientnet-lite0.onnx")
+}
+
+fn kiln(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("spawn kiln")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Asserts a failed run: non-zero exit, exactly one stderr line, naming
+/// `file` and every string in `names`, and no panic or backtrace.
+fn assert_one_line_error(out: &Output, file: &Path, names: &[&str]) -> String {
+    assert!(!out.status.success(), "expected failure, got success");
+    assert_ne!(out.status.code(), Some(101), "exit code 101 means a panic");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got:\n{err}");
+    assert!(
+        err.contains(&file.display().to_string()),
+        "error does not name the file: {err}"
+    );
+    for n in names {
+        assert!(err.contains(n), "error does not name {n}: {err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.to_lowercase().contains("backtrace"),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn inspect_efficientnet_reports_params_and_macs() {
+    let out = kiln(&["inspect".as_ref(), effnet().as_os_str(), "--json".as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["learnable_params"], 4_652_008);
+    assert_eq!(v["total_params"], 4_694_024);
+    let macs = v["macs"].as_u64().unwrap();
+    assert_eq!(format!("{:.2}M", macs as f64 / 1e6), "385.19M");
+    // The human-readable form says the same.
+    let out = kiln(&["inspect".as_ref(), effnet().as_os_str()]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("4,652,008 learnable") && s.contains("4,694,024") && s.contains("MACs: 385.19M"),
+        "{s}"
+    );
+}
+
+#[test]
+fn truncated_model_fails_cleanly() {
+    let d = scratch("truncated");
+    let bytes = std::fs::read(effnet()).unwrap();
+    let p = d.join("truncated.onnx");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let out = kiln(&["inspect".as_ref(), p.as_os_str()]);
+    assert_one_line_error(&out, &p, &[]);
+}
+
+#[test]
+fn random_bytes_fail_cleanly() {
+    let d = scratch("random");
+    let mut s = 0x2545F4914F6CDD1Du64;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect();
+    let p = d.join("random.onnx");
+    std::fs::write(&p, bytes).unwrap();
+    for cmd in ["inspect", "run"] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), p.as_os_str()];
+        if cmd == "run" {
+            args.extend(["--input".as_ref(), "x.npy".as_ref()]);
+        }
+        assert_one_line_error(&kiln(&args), &p, &[]);
+    }
+}
+
+#[test]
+fn unknown_ops_are_all_listed_at_load() {
+    let d = scratch("unknown_op");
+    let mut m = kiln::load_model(&effnet()).unwrap();
+    let n = m.graph.nodes.len();
+    m.graph.nodes[3].op_type = "NoSuchOp".into();
+    m.graph.nodes[n - 2].op_type = "AlsoMissing".into();
+    let (n3, nl) = (m.graph.nodes[3].name.clone(), m.graph.nodes[n - 2].name.clone());
+    let p = d.join("unknown.onnx");
+    kiln::onnx::save(&m, &p).unwrap();
+    let out = kiln(&[
+        "run".as_ref(),
+        p.as_os_str(),
+        "--input".as_ref(),
+        "x.npy".as_ref(),
+    ]);
+    assert_one_line_error(&out, &p, &["NoSuchOp", "AlsoMissing", &n3, &nl]);
+}
+
+#[test]
+fn wrong_input_shape_fails_cleanly() {
+    let d = scratch("wrong_shape");
+    let x = kiln::ir::Tensor::from_vec(vec![1, 3, 100, 100], vec![0f32; 30000]).unwrap();
+    let xp = d.join("x.npy");
+    kiln::npy::write_npy(&xp, &x).unwrap();
+    let out = kiln(&[
+        "run".as_ref(),
+        effnet().as_os_str(),
+        "--input".as_ref(),
+        xp.as_os_str(),
+    ]);
+    let e = assert_one_line_error(&out, &effnet(), &["[1, 3, 100, 100]"]);
+    assert!(e.contains("224"), "error should give the expected shape: {e}");
+}
+
+#[test]
+fn run_saves_outputs_as_npy_in_graph_order() {
+    let d = scratch("save_outputs");
+    let f = fixtures();
+    let img = f.join("images/imagenet");
+    let first = std::fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let out = kiln(&[
+        "run".as_ref(),
+        effnet().as_os_str(),
+        "--input".as_ref(),
+        first.as_os_str(),
+        "--labels".as_ref(),
+        f.join("imagenet_classes.txt").as_os_str(),
+        "--save-outputs".as_ref(),
+        d.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outputs"][0]["top_k"].as_array().unwrap().len(), 5);
+    let files: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let t = kiln::npy::read_npy(&d.join(&files[0])).unwrap();
+    assert_eq!(t.shape(), &[1, 1000]);
+}

@@ -1,0 +1,120 @@
+//! Model statistics: parameter counts, weight bytes, op histogram and MACs.
+
+use kiln_ir::{infer, Dim, Model, Result, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+/// Summary numbers of a model, as `kiln inspect` prints them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStats {
+    /// Float parameters excluding BatchNormalization running statistics
+    /// (inputs `mean` and `var`): weights, biases, BN scale and shift.
+    pub learnable_params: u64,
+    /// All float parameters, BN running statistics included.
+    pub total_params: u64,
+    /// Bytes of all initializers and Constant-node tensors.
+    pub weight_bytes: u64,
+    /// Node count per op type.
+    pub op_histogram: BTreeMap<String, usize>,
+    /// Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for the
+    /// bound input shapes; `None` if some shape stayed symbolic.
+    pub macs: Option<u64>,
+}
+
+fn constant_tensors(model: &Model) -> impl Iterator<Item = (&str, &Tensor)> {
+    let g = &model.graph;
+    g.initializers.iter().map(|(n, t)| (n.as_str(), t)).chain(
+        g.nodes
+            .iter()
+            .filter(|n| n.op_type == "Constant")
+            .filter_map(|n| match n.attrs.get("value") {
+                Some(kiln_ir::Attribute::Tensor(t)) => {
+                    Some((n.outputs.first().map(|s| s.as_str()).unwrap_or(""), t))
+                }
+                _ => None,
+            }),
+    )
+}
+
+/// Computes [`ModelStats`]. `bindings` gives concrete dims for graph inputs
+/// (by input name); a symbolic leading dim of an input not listed is bound to 1
+/// (batch 1). MACs follow the usual convention: Conv = |Y| x (C_in / group) x
+/// kernel area; ConvTranspose = |X| x (C_out / group) x kernel area;
+/// Gemm/MatMul = |Y| x K.
+///
+/// Errors: shape inference failing with the bound shapes.
+pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Result<ModelStats> {
+    let mut bn_stats: Vec<&str> = Vec::new();
+    let mut op_histogram = BTreeMap::new();
+    for n in &model.graph.nodes {
+        *op_histogram.entry(n.op_type.clone()).or_insert(0) += 1;
+        if n.op_type == "BatchNormalization" {
+            bn_stats.extend(n.inputs.iter().skip(3).take(2).map(|s| s.as_str()));
+        }
+    }
+    let (mut learnable, mut total, mut bytes) = (0u64, 0u64, 0u64);
+    for (name, t) in constant_tensors(model) {
+        bytes += t.byte_len() as u64;
+        if t.dtype().is_float() {
+            total += t.len() as u64;
+            if !bn_stats.contains(&name) {
+                learnable += t.len() as u64;
+            }
+        }
+    }
+    // Bind shapes and re-infer.
+    let mut m = model.clone();
+    for i in &mut m.graph.inputs {
+        if let Some(d) = bindings.get(&i.name) {
+            i.ty.shape = Some(d.iter().map(|&x| Dim::Known(x)).collect());
+        } else if let Some(s) = &mut i.ty.shape {
+            if let Some(first @ Dim::Sym(_)) = s.first_mut() {
+                *first = Dim::Known(1);
+            }
+        }
+    }
+    infer::infer_types(&mut m)?;
+    let types = &m.graph.value_types;
+    let dims = |name: &str| -> Option<Vec<usize>> { types.get(name)?.known_dims() };
+    let mut macs: Option<u64> = Some(0);
+    for n in &m.graph.nodes {
+        let this = match n.op_type.as_str() {
+            "Conv" => (|| {
+                let y = dims(n.outputs.first()?)?;
+                let w = dims(n.inputs.get(1)?)?;
+                Some(y.iter().product::<usize>() as u64 * w.iter().skip(1).product::<usize>() as u64)
+            })(),
+            "ConvTranspose" => (|| {
+                let x = dims(n.inputs.first()?)?;
+                let w = dims(n.inputs.get(1)?)?;
+                Some(x.iter().product::<usize>() as u64 * w.iter().skip(1).product::<usize>() as u64)
+            })(),
+            "Gemm" => (|| {
+                let y = dims(n.outputs.first()?)?;
+                let a = dims(n.inputs.first()?)?;
+                let k = if n.attr_int("transA", 0).ok()? != 0 {
+                    *a.first()?
+                } else {
+                    *a.get(1)?
+                };
+                Some(y.iter().product::<usize>() as u64 * k as u64)
+            })(),
+            "MatMul" => (|| {
+                let y = dims(n.outputs.first()?)?;
+                let a = dims(n.inputs.first()?)?;
+                Some(y.iter().product::<usize>() as u64 * *a.last()? as u64)
+            })(),
+            _ => Some(0),
+        };
+        macs = match (macs, this) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    Ok(ModelStats {
+        learnable_params: learnable,
+        total_params: total,
+        weight_bytes: bytes,
+        op_histogram,
+        macs,
+    })
+}
