@@ -361,3 +361,141 @@ fn eval_prelu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     }
     Ok(vec![Tensor::new(shape, data)?])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::eval_node;
+    use crate::{Attribute, Node};
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v).unwrap()
+    }
+    fn run(node: Node, opset: i64, ins: &[Option<&Tensor>]) -> Result<Vec<f32>> {
+        Ok(eval_node(&node, opset, ins)?.remove(0).to_f32_vec())
+    }
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+    fn n(op: &str) -> Node {
+        Node::new("n", op, &["x"], &["y"])
+    }
+
+    #[test]
+    fn relu_and_int_relu() {
+        let x = t(&[3], vec![-1.0, 0.0, 2.0]);
+        close(&run(n("Relu"), 13, &[Some(&x)]).unwrap(), &[0.0, 0.0, 2.0]);
+        let i = Tensor::from_vec(vec![2], vec![-3i32, 3]).unwrap();
+        assert!(run(n("Relu"), 13, &[Some(&i)]).is_err());
+        close(&run(n("Relu"), 14, &[Some(&i)]).unwrap(), &[0.0, 3.0]);
+    }
+
+    #[test]
+    fn clip_attribute_form() {
+        let x = t(&[4], vec![-2.0, -0.5, 0.5, 2.0]);
+        let node = n("Clip")
+            .with_attr("min", Attribute::Float(-1.0))
+            .with_attr("max", Attribute::Float(1.0));
+        close(
+            &run(node, 6.max(7), &[Some(&x)]).unwrap(),
+            &[-1.0, -0.5, 0.5, 1.0],
+        );
+        let node = n("Clip").with_attr("max", Attribute::Float(0.0));
+        close(&run(node, 10, &[Some(&x)]).unwrap(), &[-2.0, -0.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn clip_input_form() {
+        let x = t(&[4], vec![-2.0, -0.5, 0.5, 2.0]);
+        let lo = Tensor::scalar(-1.0f32);
+        let hi = Tensor::scalar(1.0f32);
+        let node = Node::new("n", "Clip", &["x", "lo", "hi"], &["y"]);
+        close(
+            &run(node.clone(), 13, &[Some(&x), Some(&lo), Some(&hi)]).unwrap(),
+            &[-1.0, -0.5, 0.5, 1.0],
+        );
+        // Omitted min (empty name), max only.
+        let node2 = Node::new("n", "Clip", &["x", "", "hi"], &["y"]);
+        close(
+            &run(node2, 11, &[Some(&x), None, Some(&hi)]).unwrap(),
+            &[-2.0, -0.5, 0.5, 1.0],
+        );
+        // No bounds: identity; attributes are ignored from 11.
+        let node3 = n("Clip").with_attr("max", Attribute::Float(0.0));
+        close(&run(node3, 11, &[Some(&x)]).unwrap(), &[-2.0, -0.5, 0.5, 2.0]);
+        // Integer clip from 12.
+        let xi = Tensor::from_vec(vec![3], vec![-5i64, 0, 5]).unwrap();
+        let li = Tensor::scalar(-1i64);
+        let y = eval_node(&node, 12, &[Some(&xi), Some(&li), None]).unwrap();
+        assert_eq!(y[0].as_slice::<i64>().unwrap(), &[-1, 0, 5]);
+        // Mismatched bound type.
+        assert!(run(node, 13, &[Some(&x), Some(&li), None]).is_err());
+    }
+
+    #[test]
+    fn sigmoid_family() {
+        let x = t(&[5], vec![-100.0, -1.0, 0.0, 1.0, 100.0]);
+        let s = run(n("Sigmoid"), 13, &[Some(&x)]).unwrap();
+        close(&s, &[0.0, 0.268_941_43, 0.5, 0.731_058_6, 1.0]);
+        assert!(s.iter().all(|v| v.is_finite()));
+        close(
+            &run(n("HardSigmoid"), 13, &[Some(&x)]).unwrap(),
+            &[0.0, 0.3, 0.5, 0.7, 1.0],
+        );
+        close(
+            &run(n("HardSwish"), 14, &[Some(&x)]).unwrap(),
+            &[0.0, -1.0 / 3.0, 0.0, 2.0 / 3.0, 100.0],
+        );
+        assert!(run(n("HardSwish"), 13, &[Some(&x)]).is_err());
+        close(
+            &run(n("Tanh"), 13, &[Some(&x)]).unwrap(),
+            &[-1.0, -0.761_594_2, 0.0, 0.761_594_2, 1.0],
+        );
+        let sp = run(n("Softplus"), 13, &[Some(&x)]).unwrap();
+        close(
+            &sp,
+            &[0.0, 0.313_261_7, std::f32::consts::LN_2, 1.313_261_7, 100.0],
+        );
+    }
+
+    #[test]
+    fn relu_variants() {
+        let x = t(&[3], vec![-2.0, 0.0, 3.0]);
+        close(&run(n("LeakyRelu"), 13, &[Some(&x)]).unwrap(), &[-0.02, 0.0, 3.0]);
+        let lr = n("LeakyRelu").with_attr("alpha", Attribute::Float(0.5));
+        close(&run(lr, 13, &[Some(&x)]).unwrap(), &[-1.0, 0.0, 3.0]);
+        close(
+            &run(n("Elu"), 13, &[Some(&x)]).unwrap(),
+            &[(-2f32).exp() - 1.0, 0.0, 3.0],
+        );
+        close(
+            &run(n("Selu"), 13, &[Some(&x)]).unwrap(),
+            &[1.050_701 * 1.673_263_2 * ((-2f32).exp() - 1.0), 0.0, 3.152_103],
+        );
+        let g = run(n("Gelu"), 20, &[Some(&x)]).unwrap();
+        close(&g, &[-0.045_500_26, 0.0, 2.995_950_5]);
+        let gt = n("Gelu").with_attr("approximate", Attribute::String(b"tanh".to_vec()));
+        close(
+            &run(gt, 20, &[Some(&x)]).unwrap(),
+            &[-0.045_402_3, 0.0, 2.996_362_7],
+        );
+    }
+
+    #[test]
+    fn prelu_unidirectional() {
+        let x = t(&[1, 2, 2], vec![-1.0, 1.0, -2.0, 2.0]);
+        let s = t(&[2, 1], vec![0.1, 0.5]);
+        let node = Node::new("n", "PRelu", &["x", "s"], &["y"]);
+        close(
+            &run(node.clone(), 13, &[Some(&x), Some(&s)]).unwrap(),
+            &[-0.1, 1.0, -1.0, 2.0],
+        );
+        // A slope that would grow X is rejected.
+        let big = t(&[2, 2, 2], vec![0.0; 8]);
+        let e = run(node, 13, &[Some(&x), Some(&big)]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ShapeMismatch);
+    }
+}

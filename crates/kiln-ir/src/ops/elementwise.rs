@@ -56,16 +56,6 @@ const fn def(op_type: &'static str, since: i64, infer: super::InferFn, eval: sup
 // ---------------------------------------------------------------------------
 // Shared helpers (also used by the activation, reduce and resize families).
 
-/// The elements of a float tensor (f32, or f16 widened) as f32, or `None`
-/// for other dtypes.
-pub(crate) fn float_vec(t: &Tensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-    match t.data() {
-        TensorData::F32(v) => Some(std::borrow::Cow::Borrowed(v.as_slice())),
-        TensorData::F16(v) => Some(std::borrow::Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
-        _ => None,
-    }
-}
-
 /// Wraps f32 results as a tensor of `dtype` (F32, or F16 by narrowing).
 pub(crate) fn float_tensor(dtype: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor> {
     match dtype {
@@ -278,8 +268,6 @@ pub(crate) trait IntElem: crate::Elem + PartialOrd {
     fn wdiv(self, o: Self) -> Self;
     /// Zero.
     const ZERO: Self;
-    /// As f64.
-    fn to_f64(self) -> f64;
     /// From f64, truncating and saturating.
     fn from_f64(x: f64) -> Self;
 }
@@ -292,7 +280,6 @@ macro_rules! int_elem {
             fn wmul(self, o: Self) -> Self { self.wrapping_mul(o) }
             fn wdiv(self, o: Self) -> Self { self.wrapping_div(o) }
             const ZERO: Self = 0;
-            fn to_f64(self) -> f64 { self as f64 }
             fn from_f64(x: f64) -> Self { x as $t }
         }
     )*};
@@ -921,4 +908,236 @@ fn eval_sum(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 }
 fn eval_mean(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     eval_variadic(ctx, inputs, Fold::Sum, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::eval_node;
+    use crate::Node;
+
+    fn t<T: crate::Elem>(shape: &[usize], v: Vec<T>) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v).unwrap()
+    }
+    fn run(op: &str, opset: i64, ins: &[&Tensor]) -> Result<Tensor> {
+        let names: Vec<String> = (0..ins.len()).map(|i| format!("i{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let node = Node::new("n", op, &refs, &["y"]);
+        let inputs: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+        Ok(eval_node(&node, opset, &inputs)?.remove(0))
+    }
+
+    #[test]
+    fn add_broadcast_per_channel() {
+        let a = t(&[1, 2, 2, 2], (0..8).map(|x| x as f32).collect());
+        let b = t(&[1, 2, 1, 1], vec![10f32, 20.0]);
+        let y = run("Add", 13, &[&a, &b]).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 2, 2]);
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[10., 11., 12., 13., 24., 25., 26., 27.]
+        );
+        // Reversed operand order, and both sides broadcasting.
+        let y = run("Sub", 13, &[&b, &a]).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap()[4], 16.0);
+        let c = t(&[3, 1], vec![1f32, 2., 3.]);
+        let d = t(&[2], vec![10f32, 20.]);
+        let y = run("Mul", 13, &[&c, &d]).unwrap();
+        assert_eq!(y.shape(), &[3, 2]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[10., 20., 20., 40., 30., 60.]);
+    }
+
+    #[test]
+    fn scalar_and_f16() {
+        let a = t(
+            &[3],
+            vec![f16::from_f32(1.0), f16::from_f32(2.0), f16::from_f32(3.0)],
+        );
+        let b = Tensor::scalar(f16::from_f32(0.5));
+        let y = run("Mul", 13, &[&a, &b]).unwrap();
+        assert_eq!(y.to_f32_vec(), vec![0.5, 1.0, 1.5]);
+    }
+
+    #[test]
+    fn int_div_truncates_and_zero_errors() {
+        let a = t(&[4], vec![7i32, -7, 7, -7]);
+        let b = t(&[4], vec![2i32, 2, -2, -2]);
+        let y = run("Div", 13, &[&a, &b]).unwrap();
+        assert_eq!(y.as_slice::<i32>().unwrap(), &[3, -3, -3, 3]);
+        let z = t(&[1], vec![0i32]);
+        let e = run("Div", 13, &[&a, &z]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+        // int8 only from opset 14.
+        let c = t(&[1], vec![1i8]);
+        assert_eq!(
+            run("Add", 13, &[&c, &c]).unwrap_err().kind,
+            ErrorKind::TypeMismatch
+        );
+        assert_eq!(run("Add", 14, &[&c, &c]).unwrap().as_slice::<i8>().unwrap(), &[2]);
+        // Mixed dtypes.
+        let f = t(&[1], vec![1f32]);
+        assert_eq!(
+            run("Add", 13, &[&f, &a]).unwrap_err().kind,
+            ErrorKind::TypeMismatch
+        );
+    }
+
+    #[test]
+    fn shape_mismatch() {
+        let a = t(&[2, 3], vec![0f32; 6]);
+        let b = t(&[2], vec![0f32; 2]);
+        assert_eq!(
+            run("Add", 13, &[&a, &b]).unwrap_err().kind,
+            ErrorKind::ShapeMismatch
+        );
+    }
+
+    #[test]
+    fn pow_types() {
+        let a = t(&[3], vec![2f32, 3., 4.]);
+        let e = t(&[1], vec![2i64]);
+        assert_eq!(
+            run("Pow", 13, &[&a, &e]).unwrap().as_slice::<f32>().unwrap(),
+            &[4., 9., 16.]
+        );
+        // Before 12, exponent must have the base's type.
+        assert_eq!(
+            run("Pow", 11, &[&a, &e]).unwrap_err().kind,
+            ErrorKind::TypeMismatch
+        );
+        let h = t(&[1], vec![0.5f32]);
+        let y = run("Pow", 7, &[&a, &h]).unwrap();
+        assert!((y.as_slice::<f32>().unwrap()[2] - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unary_ops() {
+        let a = t(&[4], vec![-1.5f32, -0.5, 0.5, 4.0]);
+        let v = |op: &str| run(op, 13, &[&a]).unwrap().to_f32_vec();
+        assert_eq!(v("Abs"), vec![1.5, 0.5, 0.5, 4.0]);
+        assert_eq!(v("Neg"), vec![1.5, 0.5, -0.5, -4.0]);
+        assert_eq!(v("Floor"), vec![-2.0, -1.0, 0.0, 4.0]);
+        assert_eq!(v("Ceil"), vec![-1.0, -0.0, 1.0, 4.0]);
+        assert_eq!(v("Reciprocal")[3], 0.25);
+        assert_eq!(v("Sqrt")[3], 2.0);
+        assert!((v("Exp")[3] - 54.59815).abs() < 1e-3);
+        assert!((v("Log")[3] - 4f32.ln()).abs() < 1e-6);
+        let erf = v("Erf");
+        assert!((erf[0] + 0.966_105_16).abs() < 1e-6);
+        assert!((erf[2] - 0.520_499_9).abs() < 1e-6);
+        assert!((erf[3] - 0.999_999_98).abs() < 1e-6);
+        let i = t(&[2], vec![-3i64, 4]);
+        assert_eq!(run("Abs", 13, &[&i]).unwrap().as_slice::<i64>().unwrap(), &[3, 4]);
+        assert_eq!(run("Sqrt", 13, &[&i]).unwrap_err().kind, ErrorKind::TypeMismatch);
+    }
+
+    #[test]
+    fn erf_accuracy() {
+        for (x, e) in [
+            (0.1, 0.112_462_916_018_284_9),
+            (1.0, 0.842_700_792_949_714_9),
+            (3.0, 0.999_977_909_503_001_4),
+        ] {
+            assert!((erf(x) - e).abs() < 1e-13, "{x}");
+            assert!((erf(-x) + e).abs() < 1e-13);
+        }
+    }
+
+    #[test]
+    fn comparisons_and_where() {
+        let a = t(&[3], vec![1i64, 2, 3]);
+        let b = Tensor::scalar(2i64);
+        let r = |op| run(op, 13, &[&a, &b]).unwrap().into_vec::<bool>().unwrap();
+        assert_eq!(r("Equal"), vec![false, true, false]);
+        assert_eq!(r("Less"), vec![true, false, false]);
+        assert_eq!(r("Greater"), vec![false, false, true]);
+        assert_eq!(r("LessOrEqual"), vec![true, true, false]);
+        assert_eq!(r("GreaterOrEqual"), vec![false, true, true]);
+        let c = t(&[2, 1], vec![true, false]);
+        let x = t(&[2], vec![1f32, 2.]);
+        let y = Tensor::scalar(9f32);
+        let w = run("Where", 13, &[&c, &x, &y]).unwrap();
+        assert_eq!(w.shape(), &[2, 2]);
+        assert_eq!(w.as_slice::<f32>().unwrap(), &[1., 2., 9., 9.]);
+    }
+
+    #[test]
+    fn variadic() {
+        let a = t(&[2], vec![1f32, 5.]);
+        let b = t(&[2, 1], vec![3f32, 0.]);
+        let c = Tensor::scalar(1f32);
+        let mx = run("Max", 13, &[&a, &b, &c]).unwrap();
+        assert_eq!(mx.shape(), &[2, 2]);
+        assert_eq!(mx.as_slice::<f32>().unwrap(), &[3., 5., 1., 5.]);
+        let mn = run("Min", 13, &[&a, &b]).unwrap();
+        assert_eq!(mn.as_slice::<f32>().unwrap(), &[1., 3., 0., 0.]);
+        let s = run("Sum", 13, &[&a, &b, &c]).unwrap();
+        assert_eq!(s.as_slice::<f32>().unwrap(), &[5., 9., 2., 6.]);
+        let m = run("Mean", 13, &[&a, &a]).unwrap();
+        assert_eq!(m.as_slice::<f32>().unwrap(), &[1., 5.]);
+        let i = t(&[2], vec![1i32, 7]);
+        assert_eq!(run("Max", 11, &[&i]).unwrap_err().kind, ErrorKind::TypeMismatch);
+        assert_eq!(
+            run("Max", 12, &[&i, &i]).unwrap().as_slice::<i32>().unwrap(),
+            &[1, 7]
+        );
+    }
+
+    #[test]
+    fn broadcast_general_matches_naive() {
+        // [2,1,3,1] x [1,4,1,5]: every collapsing case.
+        let sa = [2usize, 1, 3, 1];
+        let sb = [4usize, 1, 5];
+        let a: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let b: Vec<f32> = (0..20).map(|x| (x * 100) as f32).collect();
+        let ta = t(&sa, a.clone());
+        let tb = t(&sb, b.clone());
+        let y = run("Add", 13, &[&ta, &tb]).unwrap();
+        assert_eq!(y.shape(), &[2, 4, 3, 5]);
+        let v = y.as_slice::<f32>().unwrap();
+        for i in 0..2 {
+            for j in 0..4 {
+                for k in 0..3 {
+                    for l in 0..5 {
+                        let want = a[i * 3 + k] + b[j * 5 + l];
+                        assert_eq!(v[((i * 4 + j) * 3 + k) * 5 + l], want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inference() {
+        use crate::ops::{lookup, InferInput, OpCtx};
+        let node = Node::new("n", "Add", &["a", "b"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let a = InferInput {
+            ty: ValueType::new(
+                DType::F32,
+                vec![Dim::Sym("N".into()), Dim::Known(3), Dim::Known(1)],
+            ),
+            value: None,
+        };
+        let b = InferInput {
+            ty: ValueType::known(DType::F32, &[3, 4]),
+            value: None,
+        };
+        let out = (lookup("Add", "").unwrap().infer)(&ctx, &[Some(&a), Some(&b)]).unwrap();
+        assert_eq!(
+            out[0].shape,
+            Some(vec![Dim::Sym("N".into()), Dim::Known(3), Dim::Known(4)])
+        );
+        let node = Node::new("n", "Less", &["a", "b"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let out = (lookup("Less", "").unwrap().infer)(&ctx, &[Some(&a), Some(&b)]).unwrap();
+        assert_eq!(out[0].dtype, DType::Bool);
+    }
+    use crate::Dim;
 }
