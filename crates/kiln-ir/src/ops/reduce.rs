@@ -403,3 +403,154 @@ fn eval_reduce(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     };
     Ok(vec![out])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::eval_node;
+    use crate::{Attribute, Node};
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v).unwrap()
+    }
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+    fn run(node: &Node, opset: i64, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+        Ok(eval_node(node, opset, ins)?.remove(0))
+    }
+
+    #[test]
+    fn softmax_opset13_last_axis() {
+        let x = t(&[2, 3], vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0]);
+        let node = Node::new("n", "Softmax", &["x"], &["y"]);
+        let y = run(&node, 13, &[Some(&x)]).unwrap();
+        let third = 1.0 / 3.0;
+        close(
+            &y.to_f32_vec(),
+            &[0.090_030_57, 0.244_728_48, 0.665_240_9, third, third, third],
+        );
+        let ls = Node::new("n", "LogSoftmax", &["x"], &["y"]);
+        let y = run(&ls, 13, &[Some(&x)]).unwrap();
+        close(&y.to_f32_vec()[..3], &[-2.407_606, -1.407_606, -0.407_606]);
+    }
+
+    #[test]
+    fn softmax_before_and_after_13() {
+        // Shape [1, 2, 2], axis 1: before 13 the trailing 4 values form one group.
+        let x = t(&[1, 2, 2], vec![0.0, 0.0, 0.0, 0.0]);
+        let node = Node::new("n", "Softmax", &["x"], &["y"]).with_attr("axis", Attribute::Int(1));
+        close(&run(&node, 11, &[Some(&x)]).unwrap().to_f32_vec(), &[0.25; 4]);
+        close(&run(&node, 13, &[Some(&x)]).unwrap().to_f32_vec(), &[0.5; 4]);
+        // Default axis before 13 is 1 (coerced to 2-D): [2, 2] normalizes rows.
+        let x = t(&[2, 2], vec![0.0, 0.0, 5.0, 5.0]);
+        let d = Node::new("n", "Softmax", &["x"], &["y"]);
+        close(&run(&d, 7, &[Some(&x)]).unwrap().to_f32_vec(), &[0.5; 4]);
+        let bad = Node::new("n", "Softmax", &["x"], &["y"]).with_attr("axis", Attribute::Int(3));
+        assert_eq!(
+            run(&bad, 13, &[Some(&x)]).unwrap_err().kind,
+            ErrorKind::InvalidAttribute
+        );
+    }
+
+    #[test]
+    fn reduce_mean_attr_vs_input_axes() {
+        let x = t(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let attr = Node::new("n", "ReduceMean", &["x"], &["y"]).with_attr("axes", Attribute::Ints(vec![1]));
+        let y = run(&attr, 13, &[Some(&x)]).unwrap();
+        assert_eq!(y.shape(), &[2, 1]);
+        close(&y.to_f32_vec(), &[2.0, 5.0]);
+        let axes = Tensor::from_vec(vec![1], vec![-1i64]).unwrap();
+        let inp =
+            Node::new("n", "ReduceMean", &["x", "axes"], &["y"]).with_attr("keepdims", Attribute::Int(0));
+        let y = run(&inp, 18, &[Some(&x), Some(&axes)]).unwrap();
+        assert_eq!(y.shape(), &[2]);
+        close(&y.to_f32_vec(), &[2.0, 5.0]);
+        // No axes: reduce all, or no-op with noop_with_empty_axes.
+        let all = Node::new("n", "ReduceMean", &["x"], &["y"]);
+        let y = run(&all, 18, &[Some(&x)]).unwrap();
+        assert_eq!(y.shape(), &[1, 1]);
+        close(&y.to_f32_vec(), &[3.5]);
+        let noop = all.clone().with_attr("noop_with_empty_axes", Attribute::Int(1));
+        assert_eq!(run(&noop, 18, &[Some(&x)]).unwrap(), x);
+        let dup =
+            Node::new("n", "ReduceMean", &["x"], &["y"]).with_attr("axes", Attribute::Ints(vec![1, -1]));
+        assert_eq!(
+            run(&dup, 13, &[Some(&x)]).unwrap_err().kind,
+            ErrorKind::InvalidAttribute
+        );
+    }
+
+    #[test]
+    fn reduce_sum_axes_input_from_13() {
+        let x = t(&[2, 2, 2], (1..=8).map(|v| v as f32).collect());
+        let axes = Tensor::from_vec(vec![2], vec![0i64, 2]).unwrap();
+        let node =
+            Node::new("n", "ReduceSum", &["x", "axes"], &["y"]).with_attr("keepdims", Attribute::Int(0));
+        let y = run(&node, 13, &[Some(&x), Some(&axes)]).unwrap();
+        assert_eq!(y.shape(), &[2]);
+        close(&y.to_f32_vec(), &[1.0 + 2.0 + 5.0 + 6.0, 3.0 + 4.0 + 7.0 + 8.0]);
+        let old = Node::new("n", "ReduceSum", &["x"], &["y"]).with_attr("axes", Attribute::Ints(vec![1]));
+        let y = run(&old, 11, &[Some(&x)]).unwrap();
+        assert_eq!(y.shape(), &[2, 1, 2]);
+        close(&y.to_f32_vec(), &[4.0, 6.0, 12.0, 14.0]);
+        let i = Tensor::from_vec(vec![3], vec![1i64, 2, 3]).unwrap();
+        let y = run(&Node::new("n", "ReduceSum", &["x"], &["y"]), 13, &[Some(&i)]).unwrap();
+        assert_eq!(y.as_slice::<i64>().unwrap(), &[6]);
+    }
+
+    #[test]
+    fn reduce_max_min_and_others() {
+        let x = t(&[2, 2], vec![1.0, -4.0, 3.0, 2.0]);
+        let r = |op: &str| {
+            let n = Node::new("n", op, &["x"], &["y"]).with_attr("axes", Attribute::Ints(vec![0]));
+            run(&n, 13, &[Some(&x)]).unwrap().to_f32_vec()
+        };
+        close(&r("ReduceMax"), &[3.0, 2.0]);
+        close(&r("ReduceMin"), &[1.0, -4.0]);
+        close(&r("ReduceProd"), &[3.0, -8.0]);
+        close(&r("ReduceSumSquare"), &[10.0, 20.0]);
+        close(&r("ReduceL1"), &[4.0, 6.0]);
+        close(&r("ReduceL2"), &[10f32.sqrt(), 20f32.sqrt()]);
+        close(
+            &r("ReduceLogSumExp"),
+            &[(1f32.exp() + 3f32.exp()).ln(), ((-4f32).exp() + 2f32.exp()).ln()],
+        );
+    }
+
+    #[test]
+    fn reduce_inference() {
+        use crate::ops::{lookup, InferInput, OpCtx};
+        let node =
+            Node::new("n", "ReduceMean", &["x"], &["y"]).with_attr("axes", Attribute::Ints(vec![2, 3]));
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let x = InferInput {
+            ty: ValueType::new(
+                DType::F32,
+                vec![
+                    Dim::Sym("N".into()),
+                    Dim::Known(8),
+                    Dim::Known(4),
+                    Dim::Sym("W".into()),
+                ],
+            ),
+            value: None,
+        };
+        let out = (lookup("ReduceMean", "").unwrap().infer)(&ctx, &[Some(&x)]).unwrap();
+        assert_eq!(
+            out[0].shape,
+            Some(vec![
+                Dim::Sym("N".into()),
+                Dim::Known(8),
+                Dim::Known(1),
+                Dim::Known(1)
+            ])
+        );
+    }
+}

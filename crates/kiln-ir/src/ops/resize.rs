@@ -767,3 +767,337 @@ fn infer_resize(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<Value
     };
     Ok(vec![ValueType::new(x.dtype, out)])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::eval_node;
+    use crate::{Attribute, Node};
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(shape.to_vec(), v).unwrap()
+    }
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+    fn s(v: &str) -> Attribute {
+        Attribute::String(v.as_bytes().to_vec())
+    }
+    /// Resize-11+ with scales.
+    fn rs(x: &Tensor, scales: &[f32], attrs: &[(&str, Attribute)], opset: i64) -> Result<Tensor> {
+        let mut n = Node::new("n", "Resize", &["x", "", "s"], &["y"]);
+        for (k, v) in attrs {
+            n = n.with_attr(k, v.clone());
+        }
+        let sc = t(&[scales.len()], scales.to_vec());
+        Ok(eval_node(&n, opset, &[Some(x), None, Some(&sc)])?.remove(0))
+    }
+    /// Resize-11+ with sizes (and an optional roi).
+    fn rz(
+        x: &Tensor,
+        roi: Option<&[f32]>,
+        sizes: &[i64],
+        attrs: &[(&str, Attribute)],
+        opset: i64,
+    ) -> Result<Tensor> {
+        let mut n = Node::new("n", "Resize", &["x", "roi", "", "sz"], &["y"]);
+        for (k, v) in attrs {
+            n = n.with_attr(k, v.clone());
+        }
+        let sz = Tensor::from_vec(vec![sizes.len()], sizes.to_vec()).unwrap();
+        let r = roi.map(|r| t(&[r.len()], r.to_vec()));
+        Ok(eval_node(&n, opset, &[Some(x), r.as_ref(), None, Some(&sz)])?.remove(0))
+    }
+    fn sq2() -> Tensor {
+        t(&[1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0])
+    }
+    fn r2x4() -> Tensor {
+        t(&[1, 1, 2, 4], (1..=8).map(|v| v as f32).collect())
+    }
+    fn sq4() -> Tensor {
+        t(&[1, 1, 4, 4], (1..=16).map(|v| v as f32).collect())
+    }
+
+    #[test]
+    fn nearest_upsample_half_pixel() {
+        // ONNX test resize_upsample_scales_nearest.
+        let y = rs(&sq2(), &[1.0, 1.0, 2.0, 3.0], &[], 13).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 4, 6]);
+        let row1 = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0];
+        let row2 = [3.0, 3.0, 3.0, 4.0, 4.0, 4.0];
+        let want: Vec<f32> = [row1, row1, row2, row2].concat();
+        close(&y.to_f32_vec(), &want);
+    }
+
+    #[test]
+    fn nearest_downsample() {
+        // ONNX test resize_downsample_scales_nearest, also at opset 10.
+        let y = rs(&r2x4(), &[1.0, 1.0, 0.6, 0.6], &[], 13).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 1, 2]);
+        close(&y.to_f32_vec(), &[1.0, 3.0]);
+        let n = Node::new("n", "Resize", &["x", "s"], &["y"]);
+        let sc = t(&[4], vec![1.0, 1.0, 0.6, 0.6]);
+        let y = eval_node(&n, 10, &[Some(&r2x4()), Some(&sc)]).unwrap().remove(0);
+        close(&y.to_f32_vec(), &[1.0, 3.0]);
+    }
+
+    #[test]
+    fn nearest_modes() {
+        let x = t(&[4], vec![10.0, 20.0, 30.0, 40.0]);
+        let asym = ("coordinate_transformation_mode", s("asymmetric"));
+        let m = |mode: &str| {
+            rs(&x, &[2.0], &[asym.clone(), ("nearest_mode", s(mode))], 13)
+                .unwrap()
+                .to_f32_vec()
+        };
+        // Source coords 0, .5, 1, 1.5, 2, 2.5, 3, 3.5.
+        close(
+            &m("round_prefer_floor"),
+            &[10., 10., 20., 20., 30., 30., 40., 40.],
+        );
+        close(&m("round_prefer_ceil"), &[10., 20., 20., 30., 30., 40., 40., 40.]);
+        close(&m("floor"), &[10., 10., 20., 20., 30., 30., 40., 40.]);
+        close(&m("ceil"), &[10., 20., 20., 30., 30., 40., 40., 40.]);
+        let tf = rs(
+            &x,
+            &[2.0],
+            &[("coordinate_transformation_mode", s("tf_half_pixel_for_nn"))],
+            11,
+        )
+        .unwrap();
+        // (x + .5) / 2 = .25, .75, 1.25, ... rounded.
+        close(&tf.to_f32_vec(), &[10., 20., 20., 30., 30., 40., 40., 40.]);
+        assert!(rs(&x, &[2.0], &[("nearest_mode", s("bogus"))], 13).is_err());
+        assert!(rs(
+            &x,
+            &[2.0],
+            &[("coordinate_transformation_mode", s("tf_half_pixel_for_nn"))],
+            13
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn linear_modes() {
+        let lin = ("mode", s("linear"));
+        // resize_upsample_scales_linear (half_pixel).
+        let y = rs(&sq2(), &[1.0, 1.0, 2.0, 2.0], &[lin.clone()], 13).unwrap();
+        close(
+            &y.to_f32_vec(),
+            &[
+                1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
+            ],
+        );
+        // resize_upsample_scales_linear_align_corners.
+        let ac = ("coordinate_transformation_mode", s("align_corners"));
+        let y = rs(&sq2(), &[1.0, 1.0, 2.0, 2.0], &[lin.clone(), ac], 13).unwrap();
+        let (a, b) = (1.0 / 3.0, 2.0 / 3.0);
+        close(
+            &y.to_f32_vec(),
+            &[
+                1.0,
+                1.0 + a,
+                1.0 + b,
+                2.0,
+                1.0 + b,
+                2.0,
+                2.0 + a,
+                2.0 + b,
+                2.0 + a,
+                2.0 + b,
+                3.0,
+                3.0 + a,
+                3.0,
+                3.0 + a,
+                3.0 + b,
+                4.0,
+            ],
+        );
+        // resize_downsample_scales_linear.
+        let y = rs(&r2x4(), &[1.0, 1.0, 0.6, 0.6], &[lin.clone()], 13).unwrap();
+        close(&y.to_f32_vec(), &[2.666_666_5, 4.333_333]);
+        // asymmetric: x / 2 = 0, .5, 1, 1.5 (clamped at the edge).
+        let x = t(&[2], vec![0.0, 10.0]);
+        let asym = ("coordinate_transformation_mode", s("asymmetric"));
+        let y = rs(&x, &[2.0], &[lin.clone(), asym], 13).unwrap();
+        close(&y.to_f32_vec(), &[0.0, 5.0, 10.0, 10.0]);
+        // pytorch_half_pixel to a single pixel samples coordinate 0; half_pixel samples 1.5.
+        let x = t(&[4], vec![10.0, 20.0, 30.0, 40.0]);
+        let pt = ("coordinate_transformation_mode", s("pytorch_half_pixel"));
+        close(
+            &rz(&x, None, &[1], &[lin.clone(), pt], 13).unwrap().to_f32_vec(),
+            &[10.0],
+        );
+        close(&rz(&x, None, &[1], &[lin], 13).unwrap().to_f32_vec(), &[25.0]);
+    }
+
+    #[test]
+    fn half_pixel_symmetric() {
+        // resize_upsample_scales_linear_half_pixel_symmetric: scales 2.3 and 2.94.
+        let attrs = [
+            ("mode", s("linear")),
+            ("coordinate_transformation_mode", s("half_pixel_symmetric")),
+        ];
+        let y = rs(&sq2(), &[1.0, 1.0, 2.3, 2.94], &attrs, 19).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 4, 5]);
+        let v = y.to_f32_vec();
+        close(&v[..5], &[1.0, 1.159_864, 1.5, 1.840_136, 2.0]);
+        let col0: Vec<f32> = (0..4).map(|r| v[r * 5]).collect();
+        close(&col0, &[1.0, 1.565_217, 2.434_783, 3.0]);
+        assert!(rs(&sq2(), &[1.0, 1.0, 2.3, 2.94], &attrs, 18).is_err());
+    }
+
+    #[test]
+    fn tf_crop_and_resize() {
+        let attrs = [
+            ("mode", s("linear")),
+            ("coordinate_transformation_mode", s("tf_crop_and_resize")),
+        ];
+        let roi = [0.0, 0.0, 0.4, 0.6, 1.0, 1.0, 0.6, 0.8];
+        let y = rz(&sq4(), Some(&roi), &[1, 1, 3, 3], &attrs, 13).unwrap();
+        close(&y.to_f32_vec(), &[7.6, 7.9, 8.2, 8.8, 9.1, 9.4, 10.0, 10.3, 10.6]);
+        let mut attrs2 = attrs.to_vec();
+        attrs2.push(("extrapolation_value", Attribute::Float(10.0)));
+        let roi = [0.0, 0.0, 0.4, 0.6, 1.0, 1.0, 1.2, 1.7];
+        let y = rz(&sq4(), Some(&roi), &[1, 1, 3, 3], &attrs2, 13).unwrap();
+        close(
+            &y.to_f32_vec(),
+            &[7.6, 10.0, 10.0, 12.4, 10.0, 10.0, 10.0, 10.0, 10.0],
+        );
+        // With axes (opset 18): roi refers to the listed axes.
+        let mut attrs3 = attrs.to_vec();
+        attrs3.push(("axes", Attribute::Ints(vec![3, 2])));
+        let y = rz(&sq4(), Some(&[0.6, 0.4, 0.8, 0.6]), &[3, 3], &attrs3, 18).unwrap();
+        close(&y.to_f32_vec(), &[7.6, 7.9, 8.2, 8.8, 9.1, 9.4, 10.0, 10.3, 10.6]);
+    }
+
+    #[test]
+    fn cubic_and_exclude_outside() {
+        let x = t(&[5], vec![0.0, 1.0, 4.0, 9.0, 16.0]);
+        let base = [
+            ("mode", s("cubic")),
+            ("coordinate_transformation_mode", s("asymmetric")),
+        ];
+        // Source 1.5: weights (-0.09375, 0.59375, 0.59375, -0.09375) on 0, 1, 4, 9.
+        let y = rs(&x, &[2.0], &base, 13).unwrap().to_f32_vec();
+        assert!((y[3] - 2.125).abs() < 1e-6, "{y:?}");
+        // Source 0.5: the tap at -1 is clamped to index 0, or excluded.
+        assert!((y[1] - 0.218_75).abs() < 1e-6);
+        let mut ex = base.to_vec();
+        ex.push(("exclude_outside", Attribute::Int(1)));
+        let y = rs(&x, &[2.0], &ex, 13).unwrap().to_f32_vec();
+        assert!((y[1] - 0.2).abs() < 1e-6, "{y:?}");
+        // cubic_coeff_a = -0.5: weights (-0.0625, 0.5625, 0.5625, -0.0625).
+        let mut a5 = base.to_vec();
+        a5.push(("cubic_coeff_a", Attribute::Float(-0.5)));
+        let y = rs(&x, &[2.0], &a5, 13).unwrap().to_f32_vec();
+        assert!((y[3] - (0.5625 * 5.0 - 0.0625 * 9.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn antialias_linear_downsample() {
+        // 1-D [0..8] to 4 with half_pixel: the filter spans 4 inputs per output.
+        let x = t(&[8], (0..8).map(|v| v as f32).collect());
+        let attrs = [("mode", s("linear")), ("antialias", Attribute::Int(1))];
+        let y = rs(&x, &[0.5], &attrs, 18).unwrap().to_f32_vec();
+        // Output 1: source 2.5, taps 1..4 with weights 1/8, 3/8, 3/8, 1/8 -> 2.5.
+        assert!((y[1] - 2.5).abs() < 1e-5, "{y:?}");
+        // Output 0: source 0.5, taps -1..2 clamped: (1/8)*0 + (3/8)*0 + (3/8)*1 + (1/8)*2.
+        assert!((y[0] - 0.625).abs() < 1e-5, "{y:?}");
+    }
+
+    #[test]
+    fn legacy_upsample_and_resize10() {
+        let n = Node::new("n", "Upsample", &["x"], &["y"])
+            .with_attr("scales", Attribute::Floats(vec![1.0, 1.0, 2.0, 3.0]));
+        let y = eval_node(&n, 7, &[Some(&sq2())]).unwrap().remove(0);
+        let row1 = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0];
+        let row2 = [3.0, 3.0, 3.0, 4.0, 4.0, 4.0];
+        close(&y.to_f32_vec(), &[row1, row1, row2, row2].concat());
+        let n9 = Node::new("n", "Upsample", &["x", "s"], &["y"]).with_attr("mode", s("linear"));
+        let sc = t(&[4], vec![1.0, 1.0, 1.0, 2.0]);
+        let y = eval_node(&n9, 9, &[Some(&sq2()), Some(&sc)]).unwrap().remove(0);
+        close(&y.to_f32_vec(), &[1.0, 1.5, 2.0, 2.0, 3.0, 3.5, 4.0, 4.0]);
+        assert!(eval_node(&n9, 10, &[Some(&sq2()), Some(&sc)]).is_err());
+    }
+
+    #[test]
+    fn keep_aspect_ratio_and_limits() {
+        let attrs = [
+            ("keep_aspect_ratio_policy", s("not_larger")),
+            ("axes", Attribute::Ints(vec![2, 3])),
+        ];
+        let y = rz(&sq2(), None, &[7, 8], &attrs, 18).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 7, 7]);
+        let attrs = [
+            ("keep_aspect_ratio_policy", s("not_smaller")),
+            ("axes", Attribute::Ints(vec![2, 3])),
+        ];
+        let y = rz(&sq2(), None, &[7, 8], &attrs, 18).unwrap();
+        assert_eq!(y.shape(), &[1, 1, 8, 8]);
+        let e = rz(&sq2(), None, &[1, 1, 1 << 20, 1 << 20], &[], 13).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LimitExceeded);
+        let e = rs(&sq2(), &[1.0, 1.0, 1e30, 1.0], &[], 13).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LimitExceeded);
+        assert!(rs(&sq2(), &[1.0, 1.0, -1.0, 1.0], &[], 13).is_err());
+        assert!(rs(&sq2(), &[2.0], &[], 13).is_err());
+    }
+
+    #[test]
+    fn integer_nearest_is_exact() {
+        let big = 1i64 << 60;
+        let x = Tensor::from_vec(vec![2], vec![big, big + 1]).unwrap();
+        let n = Node::new("n", "Resize", &["x", "", "s"], &["y"]);
+        let sc = t(&[1], vec![2.0]);
+        let y = eval_node(&n, 13, &[Some(&x), None, Some(&sc)]).unwrap().remove(0);
+        assert_eq!(y.as_slice::<i64>().unwrap(), &[big, big, big + 1, big + 1]);
+    }
+
+    #[test]
+    fn inference() {
+        use crate::ops::{lookup, InferInput};
+        let node = Node::new("n", "Resize", &["x", "", "s"], &["y"]);
+        let ctx = OpCtx {
+            node: &node,
+            opset: 13,
+        };
+        let x = InferInput {
+            ty: ValueType::new(
+                DType::F32,
+                vec![
+                    Dim::Sym("N".into()),
+                    Dim::Known(3),
+                    Dim::Sym("H".into()),
+                    Dim::Known(4),
+                ],
+            ),
+            value: None,
+        };
+        let sc = t(&[4], vec![1.0, 1.0, 2.0, 2.0]);
+        let s = InferInput {
+            ty: ValueType::known(DType::F32, &[4]),
+            value: Some(sc),
+        };
+        let def = lookup("Resize", "").unwrap();
+        let out = (def.infer)(&ctx, &[Some(&x), None, Some(&s)]).unwrap();
+        assert_eq!(
+            out[0].shape,
+            Some(vec![
+                Dim::Sym("N".into()),
+                Dim::Known(3),
+                ctx.unknown_dim(0, 2),
+                Dim::Known(8)
+            ])
+        );
+        let s_dyn = InferInput {
+            ty: ValueType::known(DType::F32, &[4]),
+            value: None,
+        };
+        let out = (def.infer)(&ctx, &[Some(&x), None, Some(&s_dyn)]).unwrap();
+        assert_eq!(out[0].rank(), Some(4));
+        assert_eq!(out[0].shape.as_ref().unwrap()[1], ctx.unknown_dim(0, 1));
+    }
+}
