@@ -1,0 +1,491 @@
+//! ONNX `ModelProto` -> kiln [`Model`].
+
+use crate::error::OnnxError;
+use crate::proto::attribute_proto::AttributeType;
+use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
+use crate::proto::type_proto::Value as TypeValue;
+use crate::proto::{AttributeProto, GraphProto, ModelProto, ValueInfoProto};
+use crate::tensor::{dtype_from_onnx, onnx_type_name, tensor_from_proto};
+use kiln_ir::{
+    ir_err, Attribute, Dim, ErrorKind, Graph, IrError, Model, Node, OpsetImport, ValueInfo, ValueType,
+};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// Options and resource limits of [`crate::load_with`] and [`crate::from_bytes`].
+///
+/// The limits guard against hostile files: every size is checked (with
+/// overflow-safe arithmetic) before memory is allocated for it, and exceeding
+/// one is an error of kind `LimitExceeded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Largest model file (the `.onnx` protobuf itself) in bytes. Default 4 GiB.
+    pub max_model_bytes: u64,
+    /// Largest decoded tensor (initializer or tensor attribute) in bytes. Default 2 GiB.
+    pub max_tensor_bytes: u64,
+    /// Most bytes of all decoded tensors together, external data included. Default 4 GiB.
+    pub max_total_tensor_bytes: u64,
+    /// Most elements of one tensor, and of any fully known declared shape. Default 2^31.
+    pub max_tensor_elements: u64,
+    /// Most nodes in the graph. Default 1,000,000.
+    pub max_nodes: usize,
+    /// After import and the structural check, also check that every op is
+    /// supported ([`kiln_ir::infer::check_supported`]) and run type inference
+    /// ([`kiln_ir::infer::infer_types`]). Default true.
+    pub check_ops: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_model_bytes: 4 << 30,
+            max_tensor_bytes: 2 << 30,
+            max_total_tensor_bytes: 4 << 30,
+            max_tensor_elements: 1 << 31,
+            max_nodes: 1_000_000,
+            check_ops: true,
+        }
+    }
+}
+
+/// State of one import: options, the folder for external data, and the
+/// running total of decoded tensor bytes.
+pub(crate) struct Loader<'a> {
+    pub(crate) opts: &'a LoadOptions,
+    pub(crate) base_dir: Option<&'a Path>,
+    tensor_bytes: u64,
+}
+
+impl<'a> Loader<'a> {
+    pub(crate) fn new(opts: &'a LoadOptions, base_dir: Option<&'a Path>) -> Self {
+        Loader {
+            opts,
+            base_dir,
+            tensor_bytes: 0,
+        }
+    }
+
+    /// Adds `bytes` to the total, erroring past `max_total_tensor_bytes`.
+    pub(crate) fn account(&mut self, bytes: u64, what: &str) -> Result<(), IrError> {
+        let total = self.tensor_bytes.saturating_add(bytes);
+        if total > self.opts.max_total_tensor_bytes {
+            return Err(ir_err!(
+                LimitExceeded,
+                "{what} brings the model's tensor data to {total} bytes, over the limit of {}",
+                self.opts.max_total_tensor_bytes
+            ));
+        }
+        self.tensor_bytes = total;
+        Ok(())
+    }
+}
+
+/// Reads and imports the model file `path` (see [`crate::from_bytes`]);
+/// external data is read relative to the file's folder.
+pub(crate) fn load_path(path: &Path, opts: &LoadOptions) -> Result<Model, OnnxError> {
+    let in_file = |e: OnnxError| e.in_file(Some(path));
+    let meta = std::fs::metadata(path).map_err(|e| in_file(OnnxError::io("cannot read the model", e)))?;
+    if meta.len() > opts.max_model_bytes {
+        return Err(in_file(
+            ir_err!(
+                LimitExceeded,
+                "model file is {} bytes, over the limit of {}",
+                meta.len(),
+                opts.max_model_bytes
+            )
+            .into(),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| in_file(OnnxError::io("cannot read the model", e)))?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    import_bytes(&bytes, Some(base), opts).map_err(in_file)
+}
+
+/// Decodes and imports a serialized `ModelProto`, then validates it.
+pub(crate) fn import_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<Model, OnnxError> {
+    if bytes.len() as u64 > opts.max_model_bytes {
+        return Err(ir_err!(
+            LimitExceeded,
+            "model is {} bytes, over the limit of {}",
+            bytes.len(),
+            opts.max_model_bytes
+        )
+        .into());
+    }
+    let mp = ModelProto::decode(bytes).map_err(|e| OnnxError::decode("ModelProto", e))?;
+    let mut ld = Loader::new(opts, base_dir);
+    let mut model = model_from_proto(&mp, &mut ld)?;
+    model.graph.validate()?;
+    if opts.check_ops {
+        kiln_ir::infer::check_supported(&model)?;
+        kiln_ir::infer::infer_types(&mut model)?;
+    }
+    Ok(model)
+}
+
+/// Converts a decoded `ModelProto` without the structural and op checks.
+pub(crate) fn model_from_proto(mp: &ModelProto, ld: &mut Loader) -> Result<Model, OnnxError> {
+    let gp = mp
+        .graph
+        .as_ref()
+        .ok_or_else(|| ir_err!(InvalidModel, "the model has no graph"))?;
+    let graph = graph_from_proto(gp, ld)?;
+    let opsets = mp
+        .opset_import
+        .iter()
+        .map(|o| OpsetImport {
+            domain: o.domain.clone().unwrap_or_default(),
+            version: o.version.unwrap_or(0),
+        })
+        .collect();
+    let metadata = mp
+        .metadata_props
+        .iter()
+        .map(|p| {
+            (
+                p.key.clone().unwrap_or_default(),
+                p.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(Model {
+        graph,
+        opsets,
+        ir_version: mp.ir_version.unwrap_or(0),
+        producer_name: mp.producer_name.clone().unwrap_or_default(),
+        producer_version: mp.producer_version.clone().unwrap_or_default(),
+        metadata,
+    })
+}
+
+/// Hands out fresh dim symbols that collide with no declared `dim_param`.
+struct Symbols {
+    used: HashSet<String>,
+}
+
+impl Symbols {
+    fn new(gp: &GraphProto) -> Self {
+        let mut used = HashSet::new();
+        for vi in gp.input.iter().chain(&gp.output).chain(&gp.value_info) {
+            if let Some(TypeValue::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                for d in t.shape.iter().flat_map(|s| &s.dim) {
+                    if let Some(DimValue::DimParam(p)) = &d.value {
+                        used.insert(p.clone());
+                    }
+                }
+            }
+        }
+        Symbols { used }
+    }
+
+    /// `{value}:{axis}`, suffixed until unused.
+    fn fresh(&mut self, value: &str, axis: usize) -> String {
+        let base = format!("{value}:{axis}");
+        let mut s = base.clone();
+        let mut k = 1;
+        while self.used.contains(&s) {
+            s = format!("{base}_{k}");
+            k += 1;
+        }
+        self.used.insert(s.clone());
+        s
+    }
+}
+
+/// The static type of a graph input/output or value_info entry. `role` is
+/// `input`, `output` or `value`, for messages.
+fn value_type_from_proto(
+    vi: &ValueInfoProto,
+    role: &str,
+    syms: &mut Symbols,
+    opts: &LoadOptions,
+) -> Result<Option<ValueType>, IrError> {
+    let name = vi.name.as_deref().unwrap_or("");
+    let tv = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        None => return Ok(None),
+        Some(TypeValue::TensorType(t)) => t,
+        Some(other) => {
+            let kind = match other {
+                TypeValue::SequenceType(_) => "a sequence",
+                TypeValue::MapType(_) => "a map",
+                TypeValue::OptionalType(_) => "an optional",
+                TypeValue::SparseTensorType(_) => "a sparse tensor",
+                TypeValue::TensorType(_) => "a tensor",
+            };
+            return Err(ir_err!(
+                UnsupportedOp,
+                "{role} '{name}' is {kind}; kiln supports dense tensors only"
+            ));
+        }
+    };
+    let code = tv.elem_type.unwrap_or(0);
+    let dtype = dtype_from_onnx(code).ok_or_else(|| {
+        ir_err!(
+            UnsupportedOp,
+            "{role} '{name}' has element type {}, which kiln does not support",
+            onnx_type_name(code)
+        )
+    })?;
+    let Some(shape) = &tv.shape else {
+        return Ok(Some(ValueType::unknown_rank(dtype)));
+    };
+    let mut dims = Vec::with_capacity(shape.dim.len().min(64));
+    let mut known: u64 = 1;
+    for (axis, d) in shape.dim.iter().enumerate() {
+        let dim = match &d.value {
+            Some(DimValue::DimValue(v)) if *v > 0 => {
+                let big = || {
+                    ir_err!(
+                        LimitExceeded,
+                        "{role} '{name}' declares dim {v} at axis {axis}; with its other dims that is more than {} elements",
+                        opts.max_tensor_elements
+                    )
+                };
+                known = known
+                    .checked_mul(*v as u64)
+                    .filter(|&k| k <= opts.max_tensor_elements)
+                    .ok_or_else(big)?;
+                Dim::Known(usize::try_from(*v).map_err(|_| big())?)
+            }
+            Some(DimValue::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Sym(p.clone()),
+            _ => Dim::Sym(syms.fresh(name, axis)),
+        };
+        dims.push(dim);
+    }
+    Ok(Some(ValueType::new(dtype, dims)))
+}
+
+fn graph_from_proto(gp: &GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError> {
+    let opts = ld.opts;
+    if gp.node.len() > opts.max_nodes {
+        return Err(ir_err!(
+            LimitExceeded,
+            "the graph has {} nodes, over the limit of {}",
+            gp.node.len(),
+            opts.max_nodes
+        )
+        .into());
+    }
+    if let Some(s) = gp.sparse_initializer.first() {
+        let name = s.values.as_ref().and_then(|v| v.name.as_deref()).unwrap_or("");
+        return Err(ir_err!(
+            UnsupportedOp,
+            "sparse initializer '{name}' is not supported (kiln supports dense initializers only)"
+        )
+        .into());
+    }
+
+    let mut initializers = BTreeMap::new();
+    for tp in &gp.initializer {
+        let name = tp.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(ir_err!(InvalidModel, "an initializer has no name").into());
+        }
+        let what = format!("initializer '{name}'");
+        let t = tensor_from_proto(tp, &what, ld)?;
+        if initializers.insert(name, t).is_some() {
+            return Err(ir_err!(InvalidModel, "{what} is defined twice").into());
+        }
+    }
+
+    let mut syms = Symbols::new(gp);
+    let mut inputs = Vec::new();
+    let mut seen = HashSet::new();
+    for vi in &gp.input {
+        let name = vi.name.clone().unwrap_or_default();
+        // Before IR version 4 every initializer was also listed as an input.
+        if initializers.contains_key(&name) {
+            continue;
+        }
+        if name.is_empty() {
+            return Err(ir_err!(InvalidModel, "a graph input has no name").into());
+        }
+        if !seen.insert(name.clone()) {
+            return Err(ir_err!(InvalidModel, "graph input '{name}' is listed twice").into());
+        }
+        let ty = value_type_from_proto(vi, "input", &mut syms, opts)?
+            .ok_or_else(|| ir_err!(InvalidModel, "graph input '{name}' has no tensor type"))?;
+        inputs.push(ValueInfo { name, ty });
+    }
+
+    let mut outputs = Vec::new();
+    for vi in &gp.output {
+        let name = vi.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(ir_err!(InvalidModel, "a graph output has no name").into());
+        }
+        let ty = match value_type_from_proto(vi, "output", &mut syms, opts)? {
+            Some(ty) => ty,
+            // Inference fills an unknown-rank type in; without it there is no dtype to give.
+            None if opts.check_ops => ValueType::unknown_rank(kiln_ir::DType::F32),
+            None => return Err(ir_err!(InvalidModel, "graph output '{name}' has no tensor type").into()),
+        };
+        outputs.push(ValueInfo { name, ty });
+    }
+
+    // value_info is advisory: entries kiln cannot represent are skipped.
+    let mut value_types = HashMap::new();
+    for vi in &gp.value_info {
+        let name = vi.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        if let Ok(Some(ty)) = value_type_from_proto(vi, "value", &mut syms, opts) {
+            value_types.insert(name, ty);
+        }
+    }
+
+    let mut taken: HashSet<String> = gp
+        .node
+        .iter()
+        .filter_map(|n| n.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let mut nodes = Vec::with_capacity(gp.node.len());
+    for (index, np) in gp.node.iter().enumerate() {
+        let op_type = np.op_type.clone().unwrap_or_default();
+        let name = match np.name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => {
+                let base = format!("{op_type}_{index}");
+                let mut s = base.clone();
+                let mut k = 1;
+                while taken.contains(&s) {
+                    s = format!("{base}_{k}");
+                    k += 1;
+                }
+                taken.insert(s.clone());
+                s
+            }
+        };
+        let mut node = Node {
+            name,
+            op_type,
+            domain: np.domain.clone().unwrap_or_default(),
+            inputs: np.input.clone(),
+            outputs: np.output.clone(),
+            attrs: BTreeMap::new(),
+        };
+        if node.op_type.is_empty() {
+            return Err(node.err(ErrorKind::InvalidModel, "node has no op_type").into());
+        }
+        for ap in &np.attribute {
+            let aname = ap.name.clone().unwrap_or_default();
+            if aname.is_empty() {
+                return Err(node
+                    .err(ErrorKind::InvalidAttribute, "an attribute has no name")
+                    .into());
+            }
+            let a = attr_from_proto(ap, &node, &aname, ld)?;
+            if node.attrs.insert(aname.clone(), a).is_some() {
+                return Err(node.attr_err(&aname, "attribute is given twice").into());
+            }
+        }
+        nodes.push(node);
+    }
+
+    Ok(Graph {
+        name: gp.name.clone().unwrap_or_default(),
+        nodes,
+        inputs,
+        outputs,
+        initializers,
+        value_types,
+    })
+}
+
+/// The type of an attribute: its `type` field, or for old files (IR version
+/// 1) the field that holds a value.
+fn attr_type(ap: &AttributeProto) -> Option<AttributeType> {
+    if let Some(t) = ap.r#type.and_then(|t| AttributeType::try_from(t).ok()) {
+        if t != AttributeType::Undefined {
+            return Some(t);
+        }
+    }
+    let t = if ap.f.is_some() {
+        AttributeType::Float
+    } else if ap.i.is_some() {
+        AttributeType::Int
+    } else if ap.s.is_some() {
+        AttributeType::String
+    } else if ap.t.is_some() {
+        AttributeType::Tensor
+    } else if ap.g.is_some() {
+        AttributeType::Graph
+    } else if ap.sparse_tensor.is_some() {
+        AttributeType::SparseTensor
+    } else if ap.tp.is_some() {
+        AttributeType::TypeProto
+    } else if !ap.floats.is_empty() {
+        AttributeType::Floats
+    } else if !ap.ints.is_empty() {
+        AttributeType::Ints
+    } else if !ap.strings.is_empty() {
+        AttributeType::Strings
+    } else if !ap.tensors.is_empty() {
+        AttributeType::Tensors
+    } else if !ap.graphs.is_empty() {
+        AttributeType::Graphs
+    } else if !ap.sparse_tensors.is_empty() {
+        AttributeType::SparseTensors
+    } else if !ap.type_protos.is_empty() {
+        AttributeType::TypeProtos
+    } else {
+        return None;
+    };
+    Some(t)
+}
+
+fn attr_from_proto(
+    ap: &AttributeProto,
+    node: &Node,
+    name: &str,
+    ld: &mut Loader,
+) -> Result<Attribute, OnnxError> {
+    let unsupported = |what: &str| -> OnnxError {
+        node.err(
+            ErrorKind::UnsupportedOp,
+            format!("{what} attributes are not supported by kiln"),
+        )
+        .with_attr(name)
+        .into()
+    };
+    if ap.ref_attr_name.as_deref().is_some_and(|r| !r.is_empty()) {
+        return Err(unsupported("reference (ref_attr_name)"));
+    }
+    let ty = attr_type(ap).ok_or_else(|| node.attr_err(name, "attribute has no type and no value"))?;
+    Ok(match ty {
+        AttributeType::Float => Attribute::Float(ap.f.unwrap_or(0.0)),
+        AttributeType::Int => Attribute::Int(ap.i.unwrap_or(0)),
+        AttributeType::String => Attribute::String(ap.s.clone().unwrap_or_default()),
+        AttributeType::Floats => Attribute::Floats(ap.floats.clone()),
+        AttributeType::Ints => Attribute::Ints(ap.ints.clone()),
+        AttributeType::Strings => Attribute::Strings(ap.strings.clone()),
+        AttributeType::Tensor => {
+            let tp =
+                ap.t.as_ref()
+                    .ok_or_else(|| node.attr_err(name, "TENSOR attribute has no tensor"))?;
+            let t = tensor_from_proto(tp, "tensor attribute", ld)
+                .map_err(|e| e.map_ir(|ir| ir.at_node(&node.name, &node.op_type).with_attr(name)))?;
+            Attribute::Tensor(t)
+        }
+        AttributeType::Graph
+        | AttributeType::Graphs
+        | AttributeType::SparseTensor
+        | AttributeType::SparseTensors
+        | AttributeType::Tensors
+        | AttributeType::TypeProto
+        | AttributeType::TypeProtos => return Err(unsupported(ty.as_str_name())),
+        AttributeType::Undefined => {
+            return Err(node.attr_err(name, "attribute has no type and no value").into())
+        }
+    })
+}
