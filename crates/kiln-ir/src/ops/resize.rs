@@ -623,9 +623,9 @@ fn eval_resize(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     )?;
     let r = shape.len();
     let mut plans = Vec::new();
-    for a in 0..r {
-        let plan = plan_axis(ctx, &p, shape[a], t.out[a], t.scales[a], (t.roi[a], t.roi[r + a]))?;
-        if !plan.is_identity(shape[a]) {
+    for (a, &len) in shape.iter().enumerate() {
+        let plan = plan_axis(ctx, &p, len, t.out[a], t.scales[a], (t.roi[a], t.roi[r + a]))?;
+        if !plan.is_identity(len) {
             plans.push((a, plan));
         }
     }
@@ -666,7 +666,7 @@ fn eval_resize(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 
 /// An optional input's constant value; `Err(())` when it is present but not
 /// constant, `Ok(None)` when absent or known to be empty.
-fn const_input<'t>(ii: Option<&'t InferInput>) -> std::result::Result<Option<&'t Tensor>, ()> {
+fn const_input(ii: Option<&InferInput>) -> std::result::Result<Option<&Tensor>, ()> {
     let Some(ii) = ii else {
         return Ok(None);
     };
@@ -884,7 +884,7 @@ mod tests {
     fn linear_modes() {
         let lin = ("mode", s("linear"));
         // resize_upsample_scales_linear (half_pixel).
-        let y = rs(&sq2(), &[1.0, 1.0, 2.0, 2.0], &[lin.clone()], 13).unwrap();
+        let y = rs(&sq2(), &[1.0, 1.0, 2.0, 2.0], std::slice::from_ref(&lin), 13).unwrap();
         close(
             &y.to_f32_vec(),
             &[
@@ -917,7 +917,7 @@ mod tests {
             ],
         );
         // resize_downsample_scales_linear.
-        let y = rs(&r2x4(), &[1.0, 1.0, 0.6, 0.6], &[lin.clone()], 13).unwrap();
+        let y = rs(&r2x4(), &[1.0, 1.0, 0.6, 0.6], std::slice::from_ref(&lin), 13).unwrap();
         close(&y.to_f32_vec(), &[2.666_666_5, 4.333_333]);
         // asymmetric: x / 2 = 0, .5, 1, 1.5 (clamped at the edge).
         let x = t(&[2], vec![0.0, 10.0]);
