@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 pub struct ModelStats {
     /// Float parameters excluding BatchNormalization running statistics
     /// (inputs `mean` and `var`): weights, biases, BN scale and shift.
+    /// Constants that only configure an op (Clip bounds, Resize scales, Pad
+    /// values, Pow exponents...; see [`is_config_input`]) are not parameters.
     pub learnable_params: u64,
     /// All float parameters, BN running statistics included.
     pub total_params: u64,
@@ -18,6 +20,20 @@ pub struct ModelStats {
     /// Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for the
     /// bound input shapes; `None` if some shape stayed symbolic.
     pub macs: Option<u64>,
+}
+
+/// True for op inputs that configure the op rather than carry learned
+/// weights: Clip `min`/`max`, Resize/Upsample `roi`/`scales`/`sizes`, Pad
+/// `pads`/`constant_value`/`axes`, Pow `Y`, and the shape/index inputs of
+/// data-movement ops.
+pub fn is_config_input(op_type: &str, input: usize) -> bool {
+    match op_type {
+        "Clip" | "Pad" | "Resize" | "Upsample" | "Pow" | "Reshape" | "Slice" | "Expand" | "Tile" | "Gather"
+        | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin"
+        | "ConstantOfShape" => input >= 1,
+        "Dropout" => input >= 1,
+        _ => false,
+    }
 }
 
 fn constant_tensors(model: &Model) -> impl Iterator<Item = (&str, &Tensor)> {
@@ -45,16 +61,27 @@ fn constant_tensors(model: &Model) -> impl Iterator<Item = (&str, &Tensor)> {
 pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Result<ModelStats> {
     let mut bn_stats: Vec<&str> = Vec::new();
     let mut op_histogram = BTreeMap::new();
+    // Per value: (used as a weight somewhere, used at all).
+    let mut uses: HashMap<&str, (bool, bool)> = HashMap::new();
     for n in &model.graph.nodes {
         *op_histogram.entry(n.op_type.clone()).or_insert(0) += 1;
         if n.op_type == "BatchNormalization" {
             bn_stats.extend(n.inputs.iter().skip(3).take(2).map(|s| s.as_str()));
         }
+        for (i, inp) in n.inputs.iter().enumerate() {
+            let u = uses.entry(inp.as_str()).or_default();
+            u.0 |= !is_config_input(&n.op_type, i);
+            u.1 = true;
+        }
+    }
+    for o in &model.graph.outputs {
+        uses.entry(o.name.as_str()).or_default().0 = true;
     }
     let (mut learnable, mut total, mut bytes) = (0u64, 0u64, 0u64);
     for (name, t) in constant_tensors(model) {
         bytes += t.byte_len() as u64;
-        if t.dtype().is_float() {
+        let is_param = uses.get(name).is_none_or(|u| u.0 || !u.1);
+        if t.dtype().is_float() && is_param {
             total += t.len() as u64;
             if !bn_stats.contains(&name) {
                 learnable += t.len() as u64;
