@@ -122,7 +122,7 @@ pub(crate) fn import_bytes(
     }
     let mp = ModelProto::decode(bytes).map_err(|e| OnnxError::decode("ModelProto", e))?;
     let mut ld = Loader::new(opts, base_dir);
-    let mut model = model_from_proto(&mp, &mut ld)?;
+    let mut model = model_from_proto(mp, &mut ld)?;
     model.graph.validate()?;
     if opts.check_ops {
         kiln_ir::infer::check_supported(&model)?;
@@ -131,11 +131,12 @@ pub(crate) fn import_bytes(
     Ok(model)
 }
 
-/// Converts a decoded `ModelProto` without the structural and op checks.
-pub(crate) fn model_from_proto(mp: &ModelProto, ld: &mut Loader) -> Result<Model, OnnxError> {
+/// Converts a decoded `ModelProto` without the structural and op checks,
+/// consuming it so that tensor data is freed as it is converted.
+pub(crate) fn model_from_proto(mut mp: ModelProto, ld: &mut Loader) -> Result<Model, OnnxError> {
     let gp = mp
         .graph
-        .as_ref()
+        .take()
         .ok_or_else(|| ir_err!(InvalidModel, "the model has no graph"))?;
     let graph = graph_from_proto(gp, ld)?;
     let opsets = mp
@@ -263,7 +264,7 @@ fn value_type_from_proto(
     Ok(Some(ValueType::new(dtype, dims)))
 }
 
-fn graph_from_proto(gp: &GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError> {
+fn graph_from_proto(mut gp: GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError> {
     let opts = ld.opts;
     if gp.node.len() > opts.max_nodes {
         return Err(ir_err!(
@@ -284,19 +285,19 @@ fn graph_from_proto(gp: &GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError
     }
 
     let mut initializers = BTreeMap::new();
-    for tp in &gp.initializer {
+    for mut tp in std::mem::take(&mut gp.initializer) {
         let name = tp.name.clone().unwrap_or_default();
         if name.is_empty() {
             return Err(ir_err!(InvalidModel, "an initializer has no name").into());
         }
         let what = format!("initializer '{name}'");
-        let t = tensor_from_proto(tp, &what, ld)?;
+        let t = tensor_from_proto(&mut tp, &what, ld)?;
         if initializers.insert(name, t).is_some() {
             return Err(ir_err!(InvalidModel, "{what} is defined twice").into());
         }
     }
 
-    let mut syms = Symbols::new(gp);
+    let mut syms = Symbols::new(&gp);
     let mut inputs = Vec::new();
     let mut seen = HashSet::new();
     for vi in &gp.input {
@@ -350,7 +351,7 @@ fn graph_from_proto(gp: &GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError
         .filter(|n| !n.is_empty())
         .collect();
     let mut nodes = Vec::with_capacity(gp.node.len());
-    for (index, np) in gp.node.iter().enumerate() {
+    for (index, np) in std::mem::take(&mut gp.node).into_iter().enumerate() {
         let op_type = np.op_type.clone().unwrap_or_default();
         let name = match np.name.as_deref() {
             Some(n) if !n.is_empty() => n.to_string(),
@@ -370,21 +371,21 @@ fn graph_from_proto(gp: &GraphProto, ld: &mut Loader) -> Result<Graph, OnnxError
             name,
             op_type,
             domain: np.domain.clone().unwrap_or_default(),
-            inputs: np.input.clone(),
-            outputs: np.output.clone(),
+            inputs: np.input,
+            outputs: np.output,
             attrs: BTreeMap::new(),
         };
         if node.op_type.is_empty() {
             return Err(node.err(ErrorKind::InvalidModel, "node has no op_type").into());
         }
-        for ap in &np.attribute {
+        for mut ap in np.attribute {
             let aname = ap.name.clone().unwrap_or_default();
             if aname.is_empty() {
                 return Err(node
                     .err(ErrorKind::InvalidAttribute, "an attribute has no name")
                     .into());
             }
-            let a = attr_from_proto(ap, &node, &aname, ld)?;
+            let a = attr_from_proto(&mut ap, &node, &aname, ld)?;
             if node.attrs.insert(aname.clone(), a).is_some() {
                 return Err(node.attr_err(&aname, "attribute is given twice").into());
             }
@@ -445,7 +446,7 @@ fn attr_type(ap: &AttributeProto) -> Option<AttributeType> {
 }
 
 fn attr_from_proto(
-    ap: &AttributeProto,
+    ap: &mut AttributeProto,
     node: &Node,
     name: &str,
     ld: &mut Loader,
@@ -465,13 +466,13 @@ fn attr_from_proto(
     Ok(match ty {
         AttributeType::Float => Attribute::Float(ap.f.unwrap_or(0.0)),
         AttributeType::Int => Attribute::Int(ap.i.unwrap_or(0)),
-        AttributeType::String => Attribute::String(ap.s.clone().unwrap_or_default()),
-        AttributeType::Floats => Attribute::Floats(ap.floats.clone()),
-        AttributeType::Ints => Attribute::Ints(ap.ints.clone()),
-        AttributeType::Strings => Attribute::Strings(ap.strings.clone()),
+        AttributeType::String => Attribute::String(ap.s.take().unwrap_or_default()),
+        AttributeType::Floats => Attribute::Floats(std::mem::take(&mut ap.floats)),
+        AttributeType::Ints => Attribute::Ints(std::mem::take(&mut ap.ints)),
+        AttributeType::Strings => Attribute::Strings(std::mem::take(&mut ap.strings)),
         AttributeType::Tensor => {
             let tp =
-                ap.t.as_ref()
+                ap.t.as_mut()
                     .ok_or_else(|| node.attr_err(name, "TENSOR attribute has no tensor"))?;
             let t = tensor_from_proto(tp, "tensor attribute", ld)
                 .map_err(|e| e.map_ir(|ir| ir.at_node(&node.name, &node.op_type).with_attr(name)))?;

@@ -14,6 +14,29 @@
 //!   [`tensor_to_pb`].
 //!
 //! The prost types of the vendored `onnx.proto` (ONNX 1.22.0) are in [`proto`].
+//!
+//! ```
+//! use kiln_ir::{DType, Dim, Graph, Model, Node, OpsetImport, ValueInfo, ValueType};
+//! use kiln_onnx::{from_bytes, to_bytes, LoadOptions};
+//!
+//! let x = ValueInfo { name: "x".into(), ty: ValueType::new(DType::F32, vec![Dim::Sym("n".into())]) };
+//! let y = ValueInfo { name: "y".into(), ty: x.ty.clone() };
+//! let model = Model {
+//!     graph: Graph {
+//!         nodes: vec![Node::new("relu", "Relu", &["x"], &["y"])],
+//!         inputs: vec![x],
+//!         outputs: vec![y],
+//!         ..Default::default()
+//!     },
+//!     opsets: vec![OpsetImport { domain: String::new(), version: 13 }],
+//!     ..Default::default()
+//! };
+//! let bytes = to_bytes(&model).unwrap();
+//! // Import only (no op-support check or inference).
+//! let opts = LoadOptions { check_ops: false, ..Default::default() };
+//! let back = from_bytes(&bytes, None, &opts).unwrap();
+//! assert_eq!(back.graph.nodes, model.graph.nodes);
+//! ```
 #![warn(missing_docs)]
 
 mod error;
@@ -104,12 +127,12 @@ pub fn save(model: &Model, path: &Path) -> Result<(), OnnxError> {
 /// Errors: `Decode` for bytes that are not a `TensorProto`, then as for
 /// initializers in [`from_bytes`].
 pub fn tensor_from_pb(bytes: &[u8]) -> Result<(String, Tensor), OnnxError> {
-    let tp = proto::TensorProto::decode(bytes).map_err(|e| OnnxError::decode("TensorProto", e))?;
+    let mut tp = proto::TensorProto::decode(bytes).map_err(|e| OnnxError::decode("TensorProto", e))?;
     let name = tp.name.clone().unwrap_or_default();
     let opts = LoadOptions::default();
     let mut ld = import::Loader::new(&opts, None);
     let what = format!("tensor '{name}'");
-    let t = tensor::tensor_from_proto(&tp, &what, &mut ld)?;
+    let t = tensor::tensor_from_proto(&mut tp, &what, &mut ld)?;
     Ok((name, t))
 }
 

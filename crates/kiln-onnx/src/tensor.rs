@@ -51,10 +51,17 @@ pub(crate) fn onnx_type_name(code: i32) -> String {
 
 /// Decodes one tensor. `what` names it in messages (`initializer 'w'`).
 ///
+/// The data fields of `tp` are taken (left empty), so that a large model's
+/// protobuf bytes are freed tensor by tensor as they are converted.
+///
 /// Limits (element count, bytes per tensor, bytes in all) are checked from
 /// the dims before any data is read or allocated; data whose length does not
 /// match the dims is an `InvalidModel` error.
-pub(crate) fn tensor_from_proto(tp: &TensorProto, what: &str, ld: &mut Loader) -> Result<Tensor, OnnxError> {
+pub(crate) fn tensor_from_proto(
+    tp: &mut TensorProto,
+    what: &str,
+    ld: &mut Loader,
+) -> Result<Tensor, OnnxError> {
     let code = tp.data_type.unwrap_or(0);
     let dtype = dtype_from_onnx(code).ok_or_else(|| {
         ir_err!(
@@ -121,8 +128,8 @@ pub(crate) fn tensor_from_proto(tp: &TensorProto, what: &str, ld: &mut Loader) -
     let external = tp.data_location == Some(DataLocation::External as i32);
     let data = if external {
         let raw = external::read_external(tp, what, ld.base_dir, bytes)?;
-        decode_raw(dtype, &raw, n, what)?
-    } else if let Some(raw) = &tp.raw_data {
+        decode_raw(dtype, raw, n, what)?
+    } else if let Some(raw) = tp.raw_data.take() {
         decode_raw(dtype, raw, n, what)?
     } else {
         decode_typed(tp, dtype, n, what)?
@@ -137,7 +144,7 @@ fn le<const N: usize>(c: &[u8]) -> [u8; N] {
 }
 
 /// Decodes little-endian `raw` bytes of `n` elements of `dtype`.
-fn decode_raw(dtype: DType, raw: &[u8], n: usize, what: &str) -> Result<TensorData, OnnxError> {
+fn decode_raw(dtype: DType, raw: Vec<u8>, n: usize, what: &str) -> Result<TensorData, OnnxError> {
     let need = n.checked_mul(dtype.size_of());
     if need != Some(raw.len()) {
         return Err(ir_err!(
@@ -157,7 +164,7 @@ fn decode_raw(dtype: DType, raw: &[u8], n: usize, what: &str) -> Result<TensorDa
                 .collect(),
         ),
         DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        DType::U8 => TensorData::U8(raw.to_vec()),
+        DType::U8 => TensorData::U8(raw),
         DType::I32 => TensorData::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes(le(c))).collect()),
         DType::I64 => TensorData::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(le(c))).collect()),
         DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
@@ -167,7 +174,7 @@ fn decode_raw(dtype: DType, raw: &[u8], n: usize, what: &str) -> Result<TensorDa
 /// Decodes the typed repeated fields: `float_data` (float), `int64_data`
 /// (int64), and `int32_data`, which carries int32 and, one element per entry,
 /// float16 (the bit pattern), int8, uint8 and bool (per onnx.proto).
-fn decode_typed(tp: &TensorProto, dtype: DType, n: usize, what: &str) -> Result<TensorData, OnnxError> {
+fn decode_typed(tp: &mut TensorProto, dtype: DType, n: usize, what: &str) -> Result<TensorData, OnnxError> {
     let (len, field) = match dtype {
         DType::F32 => (tp.float_data.len(), "float_data"),
         DType::I64 => (tp.int64_data.len(), "int64_data"),
@@ -192,9 +199,9 @@ fn decode_typed(tp: &TensorProto, dtype: DType, n: usize, what: &str) -> Result<
     };
     let i32s = &tp.int32_data;
     Ok(match dtype {
-        DType::F32 => TensorData::F32(tp.float_data.clone()),
-        DType::I64 => TensorData::I64(tp.int64_data.clone()),
-        DType::I32 => TensorData::I32(i32s.clone()),
+        DType::F32 => TensorData::F32(std::mem::take(&mut tp.float_data)),
+        DType::I64 => TensorData::I64(std::mem::take(&mut tp.int64_data)),
+        DType::I32 => TensorData::I32(std::mem::take(&mut tp.int32_data)),
         DType::F16 => {
             range(0, u16::MAX as i32)?;
             TensorData::F16(i32s.iter().map(|&v| half::f16::from_bits(v as u16)).collect())
@@ -274,7 +281,7 @@ mod tests {
     fn decode(tp: &TensorProto) -> Result<Tensor, OnnxError> {
         let opts = LoadOptions::default();
         let mut ld = Loader::new(&opts, None);
-        tensor_from_proto(tp, "initializer 'w'", &mut ld)
+        tensor_from_proto(&mut tp.clone(), "initializer 'w'", &mut ld)
     }
 
     fn typed(dtype: DType, dims: Vec<i64>) -> TensorProto {
@@ -440,7 +447,7 @@ mod tests {
             ..Default::default()
         };
         let mut ld = Loader::new(&opts, None);
-        let e = tensor_from_proto(&typed(DType::F32, vec![1 << 29]), "t", &mut ld).unwrap_err();
+        let e = tensor_from_proto(&mut typed(DType::F32, vec![1 << 29]), "t", &mut ld).unwrap_err();
         assert!(e.to_string().contains("per-tensor limit"), "{e}");
     }
 
@@ -453,9 +460,9 @@ mod tests {
         let mut ld = Loader::new(&opts, None);
         let t = Tensor::from_vec(vec![10], vec![0f32; 10]).unwrap();
         let tp = tensor_to_proto("a", &t);
-        assert!(tensor_from_proto(&tp, "a", &mut ld).is_ok());
-        assert!(tensor_from_proto(&tp, "a", &mut ld).is_ok());
-        let e = tensor_from_proto(&tp, "a", &mut ld).unwrap_err();
+        assert!(tensor_from_proto(&mut tp.clone(), "a", &mut ld).is_ok());
+        assert!(tensor_from_proto(&mut tp.clone(), "a", &mut ld).is_ok());
+        let e = tensor_from_proto(&mut tp.clone(), "a", &mut ld).unwrap_err();
         assert_eq!(e.ir_kind(), ErrorKind::LimitExceeded);
     }
 

@@ -165,6 +165,43 @@ fn external_data_symlink_out_of_the_folder_is_rejected() {
 }
 
 #[test]
+fn external_data_of_a_tensor_attribute() {
+    use kiln_onnx::proto::attribute_proto::AttributeType;
+    let dir = TempDir::new("ext-attr");
+    std::fs::write(dir.path().join("c.bin"), 7i64.to_le_bytes()).unwrap();
+    let mut m = one_node("Constant");
+    let n = &mut m.graph.as_mut().unwrap().node[0];
+    n.input.clear();
+    n.attribute.push(kiln_onnx::proto::AttributeProto {
+        name: Some("value".into()),
+        r#type: Some(AttributeType::Tensor as i32),
+        t: Some(TensorProto {
+            dims: vec![1],
+            data_type: Some(INT64),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![StringStringEntryProto {
+                key: Some("location".into()),
+                value: Some("c.bin".into()),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let model = load_in(dir.path(), &m).unwrap();
+    let t = model.graph.nodes[0].attr_tensor_opt("value").unwrap().unwrap();
+    assert_eq!(t.as_slice::<i64>().unwrap(), &[7]);
+    // Escaping from an attribute is located at the node and attribute.
+    let n = &mut m.graph.as_mut().unwrap().node[0];
+    n.attribute[0].t.as_mut().unwrap().external_data[0].value = Some("../c.bin".into());
+    let e = load_in(dir.path(), &m).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("node 'n0' (Constant), attribute 'value': "),
+        "{e}"
+    );
+}
+
+#[test]
 fn external_data_needs_a_folder() {
     let e = from_bytes(
         &bytes(&external_model(2, &[("location", "w.bin")])),
