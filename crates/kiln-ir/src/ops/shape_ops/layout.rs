@@ -113,7 +113,7 @@ pub(super) fn reshape_dims(
     match infer_at {
         Some(i) => {
             out[i] = if !unmatched && syms_in.is_empty() {
-                if p_out == 0 || p_in % p_out != 0 {
+                if p_out == 0 || !p_in.is_multiple_of(p_out) {
                     return Err(mismatch());
                 }
                 Dim::Known(usize::try_from(p_in / p_out).map_err(|_| overflow())?)
@@ -312,7 +312,7 @@ pub(super) fn squeeze_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
 }
 
 fn unsqueeze_dims(ctx: &OpCtx, dims: &[Dim], list: &[i64]) -> Result<Vec<Dim>> {
-    let r = dims.len().checked_add(list.len()).unwrap_or(usize::MAX);
+    let r = dims.len().saturating_add(list.len());
     check_rank(ctx, r)?;
     let ax = axes(ctx, "axes", list, r, ctx.opset >= 11)?;
     let mut it = dims.iter();

@@ -238,7 +238,7 @@ fn split_sizes(ctx: &OpCtx, dim: usize, n_out: usize, arg: &SplitArg) -> Result<
             Ok(out)
         }
         SplitArg::Equal(None) => {
-            if n_out == 0 || dim % n_out != 0 {
+            if n_out == 0 || !dim.is_multiple_of(n_out) {
                 return Err(ctx.err(
                     ErrorKind::ShapeMismatch,
                     format!("an axis of size {dim} cannot be split evenly into {n_out} outputs"),
