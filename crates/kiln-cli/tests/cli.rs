@@ -1,6 +1,7 @@
 //! End-to-end tests of the `kiln` binary on the real fixtures: inspect
 //! figures, and clean one-line errors on bad input.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,9 +21,9 @@ fn effnet() -> PathBuf {
     fixtures().join("models/efficientnet-lite0.onnx")
 }
 
-fn kiln(args: &[&std::ffi::OsStr]) -> Output {
+fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
+        .args(args.iter().map(|a| a.as_ref()))
         .output()
         .expect("spawn kiln")
 }
@@ -58,7 +59,7 @@ fn assert_one_line_error(out: &Output, file: &Path, names: &[&str]) -> String {
 
 #[test]
 fn inspect_efficientnet_reports_params_and_macs() {
-    let out = kiln(&["inspect".as_ref(), effnet().as_os_str(), "--json".as_ref()]);
+    let out = kiln(&[&"inspect", &effnet(), &"--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["learnable_params"], 4_652_008);
@@ -66,7 +67,7 @@ fn inspect_efficientnet_reports_params_and_macs() {
     let macs = v["macs"].as_u64().unwrap();
     assert_eq!(format!("{:.2}M", macs as f64 / 1e6), "385.19M");
     // The human-readable form says the same.
-    let out = kiln(&["inspect".as_ref(), effnet().as_os_str()]);
+    let out = kiln(&[&"inspect", &effnet()]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
         s.contains("4,652,008 learnable") && s.contains("4,694,024") && s.contains("MACs: 385.19M"),
@@ -80,7 +81,7 @@ fn truncated_model_fails_cleanly() {
     let bytes = std::fs::read(effnet()).unwrap();
     let p = d.join("truncated.onnx");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
-    let out = kiln(&["inspect".as_ref(), p.as_os_str()]);
+    let out = kiln(&[&"inspect", &p]);
     assert_one_line_error(&out, &p, &[]);
 }
 
@@ -99,9 +100,10 @@ fn random_bytes_fail_cleanly() {
     let p = d.join("random.onnx");
     std::fs::write(&p, bytes).unwrap();
     for cmd in ["inspect", "run"] {
-        let mut args: Vec<&std::ffi::OsStr> = vec![cmd.as_ref(), p.as_os_str()];
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&cmd, &p];
         if cmd == "run" {
-            args.extend(["--input".as_ref(), "x.npy".as_ref()]);
+            args.push(&"--input");
+            args.push(&"x.npy");
         }
         assert_one_line_error(&kiln(&args), &p, &[]);
     }
@@ -117,12 +119,7 @@ fn unknown_ops_are_all_listed_at_load() {
     let (n3, nl) = (m.graph.nodes[3].name.clone(), m.graph.nodes[n - 2].name.clone());
     let p = d.join("unknown.onnx");
     kiln::onnx::save(&m, &p).unwrap();
-    let out = kiln(&[
-        "run".as_ref(),
-        p.as_os_str(),
-        "--input".as_ref(),
-        "x.npy".as_ref(),
-    ]);
+    let out = kiln(&[&"run", &p, &"--input", &"x.npy"]);
     assert_one_line_error(&out, &p, &["NoSuchOp", "AlsoMissing", &n3, &nl]);
 }
 
@@ -132,12 +129,7 @@ fn wrong_input_shape_fails_cleanly() {
     let x = kiln::ir::Tensor::from_vec(vec![1, 3, 100, 100], vec![0f32; 30000]).unwrap();
     let xp = d.join("x.npy");
     kiln::npy::write_npy(&xp, &x).unwrap();
-    let out = kiln(&[
-        "run".as_ref(),
-        effnet().as_os_str(),
-        "--input".as_ref(),
-        xp.as_os_str(),
-    ]);
+    let out = kiln(&[&"run", &effnet(), &"--input", &xp]);
     let e = assert_one_line_error(&out, &effnet(), &["[1, 3, 100, 100]"]);
     assert!(e.contains("224"), "error should give the expected shape: {e}");
 }
@@ -153,15 +145,15 @@ fn run_saves_outputs_as_npy_in_graph_order() {
         .min()
         .unwrap();
     let out = kiln(&[
-        "run".as_ref(),
-        effnet().as_os_str(),
-        "--input".as_ref(),
-        first.as_os_str(),
-        "--labels".as_ref(),
-        f.join("imagenet_classes.txt").as_os_str(),
-        "--save-outputs".as_ref(),
-        d.as_os_str(),
-        "--json".as_ref(),
+        &"run",
+        &effnet(),
+        &"--input",
+        &first,
+        &"--labels",
+        &f.join("imagenet_classes.txt"),
+        &"--save-outputs",
+        &d,
+        &"--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

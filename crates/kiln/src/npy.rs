@@ -49,7 +49,11 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
         .ok_or("truncated .npy header")?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
-    let q = descr.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or("malformed 'descr'")?;
+    let q = descr
+        .chars()
+        .next()
+        .filter(|c| *c == '\'' || *c == '"')
+        .ok_or("malformed 'descr'")?;
     let descr = &descr[1..];
     let descr = &descr[..descr.find(q).ok_or("malformed 'descr'")?];
     let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;

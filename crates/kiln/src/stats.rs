@@ -28,9 +28,9 @@ pub struct ModelStats {
 /// data-movement ops.
 pub fn is_config_input(op_type: &str, input: usize) -> bool {
     match op_type {
-        "Clip" | "Pad" | "Resize" | "Upsample" | "Pow" | "Reshape" | "Slice" | "Expand" | "Tile" | "Gather"
-        | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin"
-        | "ConstantOfShape" => input >= 1,
+        "Clip" | "Pad" | "Resize" | "Upsample" | "Pow" | "Reshape" | "Slice" | "Expand" | "Tile"
+        | "Gather" | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax"
+        | "ReduceMin" | "ConstantOfShape" => input >= 1,
         "Dropout" => input >= 1,
         _ => false,
     }
