@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 FORMAT = "kiln-fixtures 1"
-SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt"]
+SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py"]
 
 PIP_PLATFORM = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
@@ -445,7 +445,7 @@ def build(root: str) -> None:
         os.remove(stamp)
     dl = download_all(os.path.join(root, "downloads"))
     log(f"downloads verified ({time.time() - t0:.1f}s)")
-    for d in ("models", "images", "reference", "licenses"):
+    for d in ("models", "images", "reference", "licenses", "opcases"):
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
     for f in ("imagenet_classes.txt",):
         if os.path.exists(os.path.join(root, f)):
@@ -462,6 +462,10 @@ def build(root: str) -> None:
     for i, (b, text, conf, pc, width) in enumerate(ocr_reference(root)):
         log(f"ocr crop {i} box {b} rec W={width} cls {pc}: {text!r} ({conf:.2f})")
     log(f"ocr reference done ({time.time() - t0:.1f}s)")
+    # Per-op ONNX Runtime comparison cases (backend-test layout) for crates/kiln/tests/ops_vs_ort.rs.
+    run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen_opcases.py"),
+         "--out", os.path.join(root, "opcases")])
+    log(f"opcases done ({time.time() - t0:.1f}s)")
     write_stamp(root)
 
 
