@@ -4,7 +4,7 @@
 
 use super::common::*;
 use crate::ops::{InferInput, OpCtx};
-use crate::{Attribute, DType, Dim, ErrorKind, IrError, Result, Tensor, ValueType};
+use crate::{Attribute, DType, Dim, ErrorKind, IrError, Result, Tensor, TensorData, ValueType};
 
 type Ins<'a, 'b> = &'a [Option<&'b InferInput>];
 type Ts<'a, 'b> = &'a [Option<&'b Tensor>];
@@ -429,6 +429,9 @@ pub(super) fn identity_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
 }
 
 /// Dtype of Dropout's mask: bool from opset 10, the input's type before.
+/// In inference the mask is all true (every element kept), as in the ONNX
+/// reference implementation; note that ONNX Runtime fills it with 0/false
+/// at opsets 7..=11.
 fn mask_dtype(ctx: &OpCtx, x: DType) -> DType {
     if ctx.opset >= 10 {
         DType::Bool
@@ -568,6 +571,27 @@ fn cast_to(ctx: &OpCtx) -> Result<DType> {
     dtype_from_code(ctx, "to", code)
 }
 
+/// ONNX Cast of a tensor: integer (and bool) to integer narrowing wraps
+/// (two's complement truncation, as ONNX Runtime and NumPy do); every other
+/// pair uses [`Tensor::cast`] (float to int truncates toward zero).
+pub(super) fn cast_tensor(x: &Tensor, to: DType) -> Tensor {
+    let from = x.dtype();
+    if from != to && (from.is_int() || from == DType::Bool) && to.is_int() {
+        if let Ok(v) = x.to_i64_vec() {
+            let data = match to {
+                DType::I8 => TensorData::I8(v.iter().map(|&e| e as i8).collect()),
+                DType::U8 => TensorData::U8(v.iter().map(|&e| e as u8).collect()),
+                DType::I32 => TensorData::I32(v.iter().map(|&e| e as i32).collect()),
+                _ => TensorData::I64(v),
+            };
+            if let Ok(t) = Tensor::new(x.shape().to_vec(), data) {
+                return t;
+            }
+        }
+    }
+    x.cast(to)
+}
+
 pub(super) fn cast_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
     let x = ctx.infer_input(ins, 0)?;
     Ok(vec![retype(&x.ty, cast_to(ctx)?)])
@@ -575,7 +599,7 @@ pub(super) fn cast_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
 
 pub(super) fn cast_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
     let x = ctx.input(ins, 0)?;
-    Ok(vec![x.cast(cast_to(ctx)?)])
+    Ok(vec![cast_tensor(x, cast_to(ctx)?)])
 }
 
 pub(super) fn cast_like_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
@@ -587,7 +611,7 @@ pub(super) fn cast_like_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
 pub(super) fn cast_like_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
     let x = ctx.input(ins, 0)?;
     let like = ctx.input(ins, 1)?;
-    Ok(vec![x.cast(like.dtype())])
+    Ok(vec![cast_tensor(x, like.dtype())])
 }
 
 // ---------------------------------------------------------------------------

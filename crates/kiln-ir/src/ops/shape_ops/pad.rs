@@ -165,16 +165,19 @@ pub(super) fn pad_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
     for (a, (&d, &(b, e))) in x.shape().iter().zip(&amounts).enumerate() {
         let o = padded(ctx, d, (b, e), a)?;
         out_shape.push(o);
-        let di = d as i64;
+        let (b, e) = (b as i128, e as i128);
         let lo = (-b).max(0);
-        let len = di - lo - (-e).max(0);
+        let len = d as i128 - lo - (-e).max(0);
         let (pb, pe) = (b.max(0), e.max(0));
         if mode != PadMode::Constant && o > 0 && (pb > 0 || pe > 0) {
             let need = if mode == PadMode::Reflect { 2 } else { 1 };
             if len < need {
                 return Err(ctx.err(
                     ErrorKind::ShapeMismatch,
-                    format!("{mode:?} padding of axis {a} needs at least {need} element(s) after cropping, has {}", len.max(0)),
+                    format!(
+                        "{mode:?} padding of axis {a} needs at least {need} element(s) after cropping, has {}",
+                        len.max(0)
+                    ),
                 ));
             }
             if mode == PadMode::Reflect && (pb > len - 1 || pe > len - 1) {
@@ -190,19 +193,22 @@ pub(super) fn pad_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
     let s = st(x.shape());
     let t = gather_axes(ctx, x, out_shape, Some(&fill), |k, o| {
         let (b, lo, len) = plan[k];
-        let o = o as i64;
+        let o = o as i128;
         let src = match mode {
             PadMode::Constant => {
                 let i = o - b;
-                if i < 0 || i >= x.shape()[k] as i64 {
+                if i < 0 || i >= x.shape()[k] as i128 {
                     return None;
                 }
                 i
             }
             _ => {
+                if len <= 0 {
+                    return None;
+                }
                 let c = o - b.max(0);
                 let c = match mode {
-                    PadMode::Edge => c.clamp(0, len - 1),
+                    PadMode::Edge => c.max(0).min(len - 1),
                     PadMode::Wrap => c.rem_euclid(len),
                     _ => {
                         if c < 0 {

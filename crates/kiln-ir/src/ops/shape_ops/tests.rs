@@ -1079,3 +1079,121 @@ fn range() {
     assert_eq!(ty, ValueType::known(DType::I64, &[3]));
     assert!(lookup_node(&n, 10).is_err());
 }
+
+// ---------------------------------------------------------------------------
+// Adversarial values: errors, never panics.
+
+const EXTREMES: [i64; 11] = [
+    i64::MIN,
+    i64::MIN + 1,
+    -(1 << 40),
+    -7,
+    -2,
+    -1,
+    0,
+    1,
+    3,
+    1 << 40,
+    i64::MAX,
+];
+
+#[test]
+fn extreme_integer_inputs_never_panic() {
+    let x = f32r(&[2, 3]);
+    let empty = t(&[0, 3], Vec::<f32>::new());
+    let sym_x = dynamic(DType::F32, vec![sym("b"), k(3)]);
+    let cases: Vec<(&str, usize, i64)> = vec![
+        ("Reshape", 2, 14),
+        ("Slice", 5, 13),
+        ("Pad", 2, 19),
+        ("Tile", 2, 13),
+        ("Expand", 2, 13),
+        ("Gather", 2, 13),
+        ("Squeeze", 2, 13),
+        ("Unsqueeze", 2, 13),
+        ("Split", 2, 13),
+        ("ConstantOfShape", 1, 20),
+    ];
+    for (op, nin, opset) in cases {
+        for &a in &EXTREMES {
+            for &b in &EXTREMES {
+                for input in [&x, &empty] {
+                    let pair = i64s(&[a, b]);
+                    let quad = i64s(&[a, b, b, a]);
+                    let one = i64s(&[a]);
+                    let oneb = i64s(&[b]);
+                    let n = node(op, nin, if op == "Split" { 2 } else { 1 }, &[]);
+                    let ins: Vec<Option<&Tensor>> = match op {
+                        "Slice" => vec![Some(input), Some(&one), Some(&oneb), Some(&oneb), Some(&one)],
+                        "Pad" => vec![Some(input), Some(&quad)],
+                        "ConstantOfShape" => vec![Some(&pair)],
+                        "Gather" => vec![Some(input), Some(&pair)],
+                        "Squeeze" | "Unsqueeze" => vec![Some(input), Some(&one)],
+                        _ => vec![Some(input), Some(&pair)],
+                    };
+                    let _ = run(&n, opset, &ins);
+                    let iins: Vec<Option<InferInput>> = ins.iter().map(|t| t.and_then(|t| cst(t))).collect();
+                    let _ = infer(&n, opset, &iins);
+                    let mut iins2 = iins.clone();
+                    if op != "ConstantOfShape" {
+                        iins2[0] = sym_x.clone();
+                    }
+                    let _ = infer(&n, opset, &iins2);
+                }
+            }
+            // Attribute forms.
+            for (op, attr, val) in [
+                ("Transpose", "perm", ints(&[a, 0])),
+                ("Concat", "axis", int(a)),
+                ("Flatten", "axis", int(a)),
+                ("Gather", "axis", int(a)),
+                ("Split", "axis", int(a)),
+                ("Split", "split", ints(&[a, 3i64.wrapping_sub(a)])),
+                ("Shape", "start", int(a)),
+                ("Shape", "end", int(a)),
+                ("Cast", "to", int(a)),
+                ("Squeeze", "axes", ints(&[a])),
+                ("Unsqueeze", "axes", ints(&[a])),
+                ("Slice", "starts", ints(&[a])),
+            ] {
+                let n = node(
+                    op,
+                    1,
+                    1,
+                    &[(attr, val.clone()), ("ends", ints(&[a])), ("num_outputs", int(a))],
+                );
+                let _ = run(&n, 11, &[Some(&x), Some(&x)]);
+                let _ = run(&n, 18, &[Some(&x)]);
+                let _ = infer(&n, 11, &[sym_x.clone(), sym_x.clone()]);
+            }
+        }
+    }
+    for mode in ["reflect", "edge", "wrap"] {
+        let n = node(
+            "Pad",
+            2,
+            1,
+            &[("mode", Attribute::String(mode.as_bytes().to_vec()))],
+        );
+        for &a in &EXTREMES {
+            for &b in &EXTREMES {
+                for input in [&x, &empty] {
+                    for p in [i64s(&[a, b, b, a]), i64s(&[0, a, 0, b]), i64s(&[a, 0, b, 0])] {
+                        let _ = run(&n, 19, &[Some(input), Some(&p)]);
+                    }
+                }
+            }
+        }
+    }
+    let n = node("Range", 3, 1, &[]);
+    for &a in &EXTREMES {
+        for &b in &EXTREMES {
+            for &c in &EXTREMES {
+                let (a, b, c) = (Tensor::scalar(a), Tensor::scalar(b), Tensor::scalar(c));
+                if let Ok(y) = run(&n, 11, &[Some(&a), Some(&b), Some(&c)]) {
+                    assert!(y[0].len() <= super::MAX_ELEMS);
+                }
+            }
+        }
+    }
+}
