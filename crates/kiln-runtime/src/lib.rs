@@ -65,6 +65,8 @@ pub struct Session {
     input_slots: Vec<usize>,
     /// Per graph output: where to read it.
     output_srcs: Vec<Src>,
+    /// Threads for the large GEMMs (Conv, MatMul, Gemm) of one run.
+    threads: usize,
 }
 
 impl Session {
@@ -122,12 +124,22 @@ impl Session {
                     n_slots += 1;
                 }
             }
-            steps.push(Step { node: ni, def, inputs, outputs, free_after: Vec::new() });
+            steps.push(Step {
+                node: ni,
+                def,
+                inputs,
+                outputs,
+                free_after: Vec::new(),
+            });
         }
         let output_srcs: Vec<Src> = g.outputs.iter().map(|o| resolve(&o.name, &slot_of)).collect();
         for (o, s) in g.outputs.iter().zip(&output_srcs) {
             if matches!(s, Src::None) {
-                return Err(ir_err!(InvalidModel, "graph output '{}' is never produced", o.name));
+                return Err(ir_err!(
+                    InvalidModel,
+                    "graph output '{}' is never produced",
+                    o.name
+                ));
             }
         }
         // Liveness: last step reading each slot; graph outputs live to the end.
@@ -150,7 +162,28 @@ impl Session {
                 steps[*si].free_after.push(k);
             }
         }
-        Ok(Session { model, opset, consts, steps, n_slots, input_slots, output_srcs })
+        Ok(Session {
+            model,
+            opset,
+            consts,
+            steps,
+            n_slots,
+            input_slots,
+            output_srcs,
+            threads: 1,
+        })
+    }
+
+    /// Sets the number of threads one run may use (at least 1). The reference
+    /// executor runs nodes one after another and splits the large GEMMs of
+    /// Conv, MatMul and Gemm by row blocks over this many scoped threads.
+    pub fn with_threads(mut self, threads: usize) -> Session {
+        self.threads = threads.max(1);
+        self
+    }
+    /// Threads one run may use.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The model this session runs (initializers moved out).
@@ -214,6 +247,14 @@ impl Session {
     fn run_inner(
         &self,
         inputs: Vec<Tensor>,
+        timings: Option<&mut Vec<NodeTiming>>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        ops::linalg::with_threads(self.threads, || self.run_steps(inputs, timings))
+    }
+
+    fn run_steps(
+        &self,
+        inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         self.check_inputs(&inputs)?;
@@ -235,11 +276,18 @@ impl Session {
                         })?),
                     });
                 }
-                let ctx = ops::OpCtx { node, opset: self.opset };
+                let ctx = ops::OpCtx {
+                    node,
+                    opset: self.opset,
+                };
                 let t0 = timings.as_ref().map(|_| Instant::now());
                 let outs = (st.def.eval)(&ctx, &args).map_err(|e| e.at_node(&node.name, &node.op_type))?;
                 if let (Some(t), Some(t0)) = (timings.as_deref_mut(), t0) {
-                    t.push(NodeTiming { node: node.name.clone(), op_type: node.op_type.clone(), time: t0.elapsed() });
+                    t.push(NodeTiming {
+                        node: node.name.clone(),
+                        op_type: node.op_type.clone(),
+                        time: t0.elapsed(),
+                    });
                 }
                 outs
             };
@@ -263,9 +311,9 @@ impl Session {
         let mut outs = Vec::with_capacity(self.output_srcs.len());
         for (s, o) in self.output_srcs.iter().zip(&self.model.graph.outputs) {
             outs.push(match s {
-                Src::Slot(k) => slots[*k].take().ok_or_else(|| {
-                    ir_err!(Internal, "graph output '{}' was not computed", o.name)
-                })?,
+                Src::Slot(k) => slots[*k]
+                    .take()
+                    .ok_or_else(|| ir_err!(Internal, "graph output '{}' was not computed", o.name))?,
                 Src::Const(c) => self.consts[*c].clone(),
                 Src::None => return Err(ir_err!(Internal, "graph output '{}' has no source", o.name)),
             });
@@ -281,16 +329,31 @@ mod tests {
 
     fn identity_model() -> Model {
         let mut g = Graph::default();
-        g.inputs.push(ValueInfo { name: "x".into(), ty: ValueType::known(DType::F32, &[2]) });
-        g.outputs.push(ValueInfo { name: "y".into(), ty: ValueType::known(DType::F32, &[2]) });
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            ty: ValueType::known(DType::F32, &[2]),
+        });
+        g.outputs.push(ValueInfo {
+            name: "y".into(),
+            ty: ValueType::known(DType::F32, &[2]),
+        });
         g.nodes.push(Node::new("id", "Identity", &["x"], &["y"]));
-        Model { graph: g, opsets: vec![OpsetImport { domain: String::new(), version: 13 }], ..Default::default() }
+        Model {
+            graph: g,
+            opsets: vec![OpsetImport {
+                domain: String::new(),
+                version: 13,
+            }],
+            ..Default::default()
+        }
     }
 
     #[test]
     fn wrong_input_shape_is_named() {
         let s = Session::new(identity_model()).unwrap();
-        let e = s.run(vec![Tensor::from_vec(vec![3], vec![0f32; 3]).unwrap()]).unwrap_err();
+        let e = s
+            .run(vec![Tensor::from_vec(vec![3], vec![0f32; 3]).unwrap()])
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidInput);
         assert!(e.to_string().contains("input 'x' has shape [3]"), "{e}");
     }

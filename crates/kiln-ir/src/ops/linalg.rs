@@ -86,6 +86,16 @@ impl<'a> MatRef<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// Rows `r0..r1` as a view (no copy). Errors (`Internal`) if out of range.
+    pub fn row_range(self, r0: usize, r1: usize) -> Result<Self> {
+        if r0 > r1 || r1 > self.rows {
+            return Err(ir_err!(Internal, "row range {r0}..{r1} of a {}-row matrix", self.rows));
+        }
+        if r0 == r1 {
+            return MatRef::new(&[], 0, self.cols, self.rs, self.cs);
+        }
+        MatRef::new(&self.data[r0 * self.rs..], r1 - r0, self.cols, self.rs, self.cs)
+    }
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.rs + j * self.cs]
@@ -129,11 +139,67 @@ pub fn gemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: &mut [f32], ldc: usi
     gemm_acc(alpha, a, b, c, ldc)
 }
 
+thread_local! {
+    static THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Smallest GEMM (in multiply-accumulates) worth splitting across threads.
+const PAR_MIN_MACS: usize = 1 << 20;
+
+/// Runs `f` with GEMMs on this thread split across `n` threads (row blocks
+/// of `C`, scoped threads). The setting is per calling thread and restored
+/// afterwards, so concurrent sessions with different counts do not interfere.
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    let prev = THREADS.with(|t| t.replace(n.max(1)));
+    let r = f();
+    THREADS.with(|t| t.set(prev));
+    r
+}
+
+/// The thread count GEMMs on this thread currently use (see [`with_threads`]).
+pub fn threads() -> usize {
+    THREADS.with(|t| t.get())
+}
+
 /// `C += alpha * A * B`, where `C` is `m x n` row-major with row stride `ldc`
 /// (`m = a.rows()`, `n = b.cols()`, inner dimension `a.cols() == b.rows()`).
 ///
+/// Large products are split by row blocks of `C` over [`threads`] threads.
 /// Errors (`Internal`) when the inner dimensions differ or `C` is too small.
 pub fn gemm_acc(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize) -> Result<()> {
+    let t = threads();
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    if t <= 1 || m < 2 * MR || macs < PAR_MIN_MACS || b.rows != k {
+        return gemm_acc_1(alpha, a, b, c, ldc, true);
+    }
+    check_c(c, m, n, ldc)?;
+    let parts = t.min(m / MR);
+    let rows_per = m.div_ceil(parts).div_ceil(MR) * MR;
+    std::thread::scope(|s| -> Result<()> {
+        let mut handles = Vec::with_capacity(parts);
+        let mut rest: &mut [f32] = c;
+        let mut r0 = 0;
+        while r0 < m {
+            let r1 = (r0 + rows_per).min(m);
+            let take = if r1 == m { rest.len() } else { (r1 - r0) * ldc };
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            rest = tail;
+            let ab = a.row_range(r0, r1)?;
+            handles.push(s.spawn(move || gemm_acc_1(alpha, ab, b, mine, ldc, false)));
+            r0 = r1;
+        }
+        for h in handles {
+            h.join().map_err(|_| ir_err!(Internal, "a GEMM worker thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// One-thread `C += alpha * A * B`. `gemv` allows the single-row fast path
+/// (off for the row blocks of a threaded split, so every row of `C` is summed
+/// in the same order whatever the thread count).
+fn gemm_acc_1(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, gemv: bool) -> Result<()> {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if b.rows != k {
         return Err(ir_err!(
@@ -149,7 +215,7 @@ pub fn gemm_acc(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize) -> 
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
     }
-    if m == 1 {
+    if m == 1 && gemv {
         gemv_row(alpha, a, b, &mut c[..n]);
         return Ok(());
     }
@@ -302,6 +368,25 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Splitting over threads gives the same result as one thread, bit for
+    /// bit (each row of C is computed by one thread in the same order).
+    #[test]
+    fn threaded_gemm_equals_single_thread() {
+        for &(m, n, k, t) in &[(64, 300, 129, 2), (97, 257, 64, 3), (13, 2000, 40, 4), (200, 50, 300, 8)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
+            let am = MatRef::row_major(&a, m, k).unwrap();
+            let bm = MatRef::row_major(&b, k, n).unwrap();
+            let mut c1 = vec![0.5f32; m * n];
+            let mut ct = c1.clone();
+            gemm(1.5, am, bm, 0.25, &mut c1, n).unwrap();
+            with_threads(t, || gemm(1.5, am, bm, 0.25, &mut ct, n)).unwrap();
+            let bad = c1.iter().zip(&ct).position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(bad.is_none(), "m={m} n={n} k={k} threads={t}: first difference at {bad:?}");
+            assert_eq!(threads(), 1, "with_threads restores the count");
+        }
+    }
 
     /// Naive `alpha * A * B + beta * C` in f64.
     fn naive(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: &[f32], ldc: usize) -> Vec<f32> {
