@@ -389,17 +389,24 @@ fn slice_plan(
 /// First index and element count of slicing an axis of size `dim`, with
 /// the ONNX clamping rules: starts/ends below 0 get `dim` added, then are
 /// clamped to `[0, dim]` (step > 0) or `[0, dim-1]` / `[-1, dim-1]` (step < 0).
+///
+/// An `end` of `INT64_MAX` or `INT32_MAX` is the "slice to the end"
+/// sentinel the spec recommends: with a negative step it means "down to
+/// index 0" (NumPy's `None`), as ONNX Runtime implements it, rather than
+/// being clamped to `dim-1` (which would always give an empty slice).
 pub(super) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, usize) {
     if dim == 0 {
         return (0, 0);
     }
     let d = dim as i128;
     let (mut s, mut e, step) = (start as i128, end as i128, step as i128);
+    if end == i64::MAX || end == i32::MAX as i64 {
+        e = if step < 0 { -1 } else { d };
+    } else if e < 0 {
+        e += d;
+    }
     if s < 0 {
         s += d;
-    }
-    if e < 0 {
-        e += d;
     }
     let count = if step > 0 {
         s = s.clamp(0, d);

@@ -398,6 +398,13 @@ fn slice_inputs_clamp_and_steps() {
     assert_eq!(go(-3, -1, 1), vec![7, 8]);
     assert_eq!(go(i64::MIN, i64::MAX, i64::MAX), vec![0]);
     assert_eq!(go(i64::MAX, i64::MIN, i64::MIN), vec![9]);
+    // INT64_MAX / INT32_MAX as end is "to the end", also when stepping back.
+    assert_eq!(go(4, i64::MAX, -1), vec![4, 3, 2, 1, 0]);
+    assert_eq!(go(-20, i64::MAX, -1), vec![0]);
+    assert_eq!(go(9, i32::MAX as i64, -4), vec![9, 5, 1]);
+    assert_eq!(go(2, i32::MAX as i64, 4), vec![2, 6]);
+    // Other large ends are clamped per the spec.
+    assert_eq!(go(4, 1 << 40, -1), Vec::<i64>::new());
     // step 0 is invalid.
     assert!(run(
         &n,
@@ -1132,7 +1139,7 @@ fn extreme_integer_inputs_never_panic() {
                         _ => vec![Some(input), Some(&pair)],
                     };
                     let _ = run(&n, opset, &ins);
-                    let iins: Vec<Option<InferInput>> = ins.iter().map(|t| t.and_then(|t| cst(t))).collect();
+                    let iins: Vec<Option<InferInput>> = ins.iter().map(|t| t.and_then(cst)).collect();
                     let _ = infer(&n, opset, &iins);
                     let mut iins2 = iins.clone();
                     if op != "ConstantOfShape" {
