@@ -68,6 +68,13 @@ fn run_case(dir: &Path) -> Result<(), String> {
     if expected.is_empty() {
         return Err("case has no output_0.pb".into());
     }
+    // Static inference (run at load) must agree with what eval produces.
+    let inferred: Vec<Option<kiln::ir::ValueType>> = model
+        .graph
+        .outputs
+        .iter()
+        .map(|o| model.graph.value_types.get(&o.name).cloned())
+        .collect();
     let session = kiln::runtime::Session::new(model).map_err(|e| format!("session: {e}"))?;
 
     // Feed inputs in the session's order, matched by name.
@@ -109,6 +116,27 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
         if let Err(e) = compare(g, want) {
             errs.push(format!("output '{name}': {e}"));
+        }
+        match &inferred[i] {
+            None => errs.push(format!("output '{name}': shape inference gave no type")),
+            Some(ty) => {
+                let dims_ok = match &ty.shape {
+                    None => true,
+                    Some(d) => {
+                        d.len() == g.rank()
+                            && d.iter()
+                                .zip(g.shape())
+                                .all(|(d, &a)| d.known().is_none_or(|k| k == a))
+                    }
+                };
+                if ty.dtype != g.dtype() || !dims_ok {
+                    errs.push(format!(
+                        "output '{name}': inferred {ty}, eval produced {}{:?}",
+                        g.dtype(),
+                        g.shape()
+                    ));
+                }
+            }
         }
     }
     if errs.is_empty() {
