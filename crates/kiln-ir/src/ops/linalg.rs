@@ -89,7 +89,11 @@ impl<'a> MatRef<'a> {
     /// Rows `r0..r1` as a view (no copy). Errors (`Internal`) if out of range.
     pub fn row_range(self, r0: usize, r1: usize) -> Result<Self> {
         if r0 > r1 || r1 > self.rows {
-            return Err(ir_err!(Internal, "row range {r0}..{r1} of a {}-row matrix", self.rows));
+            return Err(ir_err!(
+                Internal,
+                "row range {r0}..{r1} of a {}-row matrix",
+                self.rows
+            ));
         }
         if r0 == r1 {
             return MatRef::new(&[], 0, self.cols, self.rs, self.cs);
@@ -190,7 +194,8 @@ pub fn gemm_acc(alpha: f32, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize) -> 
             r0 = r1;
         }
         for h in handles {
-            h.join().map_err(|_| ir_err!(Internal, "a GEMM worker thread panicked"))??;
+            h.join()
+                .map_err(|_| ir_err!(Internal, "a GEMM worker thread panicked"))??;
         }
         Ok(())
     })
@@ -373,9 +378,18 @@ mod tests {
     /// bit (each row of C is computed by one thread in the same order).
     #[test]
     fn threaded_gemm_equals_single_thread() {
-        for &(m, n, k, t) in &[(64, 300, 129, 2), (97, 257, 64, 3), (13, 2000, 40, 4), (200, 50, 300, 8)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
+        for &(m, n, k, t) in &[
+            (64, 300, 129, 2),
+            (97, 257, 64, 3),
+            (13, 2000, 40, 4),
+            (200, 50, 300, 8),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2)
+                .collect();
             let am = MatRef::row_major(&a, m, k).unwrap();
             let bm = MatRef::row_major(&b, k, n).unwrap();
             let mut c1 = vec![0.5f32; m * n];
@@ -383,7 +397,10 @@ mod tests {
             gemm(1.5, am, bm, 0.25, &mut c1, n).unwrap();
             with_threads(t, || gemm(1.5, am, bm, 0.25, &mut ct, n)).unwrap();
             let bad = c1.iter().zip(&ct).position(|(x, y)| x.to_bits() != y.to_bits());
-            assert!(bad.is_none(), "m={m} n={n} k={k} threads={t}: first difference at {bad:?}");
+            assert!(
+                bad.is_none(),
+                "m={m} n={n} k={k} threads={t}: first difference at {bad:?}"
+            );
             assert_eq!(threads(), 1, "with_threads restores the count");
         }
     }
