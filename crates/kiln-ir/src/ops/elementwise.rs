@@ -8,7 +8,7 @@
 //! through f32; integer arithmetic wraps on overflow (as NumPy and ONNX Runtime
 //! do), integer `Div` truncates toward zero and errors on a zero divisor.
 //!
-//! Broadcasting ([`broadcast_map`]) has fast paths for equal shapes, scalar
+//! Broadcasting (`broadcast_map`) has fast paths for equal shapes, scalar
 //! operands, and collapses the output into runs so that per-channel operands
 //! (`[1,C,1,1]` against `[N,C,H,W]`) run an inner loop over contiguous memory.
 
