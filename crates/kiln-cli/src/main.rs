@@ -46,18 +46,8 @@ enum Cmd {
         /// One per graph input, in order: an image (PNG/JPEG) or a .npy tensor.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
-        /// Preprocessing preset for image inputs.
-        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
-        preset: String,
-        /// Class names, one per line, for top-k printing.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// How many classes to print per output.
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: ClassOpts,
         /// Write each graph output as `NN_<name>.npy` in this folder.
         #[arg(long, value_name = "DIR")]
         save_outputs: Option<PathBuf>,
@@ -70,18 +60,8 @@ enum Cmd {
         /// Image files or folders of images.
         #[arg(required = true)]
         images: Vec<PathBuf>,
-        /// Preprocessing preset.
-        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
-        preset: String,
-        /// Class names, one per line.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// How many classes to print per image.
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: ClassOpts,
     },
     /// Measure latency: warm-up, then N timed runs; prints p50/p90/p99.
     Bench {
@@ -122,6 +102,23 @@ enum Cmd {
     },
 }
 
+/// Options shared by `run` and `classify`: preprocessing and class printing.
+#[derive(clap::Args)]
+struct ClassOpts {
+    /// Preprocessing preset for image inputs.
+    #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+    preset: String,
+    /// Class names, one per line, for top-k printing.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// How many classes to print per classifier output.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
 fn preset_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(Preset::ALL.iter().map(|(n, _)| *n))
 }
@@ -160,28 +157,10 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Run {
             model,
             inputs,
-            preset,
-            labels,
-            top_k,
-            json,
+            out,
             save_outputs,
-        } => run(
-            &model,
-            &inputs,
-            &preset,
-            labels.as_deref(),
-            top_k,
-            json,
-            save_outputs.as_deref(),
-        ),
-        Cmd::Classify {
-            model,
-            images,
-            preset,
-            labels,
-            top_k,
-            json,
-        } => classify(&model, &images, &preset, labels.as_deref(), top_k, json),
+        } => run(&model, &inputs, &out, save_outputs.as_deref()),
+        Cmd::Classify { model, images, out } => classify(&model, &images, &out),
         Cmd::Bench {
             model,
             inputs,
@@ -239,16 +218,9 @@ fn run_checked(session: &Session, model: &Path, inputs: Vec<Tensor>) -> Result<V
         .map_err(|e| anyhow!("{}: {e}", model.display()))
 }
 
-fn run(
-    model: &Path,
-    inputs: &[PathBuf],
-    preset_name: &str,
-    labels: Option<&Path>,
-    k: usize,
-    json: bool,
-    save: Option<&Path>,
-) -> Result<()> {
-    let pre = preset(preset_name)?;
+fn run(model: &Path, inputs: &[PathBuf], o: &ClassOpts, save: Option<&Path>) -> Result<()> {
+    let (labels, k, json) = (o.labels.as_deref(), o.top_k, o.json);
+    let pre = preset(&o.preset)?;
     let session = kiln::open_session(model)?;
     let labels = labels.map(load_labels).transpose()?;
     let tensors = inputs
@@ -359,15 +331,9 @@ fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn classify(
-    model: &Path,
-    images: &[PathBuf],
-    preset_name: &str,
-    labels: Option<&Path>,
-    k: usize,
-    json: bool,
-) -> Result<()> {
-    let pre = preset(preset_name)?;
+fn classify(model: &Path, images: &[PathBuf], o: &ClassOpts) -> Result<()> {
+    let (labels, k, json) = (o.labels.as_deref(), o.top_k, o.json);
+    let pre = preset(&o.preset)?;
     let session = kiln::open_session(model)?;
     if session.inputs().len() != 1 {
         bail!(

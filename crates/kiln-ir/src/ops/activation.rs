@@ -28,15 +28,7 @@ pub(crate) const OPS: &[OpDef] = &[
     def("Gelu", 20, infer_float, eval_gelu),
 ];
 
-const fn def(op_type: &'static str, since: i64, infer: super::InferFn, eval: super::EvalFn) -> OpDef {
-    OpDef {
-        op_type,
-        domain: "",
-        since,
-        infer,
-        eval,
-    }
-}
+use super::op_def as def;
 
 fn infer_float(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
     let x = &ctx.infer_input(inputs, 0)?.ty;

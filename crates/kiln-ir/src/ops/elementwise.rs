@@ -43,15 +43,7 @@ pub(crate) const OPS: &[OpDef] = &[
     def("Mean", 1, infer_variadic, eval_mean),
 ];
 
-const fn def(op_type: &'static str, since: i64, infer: super::InferFn, eval: super::EvalFn) -> OpDef {
-    OpDef {
-        op_type,
-        domain: "",
-        since,
-        infer,
-        eval,
-    }
-}
+use super::op_def as def;
 
 // ---------------------------------------------------------------------------
 // Shared helpers (also used by the activation, reduce and resize families).

@@ -104,6 +104,17 @@ pub struct OpDef {
     pub eval: EvalFn,
 }
 
+/// An [`OpDef`] of the default ONNX domain (shorthand for the op tables).
+pub(crate) const fn op_def(op_type: &'static str, since: i64, infer: InferFn, eval: EvalFn) -> OpDef {
+    OpDef {
+        op_type,
+        domain: "",
+        since,
+        infer,
+        eval,
+    }
+}
+
 /// All op tables.
 fn tables() -> [&'static [OpDef]; 9] {
     [

@@ -36,15 +36,7 @@ pub(crate) const OPS: &[OpDef] = &[
     def("ReduceLogSumExp", 1, infer_reduce, eval_reduce),
 ];
 
-const fn def(op_type: &'static str, since: i64, infer: super::InferFn, eval: super::EvalFn) -> OpDef {
-    OpDef {
-        op_type,
-        domain: "",
-        since,
-        infer,
-        eval,
-    }
-}
+use super::op_def as def;
 
 // ---------------------------------------------------------------------------
 // Softmax / LogSoftmax

@@ -54,12 +54,4 @@ pub(crate) const OPS: &[OpDef] = &[
     op("Range", 11, pad::range_infer, pad::range_eval),
 ];
 
-const fn op(op_type: &'static str, since: i64, infer: super::InferFn, eval: super::EvalFn) -> OpDef {
-    OpDef {
-        op_type,
-        domain: "",
-        since,
-        infer,
-        eval,
-    }
-}
+use super::op_def as op;
