@@ -4,6 +4,7 @@
 //! no backtraces); see `kiln --help`.
 
 mod inspect;
+mod optimize;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -100,6 +101,30 @@ enum Cmd {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Optimize a model (constant folding, cleanup, BatchNormalization folding,
+    /// activation fusion...) and write it as plain ONNX.
+    Optimize {
+        /// ONNX model file.
+        model: PathBuf,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Optimization level, as ONNX Runtime's.
+        #[arg(long, default_value = "all", value_parser = ["basic", "extended", "all"])]
+        level: String,
+        /// Switch one rule off by name (repeatable); `--report` lists the names.
+        #[arg(long = "disable", value_name = "RULE")]
+        disable: Vec<String>,
+        /// Bind input dims for MAC counting, e.g. `x=1,3,640,640` (symbolic batch = 1 by default).
+        #[arg(long = "shape", value_name = "NAME=D,D,...")]
+        shapes: Vec<String>,
+        /// Print each rule's application count and before/after figures.
+        #[arg(long)]
+        report: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options shared by `run` and `classify`: preprocessing and class printing.
@@ -174,6 +199,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => bench(
             &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json,
         ),
+        Cmd::Optimize { model, output, level, disable, shapes, report, json } => {
+            optimize::optimize(&model, &output, &level, &disable, &shapes, report, json)
+        }
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
             kiln::onnx::save(&m, &output).with_context(|| format!("writing {}", output.display()))?;

@@ -4,7 +4,9 @@
 //! ([`Session`]), read and write tensors ([`npy`]), preprocess images
 //! ([`preprocess`]), and post-process classifier outputs ([`classify`]).
 //!
-//! The lower crates are re-exported for advanced use: [`ir`], [`onnx`], [`runtime`].
+//! Optimize a graph with [`opt::optimize`] (folding, cleanup, fusion).
+//!
+//! The lower crates are re-exported for advanced use: [`ir`], [`onnx`], [`opt`], [`runtime`].
 #![warn(missing_docs)]
 
 pub mod classify;
@@ -14,6 +16,7 @@ pub mod stats;
 
 pub use kiln_ir as ir;
 pub use kiln_onnx as onnx;
+pub use kiln_opt as opt;
 pub use kiln_runtime as runtime;
 pub use kiln_runtime::Session;
 
@@ -75,6 +78,12 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl From<kiln_opt::OptError> for Error {
+    fn from(e: kiln_opt::OptError) -> Error {
+        Error::new(ErrorKind::Model(e.error.kind), e.to_string())
+    }
+}
 
 impl From<kiln_ir::IrError> for Error {
     fn from(e: kiln_ir::IrError) -> Error {
