@@ -77,3 +77,29 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Runs a single-input `model` in ONNX Runtime once per .npy in `inputs`;
+/// returns, per input, the first output.
+pub fn ort_run_each(model: &Path, inputs: &[PathBuf], work: &Path) -> Vec<Tensor> {
+    let py = fixtures().join("venv/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_run.py");
+    let out_dir = work.join("ort_each");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let st = Command::new(&py)
+        .arg(&script)
+        .arg("--each")
+        .arg(model)
+        .arg(&out_dir)
+        .args(inputs)
+        .output()
+        .expect("run python");
+    assert!(
+        st.status.success(),
+        "ONNX Runtime failed on {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    (0..inputs.len())
+        .map(|i| npy(&out_dir.join(format!("{i:02}_00.npy"))))
+        .collect()
+}
