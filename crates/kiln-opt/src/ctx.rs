@@ -124,7 +124,10 @@ impl<'a> Ctx<'a> {
         if !used(hint) {
             return hint.to_string();
         }
-        (1..).map(|k| format!("{hint}_{k}")).find(|n| !used(n)).expect("some suffix is free")
+        (1..)
+            .map(|k| format!("{hint}_{k}"))
+            .find(|n| !used(n))
+            .expect("some suffix is free")
     }
 
     /// Adds an initializer under a fresh name derived from `hint`; returns the name.

@@ -119,7 +119,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { level: Level::All, disabled: BTreeSet::new(), max_rounds: 100 }
+        Options {
+            level: Level::All,
+            disabled: BTreeSet::new(),
+            max_rounds: 100,
+        }
     }
 }
 
@@ -152,7 +156,11 @@ pub struct Report {
 impl Report {
     /// Applications per rule name (only rules that applied at least once).
     pub fn applied(&self) -> BTreeMap<&'static str, usize> {
-        self.rules.iter().filter(|r| r.applied > 0).map(|r| (r.name, r.applied)).collect()
+        self.rules
+            .iter()
+            .filter(|r| r.applied > 0)
+            .map(|r| (r.name, r.applied))
+            .collect()
     }
 }
 
@@ -210,7 +218,12 @@ pub fn optimize(model: &mut Model, opts: &Options) -> Result<Report, OptError> {
     }
     model.graph.validate()?;
     kiln_ir::infer::infer_types(model)?;
-    Ok(Report { rules: reports, nodes_before, nodes_after: model.graph.nodes.len(), rounds })
+    Ok(Report {
+        rules: reports,
+        nodes_before,
+        nodes_after: model.graph.nodes.len(),
+        rounds,
+    })
 }
 
 /// Runs one rule over every node until it no longer applies; returns the
@@ -218,12 +231,21 @@ pub fn optimize(model: &mut Model, opts: &Options) -> Result<Report, OptError> {
 fn run_rule(rule: &dyn Rule, model: &mut Model) -> Result<usize, OptError> {
     let mut applied = 0;
     let mut i = 0;
-    let mut cx = Ctx::new(model).map_err(|e| OptError { rule: Some(rule.name()), error: e })?;
+    let mut cx = Ctx::new(model).map_err(|e| OptError {
+        rule: Some(rule.name()),
+        error: e,
+    })?;
     while i < cx.model.graph.nodes.len() {
-        let hit = rule.apply(&mut cx, i).map_err(|e| OptError { rule: Some(rule.name()), error: e })?;
+        let hit = rule.apply(&mut cx, i).map_err(|e| OptError {
+            rule: Some(rule.name()),
+            error: e,
+        })?;
         if hit {
             applied += 1;
-            cx.refresh().map_err(|e| OptError { rule: Some(rule.name()), error: e })?;
+            cx.refresh().map_err(|e| OptError {
+                rule: Some(rule.name()),
+                error: e,
+            })?;
             // The patch may have removed or added nodes before `i`: rescan from the start.
             i = 0;
             if applied > 1_000_000 {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use kiln_ir::{Attribute, Tensor};
+use kiln_ir::Tensor;
 use kiln_opt::{optimize, Options};
 use proptest::prelude::*;
 
@@ -138,7 +138,6 @@ fn build(blocks: &[Block], c: usize, opset: i64) -> kiln_ir::Model {
         cur = y;
     }
     g.output(&cur);
-    let _ = Attribute::Int(0);
     g.build()
 }
 

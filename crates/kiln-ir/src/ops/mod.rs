@@ -10,6 +10,7 @@ use crate::{ir_err, Dim, ErrorKind, IrError, Node, Result, Tensor, ValueType};
 pub mod activation;
 pub mod conv;
 pub mod elementwise;
+pub mod fused;
 pub mod linalg;
 pub mod matmul;
 pub mod norm;
@@ -116,11 +117,12 @@ pub(crate) const fn op_def(op_type: &'static str, since: i64, infer: InferFn, ev
 }
 
 /// All op tables.
-fn tables() -> [&'static [OpDef]; 9] {
+fn tables() -> [&'static [OpDef]; 10] {
     [
         activation::OPS,
         conv::OPS,
         elementwise::OPS,
+        fused::OPS,
         matmul::OPS,
         norm::OPS,
         pool::OPS,

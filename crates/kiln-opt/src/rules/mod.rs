@@ -44,7 +44,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in &rules {
             assert!(seen.insert(r.name()), "duplicate rule name {}", r.name());
-            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{}", r.name());
+            assert!(
+                r.name()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{}",
+                r.name()
+            );
         }
     }
 }

@@ -16,8 +16,14 @@ impl G {
     /// An empty model at `opset`.
     pub fn new(opset: i64) -> G {
         let m = Model {
-            graph: Graph { name: "test".into(), ..Default::default() },
-            opsets: vec![OpsetImport { domain: String::new(), version: opset }],
+            graph: Graph {
+                name: "test".into(),
+                ..Default::default()
+            },
+            opsets: vec![OpsetImport {
+                domain: String::new(),
+                version: opset,
+            }],
             ir_version: 8,
             ..Default::default()
         };
@@ -25,7 +31,10 @@ impl G {
     }
     /// A float graph input.
     pub fn input(&mut self, name: &str, dims: &[usize]) -> &mut G {
-        self.m.graph.inputs.push(ValueInfo { name: name.into(), ty: ValueType::known(DType::F32, dims) });
+        self.m.graph.inputs.push(ValueInfo {
+            name: name.into(),
+            ty: ValueType::known(DType::F32, dims),
+        });
         self
     }
     /// An initializer.
@@ -40,7 +49,13 @@ impl G {
         self.init(name, t)
     }
     /// A node (named after its first output).
-    pub fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(&str, Attribute)>) -> &mut G {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<(&str, Attribute)>,
+    ) -> &mut G {
         let mut n = Node::new(&format!("n_{}", outputs[0]), op, inputs, outputs);
         for (k, v) in attrs {
             n.attrs.insert(k.into(), v);
@@ -50,7 +65,10 @@ impl G {
     }
     /// A graph output (type filled by inference).
     pub fn output(&mut self, name: &str) -> &mut G {
-        self.m.graph.outputs.push(ValueInfo { name: name.into(), ty: ValueType::unknown_rank(DType::F32) });
+        self.m.graph.outputs.push(ValueInfo {
+            name: name.into(),
+            ty: ValueType::unknown_rank(DType::F32),
+        });
         self
     }
     /// The model, validated and with inferred types.
@@ -83,7 +101,12 @@ pub fn rand_inputs(m: &Model) -> Vec<Tensor> {
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, vi)| rand(&vi.ty.known_dims().expect("test inputs have known dims"), 7 + i as u64))
+        .map(|(i, vi)| {
+            rand(
+                &vi.ty.known_dims().expect("test inputs have known dims"),
+                7 + i as u64,
+            )
+        })
         .collect()
 }
 
@@ -95,14 +118,21 @@ pub fn only(names: &[&str]) -> Options {
     }
     Options {
         level: Level::All,
-        disabled: all.iter().map(|r| r.name().to_string()).filter(|r| !names.contains(&r.as_str())).collect(),
+        disabled: all
+            .iter()
+            .map(|r| r.name().to_string())
+            .filter(|r| !names.contains(&r.as_str()))
+            .collect(),
         ..Options::default()
     }
 }
 
 /// Runs `m` on `inputs` with the reference executor.
 pub fn run(m: &Model, inputs: &[Tensor]) -> Vec<Tensor> {
-    Session::new(m.clone()).expect("session").run(inputs.to_vec()).expect("run")
+    Session::new(m.clone())
+        .expect("session")
+        .run(inputs.to_vec())
+        .expect("run")
 }
 
 /// Asserts every output of `a` equals `b`'s within `rtol` relative to the
@@ -114,7 +144,10 @@ pub fn assert_close(a: &[Tensor], b: &[Tensor], rtol: f32) {
         let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
         let m = yv.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = xv.iter().zip(&yv).fold(0f32, |a, (p, q)| a.max((p - q).abs()));
-        assert!(d <= rtol * m + 1e-6, "output {i}: max abs diff {d} > {rtol} x {m}");
+        assert!(
+            d <= rtol * m + 1e-6,
+            "output {i}: max abs diff {d} > {rtol} x {m}"
+        );
     }
 }
 
@@ -138,7 +171,11 @@ pub fn check_rules(m: &Model, rules: &[&str], dropped: usize) -> (Model, Report)
         rep.applied()
     );
     if dropped == 0 {
-        assert!(rep.applied().is_empty(), "rules must not fire, applied {:?}", rep.applied());
+        assert!(
+            rep.applied().is_empty(),
+            "rules must not fire, applied {:?}",
+            rep.applied()
+        );
     }
     (opt, rep)
 }
