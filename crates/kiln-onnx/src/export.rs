@@ -1,4 +1,8 @@
 //! kiln [`Model`] -> ONNX `ModelProto`, written from the IR alone.
+//!
+//! kiln's own `"kiln"`-domain ops (fused Conv/Gemm/MatMul) are lowered to
+//! standard ONNX first ([`kiln_ir::ops::fused::lower_fused`]), so every file
+//! written is plain default-domain ONNX.
 
 use crate::error::OnnxError;
 use crate::proto::attribute_proto::AttributeType;
@@ -9,6 +13,7 @@ use crate::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use crate::tensor::{dtype_to_onnx, tensor_to_proto};
+use kiln_ir::ops::fused;
 use kiln_ir::{ir_err, Attribute, Dim, Graph, IrError, Model, Node, ValueType};
 use prost::Message;
 use std::collections::HashSet;
@@ -156,8 +161,15 @@ fn graph_proto(g: &Graph) -> Result<GraphProto, IrError> {
     })
 }
 
-/// The `ModelProto` of `model`.
+/// The `ModelProto` of `model`, after lowering its `"kiln"`-domain ops.
 pub(crate) fn model_proto(model: &Model) -> Result<ModelProto, IrError> {
+    let lowered;
+    let model = if fused::has_kiln_ops(model) {
+        lowered = fused::lower_fused(model)?;
+        &lowered
+    } else {
+        model
+    };
     Ok(ModelProto {
         ir_version: Some(model.ir_version.max(MIN_IR_VERSION)),
         opset_import: model

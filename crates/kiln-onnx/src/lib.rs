@@ -10,6 +10,9 @@
 //!   `-1`, missing) each get a fresh symbol `{value}:{axis}`. Every size in the
 //!   file is checked against [`LoadOptions`] before memory is allocated.
 //! - Export: [`to_bytes`], [`save`] (atomic), written from the IR alone.
+//!   kiln's own fused ops (domain `"kiln"`) are first lowered to standard
+//!   ONNX ([`kiln_ir::ops::fused::lower_fused`]): exported files contain
+//!   default-domain ops only and never import the `"kiln"` domain.
 //! - ONNX backend-test data (`test_data_set_*/input_0.pb`): [`tensor_from_pb`],
 //!   [`tensor_to_pb`].
 //!
@@ -98,6 +101,11 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, opts: &LoadOptions) -> 
 
 /// Serializes `model` as an ONNX `ModelProto`.
 ///
+/// Nodes of kiln's `"kiln"` domain (`FusedConv`, `FusedGemm`,
+/// `FusedMatMul`) are first rewritten into the standard ops they stand for,
+/// with deterministic names ([`kiln_ir::ops::fused::lower_fused`]), and the
+/// `"kiln"` opset import is dropped; `model` itself is not changed.
+///
 /// Written from the IR: `ir_version` is the model's (at least
 /// [`MIN_IR_VERSION`]), producer `kiln`, graph inputs and outputs with their
 /// types (symbolic dims as `dim_param`), initializers as `raw_data`, the known
@@ -105,7 +113,9 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>, opts: &LoadOptions) -> 
 /// attributes.
 ///
 /// Errors: `LimitExceeded` if the message would pass protobuf's 2 GiB limit
-/// or a dim does not fit in an `int64`.
+/// or a dim does not fit in an `int64`; those of
+/// [`kiln_ir::ops::fused::lower_fused`] for a `"kiln"`-domain node that
+/// cannot be lowered (`UnsupportedOp`, `InvalidAttribute`, `InvalidModel`).
 pub fn to_bytes(model: &Model) -> Result<Vec<u8>, OnnxError> {
     export::to_bytes(model)
 }

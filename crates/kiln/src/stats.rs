@@ -17,8 +17,9 @@ pub struct ModelStats {
     pub weight_bytes: u64,
     /// Node count per op type.
     pub op_histogram: BTreeMap<String, usize>,
-    /// Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul for the
-    /// bound input shapes; `None` if some shape stayed symbolic.
+    /// Multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (and of
+    /// kiln's fused FusedConv, FusedGemm and FusedMatMul, counted as their
+    /// base op) for the bound input shapes; `None` if some shape stayed symbolic.
     pub macs: Option<u64>,
 }
 
@@ -55,7 +56,9 @@ fn constant_tensors(model: &Model) -> impl Iterator<Item = (&str, &Tensor)> {
 /// (by input name); a symbolic leading dim of an input not listed is bound to 1
 /// (batch 1). MACs follow the usual convention: Conv = |Y| x (C_in / group) x
 /// kernel area; ConvTranspose = |X| x (C_out / group) x kernel area;
-/// Gemm/MatMul = |Y| x K.
+/// Gemm/MatMul = |Y| x K. The fused ops FusedConv, FusedGemm and FusedMatMul
+/// count as Conv, Gemm and MatMul (matched by op type, whatever the domain;
+/// their epilogues are not MACs).
 ///
 /// Errors: shape inference failing with the bound shapes.
 pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Result<ModelStats> {
@@ -105,7 +108,7 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
     let mut macs: Option<u64> = Some(0);
     for n in &m.graph.nodes {
         let this = match n.op_type.as_str() {
-            "Conv" => (|| {
+            "Conv" | "FusedConv" => (|| {
                 let y = dims(n.outputs.first()?)?;
                 let w = dims(n.inputs.get(1)?)?;
                 Some(y.iter().product::<usize>() as u64 * w.iter().skip(1).product::<usize>() as u64)
@@ -115,7 +118,7 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
                 let w = dims(n.inputs.get(1)?)?;
                 Some(x.iter().product::<usize>() as u64 * w.iter().skip(1).product::<usize>() as u64)
             })(),
-            "Gemm" => (|| {
+            "Gemm" | "FusedGemm" => (|| {
                 let y = dims(n.outputs.first()?)?;
                 let a = dims(n.inputs.first()?)?;
                 let k = if n.attr_int("transA", 0).ok()? != 0 {
@@ -125,7 +128,7 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
                 };
                 Some(y.iter().product::<usize>() as u64 * k as u64)
             })(),
-            "MatMul" => (|| {
+            "MatMul" | "FusedMatMul" => (|| {
                 let y = dims(n.outputs.first()?)?;
                 let a = dims(n.inputs.first()?)?;
                 Some(y.iter().product::<usize>() as u64 * *a.last()? as u64)
@@ -144,4 +147,62 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
         op_histogram,
         macs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{Attribute, DType, Graph, Node, OpsetImport, ValueInfo, ValueType};
+
+    /// x[1,3,8,8] -> Conv(4x3x3x3, pads 1) -> MatMul on the last
+    /// axis (8x5) -> Gemm on a second input [2,6] x [6,7]; `fused` uses the
+    /// kiln-domain fused ops with activations.
+    fn model(fused: bool) -> Model {
+        let z = |shape: &[usize]| Tensor::zeros(DType::F32, shape.to_vec()).unwrap();
+        let mut init = BTreeMap::new();
+        init.insert("w".to_string(), z(&[4, 3, 3, 3]));
+        init.insert("m".to_string(), z(&[8, 5]));
+        init.insert("gw".to_string(), z(&[6, 7]));
+        let mut nodes = vec![
+            Node::new("c", "Conv", &["x", "w"], &["h"]).with_attr("pads", Attribute::Ints(vec![1; 4])),
+            Node::new("mm", "MatMul", &["h", "m"], &["y"]),
+            Node::new("g", "Gemm", &["a", "gw"], &["gy"]),
+        ];
+        if fused {
+            for n in &mut nodes {
+                n.op_type = format!("Fused{}", n.op_type);
+                n.domain = "kiln".into();
+                n.attrs
+                    .insert("activation".into(), Attribute::String(b"Relu".to_vec()));
+            }
+        }
+        let vi = |name: &str, dims: &[usize]| ValueInfo {
+            name: name.into(),
+            ty: ValueType::known(DType::F32, dims),
+        };
+        Model {
+            graph: Graph {
+                nodes,
+                inputs: vec![vi("x", &[1, 3, 8, 8]), vi("a", &[2, 6])],
+                outputs: vec![vi("y", &[1, 4, 8, 5]), vi("gy", &[2, 7])],
+                initializers: init,
+                ..Default::default()
+            },
+            opsets: vec![OpsetImport {
+                domain: String::new(),
+                version: 13,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fused_ops_count_like_their_base_ops() {
+        let plain = model_stats(&model(false), &HashMap::new()).unwrap();
+        let fused = model_stats(&model(true), &HashMap::new()).unwrap();
+        let want = 4 * 8 * 8 * 27 + 4 * 8 * 5 * 8 + 2 * 7 * 6;
+        assert_eq!(plain.macs, Some(want));
+        assert_eq!(fused.macs, Some(want));
+        assert_eq!(fused.op_histogram["FusedConv"], 1);
+    }
 }
