@@ -28,7 +28,10 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
         let io = |v: &[kiln::ir::ValueInfo]| {
             v.iter()
                 .map(|i| serde_json::json!({"name": i.name, "dtype": i.ty.dtype.to_string(),
-                    "shape": i.ty.shape.as_ref().map(|s| s.iter().map(|d| d.to_string()).collect::<Vec<_>>())}))
+                    "shape": i.ty.shape.as_ref().map(|s| s.iter().map(|d| match d.known() {
+                    Some(k) => serde_json::json!(k),
+                    None => serde_json::json!(d.to_string()),
+                }).collect::<Vec<_>>())}))
                 .collect::<Vec<_>>()
         };
         println!(
@@ -44,13 +47,9 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
         return Ok(());
     }
     println!("model:    {}", model_path.display());
-    println!(
-        "producer: {} {}   ir_version {}   opset {}",
-        model.producer_name,
-        model.producer_version,
-        model.ir_version,
-        model.opset()
-    );
+    let producer = format!("{} {}", model.producer_name, model.producer_version);
+    let producer = if producer.trim().is_empty() { "(none)" } else { producer.trim() };
+    println!("producer: {producer}   ir_version {}   opset {}", model.ir_version, model.opset());
     println!("inputs:");
     for i in &g.inputs {
         println!("  {:<24} {} {}", i.name, i.ty.dtype, shape_to_string(&i.ty.shape));

@@ -8,7 +8,7 @@ mod optimize;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kiln::classify::{label_from_file_name, load_labels, softmax, top_k};
+use kiln::classify::{label_from_file_name, load_labels, probabilities, top_k};
 use kiln::ir::{DType, Tensor};
 use kiln::preprocess::{load_image, Preset};
 use kiln::Session;
@@ -149,6 +149,13 @@ fn preset_names() -> clap::builder::PossibleValuesParser {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, which turns `kiln inspect M | head` into a failed
+    // write; restore the default so a closed pipe ends the process quietly.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Last line of defence: a bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
@@ -168,8 +175,18 @@ fn main() {
     match r {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("kiln: error: {}", chain.join(": "));
+            // Join the context chain, skipping causes the outer messages already quote.
+            let mut line = String::new();
+            for c in e.chain() {
+                let c = c.to_string();
+                if !line.contains(&c) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&c);
+                }
+            }
+            eprintln!("kiln: error: {line}");
             std::process::exit(1);
         }
         Err(_) => std::process::exit(101),
@@ -204,7 +221,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
-            kiln::onnx::save(&m, &output).with_context(|| format!("writing {}", output.display()))?;
+            kiln::onnx::save(&m, &output)?;
             println!("wrote {}", output.display());
             Ok(())
         }
@@ -276,9 +293,13 @@ fn run(model: &Path, inputs: &[PathBuf], o: &ClassOpts, save: Option<&Path>) -> 
         }
     }
     let mut jouts = Vec::new();
+    let mut warned = false;
     for (o, info) in outs.iter().zip(session.outputs()) {
         let cls = classes_of(o);
-        let top = cls.as_ref().map(|v| top_k(&softmax(v), k));
+        if let Some(c) = &cls {
+            check_labels(&labels, c.len(), &mut warned);
+        }
+        let top = cls.as_ref().map(|v| top_k(&probabilities(v), k));
         if json {
             jouts.push(serde_json::json!({
                 "name": info.name, "dtype": o.dtype().to_string(), "shape": o.shape(),
@@ -289,13 +310,7 @@ fn run(model: &Path, inputs: &[PathBuf], o: &ClassOpts, save: Option<&Path>) -> 
             println!("output '{}': {} {:?}", info.name, o.dtype(), o.shape());
             if let Some(t) = top {
                 for (r, (i, p)) in t.iter().enumerate() {
-                    println!(
-                        "  #{} class {:>4} {:>7.3}%  {}",
-                        r + 1,
-                        i,
-                        p * 100.0,
-                        label(&labels, *i).unwrap_or_default()
-                    );
+                    println!("{}", top_line(r, *i, *p, &labels));
                 }
             }
         }
@@ -320,6 +335,22 @@ fn classes_of(t: &Tensor) -> Option<Vec<f32>> {
             _ => false,
         };
     ok.then(|| t.to_f32_vec())
+}
+
+/// Warns once on stderr when a label file's length differs from the class count.
+fn check_labels(labels: &Option<Vec<String>>, classes: usize, warned: &mut bool) {
+    if let Some(l) = labels {
+        if l.len() != classes && !*warned {
+            eprintln!("note: the label file has {} names, the model output has {classes} classes", l.len());
+            *warned = true;
+        }
+    }
+}
+
+/// One top-k line: rank, class index, probability in percent, class name.
+fn top_line(rank: usize, class: usize, p: f32, labels: &Option<Vec<String>>) -> String {
+    let name = label(labels, class).unwrap_or_default();
+    format!("  #{} class {class:>4} {:>7.3}%  {name}", rank + 1, p * 100.0).trim_end().to_string()
 }
 
 fn label(labels: &Option<Vec<String>>, i: usize) -> Option<String> {
@@ -375,14 +406,30 @@ fn classify(model: &Path, images: &[PathBuf], o: &ClassOpts) -> Result<()> {
     let (mut n_lab, mut top1, mut top5) = (0usize, 0usize, 0usize);
     let mut rows = Vec::new();
     let mut total_ms = 0.0;
+    let mut warned = false;
     for f in &files {
-        let x = load_image(f, pre)?;
+        let x = match load_image(f, pre) {
+            Ok(x) => x,
+            Err(e) if images.len() > 1 || images.iter().any(|p| p.is_dir()) => {
+                eprintln!("note: skipping {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let t0 = Instant::now();
         let outs = run_checked(&session, model, vec![x])?;
         total_ms += t0.elapsed().as_secs_f64() * 1e3;
         let logits = classes_of(&outs[0])
-            .ok_or_else(|| anyhow!("{}: output 0 is not a [1, classes] f32 tensor", model.display()))?;
-        let probs = softmax(&logits);
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: output 0 is {} {:?}, not a [1, classes] float classifier output",
+                    model.display(),
+                    outs[0].dtype(),
+                    outs[0].shape()
+                )
+            })?;
+        check_labels(&labels, logits.len(), &mut warned);
+        let probs = probabilities(&logits);
         let top = top_k(&probs, k.max(5));
         let truth = label_from_file_name(f).filter(|&l| l < probs.len());
         if let Some(t) = truth {
@@ -404,13 +451,7 @@ fn classify(model: &Path, images: &[PathBuf], o: &ClassOpts) -> Result<()> {
             };
             println!("{}{mark}", f.display());
             for (r, (i, p)) in top.iter().take(k).enumerate() {
-                println!(
-                    "  #{} class {:>4} {:>7.3}%  {}",
-                    r + 1,
-                    i,
-                    p * 100.0,
-                    label(&labels, *i).unwrap_or_default()
-                );
+                println!("{}", top_line(r, *i, *p, &labels));
             }
             println!("  top-1 score: {:.3}%", top[0].1 * 100.0);
         }
@@ -423,7 +464,7 @@ fn classify(model: &Path, images: &[PathBuf], o: &ClassOpts) -> Result<()> {
                 "top1_correct": top1, "top5_correct": top5, "mean_latency_ms": mean_ms})
         );
     } else {
-        println!("{} images, mean latency {:.1} ms", files.len(), mean_ms);
+        println!("{} image(s), mean latency {:.1} ms", files.len(), mean_ms);
         if n_lab > 0 {
             println!("top-1 accuracy: {top1}/{n_lab}   top-5 accuracy: {top5}/{n_lab}");
         }
@@ -481,6 +522,10 @@ fn bench(
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if threads > cores {
+        eprintln!("note: --threads {threads} is more than the {cores} core(s) this machine has");
+    }
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -488,34 +533,14 @@ fn bench(
     let session = kiln::open_session(model)?.with_threads(threads);
     let binds = parse_shapes(shapes)?;
     let tensors: Vec<Tensor> = if inputs.is_empty() {
+        let binds: std::collections::HashMap<String, Vec<usize>> = binds.into_iter().collect();
+        let dims = kiln::shapes::bind_input_shapes(session.inputs(), &binds).map_err(|e| e.with_file(model))?;
         session
             .inputs()
             .iter()
+            .zip(dims)
             .enumerate()
-            .map(|(i, vi)| {
-                let dims = if let Some((_, d)) = binds.iter().find(|(n, _)| *n == vi.name) {
-                    d.clone()
-                } else {
-                    let s = vi
-                        .ty
-                        .shape
-                        .as_ref()
-                        .ok_or_else(|| anyhow!("input '{}' has unknown rank; give --shape", vi.name))?;
-                    s.iter()
-                        .enumerate()
-                        .map(|(ax, d)| match d.known() {
-                            Some(v) => Ok(v),
-                            None if ax == 0 => Ok(1),
-                            None => Err(anyhow!(
-                                "input '{}' dim {ax} is symbolic ({d}); give --shape {}=...",
-                                vi.name,
-                                vi.name
-                            )),
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                };
-                random_tensor(vi.ty.dtype, dims, i as u64 + 1)
-            })
+            .map(|(i, (vi, d))| random_tensor(vi.ty.dtype, d, i as u64 + 1))
             .collect::<Result<_>>()?
     } else {
         inputs.iter().map(|p| load_input(p, pre)).collect::<Result<_>>()?
@@ -564,7 +589,7 @@ fn bench(
             ms[0]
         );
         for (op, (t, n)) in &prof {
-            println!("  {op:<22} {t:>9.2} ms  ({n} nodes)");
+            println!("  {op:<22} {t:>9.2} ms  ({n} node(s))");
         }
     }
     Ok(())

@@ -11,6 +11,18 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     e.into_iter().map(|x| x / s).collect()
 }
 
+/// Class probabilities from a classifier output: the output itself when it
+/// already is a distribution (every entry in [0, 1], summing to 1 within
+/// 1e-3, as models ending in Softmax give), else its [`softmax`].
+pub fn probabilities(output: &[f32]) -> Vec<f32> {
+    let sum: f32 = output.iter().sum();
+    if output.iter().all(|p| (0.0..=1.0).contains(p)) && (sum - 1.0).abs() <= 1e-3 {
+        output.to_vec()
+    } else {
+        softmax(output)
+    }
+}
+
 /// Indices and values of the `k` largest entries, largest first (ties: lower index first).
 pub fn top_k(v: &[f32], k: usize) -> Vec<(usize, f32)> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
@@ -49,6 +61,9 @@ mod tests {
         let p = softmax(&v);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[1] > p[3]);
+        // A distribution is kept as is; logits go through softmax.
+        assert_eq!(probabilities(&[0.568, 0.432]), vec![0.568, 0.432]);
+        assert_eq!(probabilities(&v), p);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod classify;
 pub mod npy;
 pub mod preprocess;
+pub mod shapes;
 pub mod stats;
 
 pub use kiln_ir as ir;
