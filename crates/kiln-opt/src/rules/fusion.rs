@@ -15,10 +15,8 @@
 //! [`FuseSiluIntoConv`], then the single-activation rules.
 
 use crate::{Ctx, Level, Rule};
-use kiln_ir::{Attribute, Dim, IrError, Node};
-
-/// Domain of kiln's fused ops.
-const KILN_DOMAIN: &str = "kiln";
+use kiln_ir::ops::fused::{Activation, ATTR_ACTIVATION, ATTR_ACTIVATION_PARAMS, DOMAIN};
+use kiln_ir::{Dim, IrError, Node, OpsetImport};
 
 /// The rules of this family, in run order.
 pub fn rules() -> Vec<Box<dyn Rule>> {
@@ -34,46 +32,35 @@ pub fn rules() -> Vec<Box<dyn Rule>> {
 // ---------------------------------------------------------------------------
 // Shared helpers.
 
-/// A fusable activation: the `activation` attribute value and its
-/// `activation_params`.
-#[derive(Debug, Clone, PartialEq)]
-struct Act {
-    name: &'static str,
-    params: Vec<f32>,
-}
-
-impl Act {
-    fn new(name: &'static str, params: Vec<f32>) -> Act {
-        Act { name, params }
-    }
-}
-
-/// The base ops a fused op can be made from: `(base op of the default
-/// domain, fused op of the kiln domain)`.
-const CONV: (&str, &str) = ("Conv", "FusedConv");
-const GEMM: (&str, &str) = ("Gemm", "FusedGemm");
-const MATMUL: (&str, &str) = ("MatMul", "FusedMatMul");
-
-/// True if `n` is `base` (default domain) or `fused` (kiln domain).
-fn is_base_or_fused(n: &Node, (base, fused): (&str, &str)) -> bool {
-    (n.op_type == base && n.domain.is_empty()) || (n.op_type == fused && n.domain == KILN_DOMAIN)
-}
+/// A base op and the fused op it becomes: `(default-domain op, kiln op)`.
+type Kind = (&'static str, &'static str);
+const CONV: Kind = ("Conv", "FusedConv");
+const GEMM: Kind = ("Gemm", "FusedGemm");
+const MATMUL: Kind = ("MatMul", "FusedMatMul");
 
 /// True if `n` is a default-domain node of type `op`.
 fn is_onnx(n: &Node, op: &str) -> bool {
     n.op_type == op && (n.domain.is_empty() || n.domain == "ai.onnx")
 }
 
-/// True if `n` (a base or fused node) has no activation yet.
-fn has_no_activation(n: &Node) -> Result<bool, IrError> {
-    Ok(n.attr_string("activation", "")?.is_empty())
+/// True if `n` is the base op of `kind` (with no stray activation
+/// attributes) or its fused op without activation.
+fn is_base_without_activation(n: &Node, (base, fused): Kind) -> Result<bool, IrError> {
+    if is_onnx(n, base) {
+        return Ok(!n.attrs.contains_key(ATTR_ACTIVATION) && !n.attrs.contains_key(ATTR_ACTIVATION_PARAMS));
+    }
+    if n.op_type == fused && n.domain == DOMAIN {
+        return Ok(Activation::parse(n)?.is_none());
+    }
+    Ok(false)
 }
 
-/// The base node at `node` if it is `kind` with no activation and a single
-/// floating-point output (the fused ops are float only): returns that output.
-fn fusable_base(cx: &Ctx, node: usize, kind: (&str, &str)) -> Result<Option<String>, IrError> {
+/// The output of the node at `node` if it is `kind` without activation and
+/// with a single float or float16 output (the fused ops' activations need
+/// float data).
+fn fusable_base(cx: &Ctx, node: usize, kind: Kind) -> Result<Option<String>, IrError> {
     let n = cx.node(node);
-    if !is_base_or_fused(n, kind) || !has_no_activation(n)? {
+    if !is_base_without_activation(n, kind)? {
         return Ok(None);
     }
     let [y] = n.outputs.as_slice() else {
@@ -85,7 +72,8 @@ fn fusable_base(cx: &Ctx, node: usize, kind: (&str, &str)) -> Result<Option<Stri
     Ok(Some(y.clone()))
 }
 
-/// A scalar float constant (initializer) `value`, if it is one.
+/// The value of `value` if it is a constant (initializer, not a graph input)
+/// float scalar.
 fn scalar_constant(cx: &Ctx, value: &str) -> Option<f32> {
     let t = cx.constant(value)?;
     if t.len() != 1 || !t.dtype().is_float() {
@@ -94,8 +82,8 @@ fn scalar_constant(cx: &Ctx, value: &str) -> Option<f32> {
     t.to_f32_vec().first().copied()
 }
 
-/// The activation computed by node `a` from its first input, if it is one the
-/// fused ops support with static parameters:
+/// The activation node `a` computes from its first input, if the fused ops
+/// support it with static parameters:
 /// - `Relu`, `Sigmoid`, `HardSwish`;
 /// - `LeakyRelu` (`alpha`, default 0.01), `HardSigmoid` (`alpha` 0.2, `beta` 0.5);
 /// - `Clip` with constant bounds: before opset 11 the `min`/`max` attributes,
@@ -104,71 +92,66 @@ fn scalar_constant(cx: &Ctx, value: &str) -> Option<f32> {
 ///   (a node output or a graph input) is not fused.
 ///
 /// Attribute type errors are returned (located at the node).
-fn activation_of(cx: &Ctx, a: usize) -> Result<Option<Act>, IrError> {
+fn activation_of(cx: &Ctx, a: usize) -> Result<Option<Activation>, IrError> {
     let n = cx.node(a);
     if !(n.domain.is_empty() || n.domain == "ai.onnx") || n.outputs.len() != 1 || n.outputs[0].is_empty() {
         return Ok(None);
     }
+    let unary = n.inputs.len() == 1;
     let act = match n.op_type.as_str() {
-        "Relu" => Act::new("Relu", vec![]),
-        "Sigmoid" => Act::new("Sigmoid", vec![]),
-        "HardSwish" => Act::new("HardSwish", vec![]),
-        "LeakyRelu" => Act::new("LeakyRelu", vec![n.attr_float("alpha", 0.01)?]),
-        "HardSigmoid" => Act::new(
-            "HardSigmoid",
-            vec![n.attr_float("alpha", 0.2)?, n.attr_float("beta", 0.5)?],
-        ),
-        "Clip" if cx.opset() < 11 => Act::new(
-            "Clip",
-            vec![
-                n.attr_float("min", f32::NEG_INFINITY)?,
-                n.attr_float("max", f32::INFINITY)?,
-            ],
-        ),
-        "Clip" => {
+        "Relu" if unary => Activation::Relu,
+        "Sigmoid" if unary => Activation::Sigmoid,
+        "HardSwish" if unary => Activation::HardSwish,
+        "LeakyRelu" if unary => Activation::LeakyRelu {
+            alpha: n.attr_float("alpha", 0.01)?,
+        },
+        "HardSigmoid" if unary => Activation::HardSigmoid {
+            alpha: n.attr_float("alpha", 0.2)?,
+            beta: n.attr_float("beta", 0.5)?,
+        },
+        "Clip" if cx.opset() < 11 && unary => Activation::Clip {
+            min: n.attr_float("min", f32::NEG_INFINITY)?,
+            max: n.attr_float("max", f32::INFINITY)?,
+        },
+        "Clip" if cx.opset() >= 11 && n.inputs.len() <= 3 => {
             let bound = |i: usize, default: f32| -> Option<f32> {
                 match n.inputs.get(i).map(String::as_str) {
                     None | Some("") => Some(default),
                     Some(b) => scalar_constant(cx, b),
                 }
             };
-            let (Some(lo), Some(hi)) = (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY)) else {
+            let (Some(min), Some(max)) = (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY)) else {
                 return Ok(None);
             };
-            if n.inputs.len() > 3 {
-                return Ok(None);
-            }
-            Act::new("Clip", vec![lo, hi])
+            Activation::Clip { min, max }
         }
         _ => return Ok(None),
     };
     Ok(Some(act))
 }
 
-/// Turns the base node at `node` into its fused op (in place: the node keeps
-/// its name and attributes) with activation `act`, writing `out`.
-fn make_fused(cx: &mut Ctx, node: usize, fused: &str, act: &Act, out: &str) {
+/// Turns the node at `node` into the fused op of `kind`, in place (it keeps
+/// its name, inputs and attributes), with activation `act`, writing `out`;
+/// adds the `"kiln"` opset import if the model lacks it.
+fn make_fused(cx: &mut Ctx, node: usize, kind: Kind, act: Activation, out: &str) {
     let n = cx.node_mut(node);
-    n.op_type = fused.to_string();
-    n.domain = KILN_DOMAIN.to_string();
-    n.attrs.insert(
-        "activation".into(),
-        Attribute::String(act.name.as_bytes().to_vec()),
-    );
-    if act.params.is_empty() {
-        n.attrs.remove("activation_params");
-    } else {
-        n.attrs
-            .insert("activation_params".into(), Attribute::Floats(act.params.clone()));
-    }
+    n.op_type = kind.1.to_string();
+    n.domain = DOMAIN.to_string();
+    act.write_attrs(n);
     n.outputs = vec![out.to_string()];
+    if !cx.model.opsets.iter().any(|o| o.domain == DOMAIN) {
+        cx.model.opsets.push(OpsetImport {
+            domain: DOMAIN.to_string(),
+            version: 1,
+        });
+    }
 }
 
 /// Shared body of the single-activation rules: base node of `kind` at
 /// `node`, without activation, whose output's sole reader is an activation
 /// node (reading it as its first input) → fused op with that activation,
 /// writing the activation's output; the activation node is removed.
-fn fuse_activation(cx: &mut Ctx, node: usize, kind: (&str, &str)) -> Result<bool, IrError> {
+fn fuse_activation(cx: &mut Ctx, node: usize, kind: Kind) -> Result<bool, IrError> {
     let Some(y) = fusable_base(cx, node, kind)? else {
         return Ok(false);
     };
@@ -182,7 +165,7 @@ fn fuse_activation(cx: &mut Ctx, node: usize, kind: (&str, &str)) -> Result<bool
         return Ok(false);
     };
     let out = cx.node(a).outputs[0].clone();
-    make_fused(cx, node, kind.1, &act, &out);
+    make_fused(cx, node, kind, act, &out);
     cx.remove_nodes(&[a]);
     Ok(true)
 }
@@ -251,12 +234,10 @@ impl Rule for FuseResidualAddIntoConv {
             return Ok(false);
         }
         let (other, out) = (other.clone(), add.outputs[0].clone());
+        make_fused(cx, node, CONV, Activation::None, &out);
         let n = cx.node_mut(node);
-        n.op_type = CONV.1.to_string();
-        n.domain = KILN_DOMAIN.to_string();
         n.inputs.resize(3, String::new());
         n.inputs.push(other);
-        n.outputs = vec![out];
         cx.remove_nodes(&[a]);
         Ok(true)
     }
@@ -306,12 +287,12 @@ impl Rule for FuseSiluIntoConv {
         };
         let (gn, mn) = (cx.node(g), cx.node(m));
         let act = if is_onnx(gn, "Sigmoid") {
-            "SiLU"
+            Activation::SiLU
         } else if is_onnx(gn, "HardSigmoid")
             && (gn.attr_float("alpha", 0.2)? - 1.0 / 6.0).abs() <= 1e-6
             && (gn.attr_float("beta", 0.5)? - 0.5).abs() <= 1e-6
         {
-            "HardSwish"
+            Activation::HardSwish
         } else {
             return Ok(false);
         };
@@ -328,7 +309,7 @@ impl Rule for FuseSiluIntoConv {
             return Ok(false);
         }
         let out = mn.outputs[0].clone();
-        make_fused(cx, node, CONV.1, &Act::new(act, vec![]), &out);
+        make_fused(cx, node, CONV, act, &out);
         cx.remove_nodes(&[g, m]);
         Ok(true)
     }
