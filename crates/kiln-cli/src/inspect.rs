@@ -21,17 +21,20 @@ fn thousands(n: u64) -> String {
 pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     let model = kiln::load_model(model_path)?;
     let binds: HashMap<String, Vec<usize>> = crate::parse_shapes(shapes)?.into_iter().collect();
+    kiln::shapes::check_binds(&model.graph.inputs, &binds).map_err(|e| e.with_file(model_path))?;
     let st = kiln::stats::model_stats(&model, &binds)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     let g = &model.graph;
     if json {
         let io = |v: &[kiln::ir::ValueInfo]| {
             v.iter()
-                .map(|i| serde_json::json!({"name": i.name, "dtype": i.ty.dtype.to_string(),
+                .map(|i| {
+                    serde_json::json!({"name": i.name, "dtype": i.ty.dtype.to_string(),
                     "shape": i.ty.shape.as_ref().map(|s| s.iter().map(|d| match d.known() {
                     Some(k) => serde_json::json!(k),
                     None => serde_json::json!(d.to_string()),
-                }).collect::<Vec<_>>())}))
+                }).collect::<Vec<_>>())})
+                })
                 .collect::<Vec<_>>()
         };
         println!(
@@ -48,8 +51,16 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     }
     println!("model:    {}", model_path.display());
     let producer = format!("{} {}", model.producer_name, model.producer_version);
-    let producer = if producer.trim().is_empty() { "(none)" } else { producer.trim() };
-    println!("producer: {producer}   ir_version {}   opset {}", model.ir_version, model.opset());
+    let producer = if producer.trim().is_empty() {
+        "(none)"
+    } else {
+        producer.trim()
+    };
+    println!(
+        "producer: {producer}   ir_version {}   opset {}",
+        model.ir_version,
+        model.opset()
+    );
     println!("inputs:");
     for i in &g.inputs {
         println!("  {:<24} {} {}", i.name, i.ty.dtype, shape_to_string(&i.ty.shape));
@@ -76,7 +87,7 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     );
     match st.macs {
         Some(m) => println!(
-            "MACs: {:.2}M ({}) at the bound input shapes (symbolic batch = 1)",
+            "MACs: {:.2}M ({}) at batch 1 unless bound with --shape",
             m as f64 / 1e6,
             thousands(m)
         ),

@@ -216,9 +216,15 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => bench(
             &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json,
         ),
-        Cmd::Optimize { model, output, level, disable, shapes, report, json } => {
-            optimize::optimize(&model, &output, &level, &disable, &shapes, report, json)
-        }
+        Cmd::Optimize {
+            model,
+            output,
+            level,
+            disable,
+            shapes,
+            report,
+            json,
+        } => optimize::optimize(&model, &output, &level, &disable, &shapes, report, json),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
             kiln::onnx::save(&m, &output)?;
@@ -341,7 +347,10 @@ fn classes_of(t: &Tensor) -> Option<Vec<f32>> {
 fn check_labels(labels: &Option<Vec<String>>, classes: usize, warned: &mut bool) {
     if let Some(l) = labels {
         if l.len() != classes && !*warned {
-            eprintln!("note: the label file has {} names, the model output has {classes} classes", l.len());
+            eprintln!(
+                "note: the label file has {} names, the model output has {classes} classes",
+                l.len()
+            );
             *warned = true;
         }
     }
@@ -350,7 +359,9 @@ fn check_labels(labels: &Option<Vec<String>>, classes: usize, warned: &mut bool)
 /// One top-k line: rank, class index, probability in percent, class name.
 fn top_line(rank: usize, class: usize, p: f32, labels: &Option<Vec<String>>) -> String {
     let name = label(labels, class).unwrap_or_default();
-    format!("  #{} class {class:>4} {:>7.3}%  {name}", rank + 1, p * 100.0).trim_end().to_string()
+    format!("  #{} class {class:>4} {:>7.3}%  {name}", rank + 1, p * 100.0)
+        .trim_end()
+        .to_string()
 }
 
 fn label(labels: &Option<Vec<String>>, i: usize) -> Option<String> {
@@ -419,15 +430,14 @@ fn classify(model: &Path, images: &[PathBuf], o: &ClassOpts) -> Result<()> {
         let t0 = Instant::now();
         let outs = run_checked(&session, model, vec![x])?;
         total_ms += t0.elapsed().as_secs_f64() * 1e3;
-        let logits = classes_of(&outs[0])
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: output 0 is {} {:?}, not a [1, classes] float classifier output",
-                    model.display(),
-                    outs[0].dtype(),
-                    outs[0].shape()
-                )
-            })?;
+        let logits = classes_of(&outs[0]).ok_or_else(|| {
+            anyhow!(
+                "{}: output 0 is {} {:?}, not a [1, classes] float classifier output",
+                model.display(),
+                outs[0].dtype(),
+                outs[0].shape()
+            )
+        })?;
         check_labels(&labels, logits.len(), &mut warned);
         let probs = probabilities(&logits);
         let top = top_k(&probs, k.max(5));
@@ -534,7 +544,8 @@ fn bench(
     let binds = parse_shapes(shapes)?;
     let tensors: Vec<Tensor> = if inputs.is_empty() {
         let binds: std::collections::HashMap<String, Vec<usize>> = binds.into_iter().collect();
-        let dims = kiln::shapes::bind_input_shapes(session.inputs(), &binds).map_err(|e| e.with_file(model))?;
+        let dims =
+            kiln::shapes::bind_input_shapes(session.inputs(), &binds).map_err(|e| e.with_file(model))?;
         session
             .inputs()
             .iter()

@@ -18,11 +18,16 @@ pub fn optimize(
     let level: Level = level.parse().map_err(|e: String| anyhow!(e))?;
     let mut model = kiln::load_model(model_path)?;
     let binds: HashMap<String, Vec<usize>> = crate::parse_shapes(shapes)?.into_iter().collect();
+    kiln::shapes::check_binds(&model.graph.inputs, &binds).map_err(|e| e.with_file(model_path))?;
     let stats = |m: &kiln::ir::Model| {
         kiln::stats::model_stats(m, &binds).map_err(|e| anyhow!("{}: {e}", model_path.display()))
     };
     let before = stats(&model)?;
-    let opts = Options { level, disabled: disable.iter().cloned().collect(), ..Options::default() };
+    let opts = Options {
+        level,
+        disabled: disable.iter().cloned().collect(),
+        ..Options::default()
+    };
     let t0 = Instant::now();
     let rep = kiln::opt::optimize(&mut model, &opts).map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
     let opt_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -49,18 +54,46 @@ pub fn optimize(
         return Ok(());
     }
     if report {
-        println!("{}: level {} ({} rounds, {opt_ms:.1} ms)", model_path.display(), level.name(), rep.rounds);
+        println!(
+            "{}: level {} ({} rounds, {opt_ms:.1} ms)",
+            model_path.display(),
+            level.name(),
+            rep.rounds
+        );
         println!("  {:<40} {:>9} {:>8}", "rule", "level", "applied");
         for r in &rep.rules {
-            let applied = if r.enabled { r.applied.to_string() } else { "off".to_string() };
+            let applied = if r.enabled {
+                r.applied.to_string()
+            } else {
+                "off".to_string()
+            };
             println!("  {:<40} {:>9} {:>8}", r.name, r.level.name(), applied);
         }
-        let macs = |m: Option<u64>| m.map(|m| format!("{:.2}M", m as f64 / 1e6)).unwrap_or_else(|| "unknown".into());
+        let macs = |m: Option<u64>| {
+            m.map(|m| format!("{:.2}M", m as f64 / 1e6))
+                .unwrap_or_else(|| "unknown".into())
+        };
         println!("  {:<18} {:>14} {:>14}", "", "before", "after");
-        println!("  {:<18} {:>14} {:>14}", "nodes", rep.nodes_before, rep.nodes_after);
-        println!("  {:<18} {:>14} {:>14}", "weight bytes", before.weight_bytes, after.weight_bytes);
-        println!("  {:<18} {:>14} {:>14}", "MACs", macs(before.macs), macs(after.macs));
+        println!(
+            "  {:<18} {:>14} {:>14}",
+            "nodes", rep.nodes_before, rep.nodes_after
+        );
+        println!(
+            "  {:<18} {:>14} {:>14}",
+            "weight bytes", before.weight_bytes, after.weight_bytes
+        );
+        println!(
+            "  {:<18} {:>14} {:>14}",
+            "MACs",
+            macs(before.macs),
+            macs(after.macs)
+        );
     }
-    println!("wrote {} ({} -> {} nodes)", output.display(), rep.nodes_before, rep.nodes_after);
+    println!(
+        "wrote {} ({} -> {} nodes)",
+        output.display(),
+        rep.nodes_before,
+        rep.nodes_after
+    );
     Ok(())
 }

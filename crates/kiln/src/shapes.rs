@@ -4,6 +4,36 @@ use crate::{Error, ErrorKind};
 use kiln_ir::{Dim, ValueInfo};
 use std::collections::HashMap;
 
+/// Checks `binds` against the declared inputs: every name is a graph input,
+/// each bound shape has the declared rank and agrees with its fixed dims.
+///
+/// Errors (`InvalidInput`) name the input and both shapes.
+pub fn check_binds(inputs: &[ValueInfo], binds: &HashMap<String, Vec<usize>>) -> Result<(), Error> {
+    let bad = |m: String| Error::new(ErrorKind::Model(kiln_ir::ErrorKind::InvalidInput), m);
+    for (name, d) in binds {
+        let Some(vi) = inputs.iter().find(|i| &i.name == name) else {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+            return Err(bad(format!(
+                "--shape {name}=...: the model has no input '{name}' (inputs: {})",
+                names.join(", ")
+            )));
+        };
+        if let Some(decl) = &vi.ty.shape {
+            let fits =
+                decl.len() == d.len() && decl.iter().zip(d).all(|(a, &b)| a.known().is_none_or(|k| k == b));
+            if !fits {
+                return Err(bad(format!(
+                    "--shape {}={}: the model declares {}",
+                    vi.name,
+                    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","),
+                    kiln_ir::shape::shape_to_string(&vi.ty.shape)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Concrete dims for every graph input: `binds` (by input name) where given,
 /// else the declared dims with a symbolic leading (batch) dim set to 1.
 ///
@@ -16,31 +46,20 @@ pub fn bind_input_shapes(
     binds: &HashMap<String, Vec<usize>>,
 ) -> Result<Vec<Vec<usize>>, Error> {
     let bad = |m: String| Error::new(ErrorKind::Model(kiln_ir::ErrorKind::InvalidInput), m);
-    for name in binds.keys() {
-        if !inputs.iter().any(|i| &i.name == name) {
-            let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-            return Err(bad(format!("--shape {name}=...: the model has no input '{name}' (inputs: {})", names.join(", "))));
-        }
-    }
+    check_binds(inputs, binds)?;
     inputs
         .iter()
         .map(|vi| {
             let decl = vi.ty.shape.as_ref();
             if let Some(d) = binds.get(&vi.name) {
-                if let Some(decl) = decl {
-                    let fits = decl.len() == d.len() && decl.iter().zip(d).all(|(a, &b)| a.known().is_none_or(|k| k == b));
-                    if !fits {
-                        return Err(bad(format!(
-                            "--shape {}={}: the model declares {}",
-                            vi.name,
-                            d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","),
-                            kiln_ir::shape::shape_to_string(&vi.ty.shape)
-                        )));
-                    }
-                }
                 return Ok(d.clone());
             }
-            let decl = decl.ok_or_else(|| bad(format!("input '{}' has unknown rank; give --shape {}=...", vi.name, vi.name)))?;
+            let decl = decl.ok_or_else(|| {
+                bad(format!(
+                    "input '{}' has unknown rank; give --shape {}=...",
+                    vi.name, vi.name
+                ))
+            })?;
             let sym: Vec<String> = decl
                 .iter()
                 .enumerate()

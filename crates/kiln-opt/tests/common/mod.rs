@@ -163,8 +163,8 @@ pub fn check_rules(m: &Model, rules: &[&str], dropped: usize) -> (Model, Report)
     let after = run(&opt, &inputs);
     assert_close(&after, &before, 1e-5);
     assert_eq!(
-        m.graph.nodes.len() - opt.graph.nodes.len(),
-        dropped,
+        m.graph.nodes.len() as isize - opt.graph.nodes.len() as isize,
+        dropped as isize,
         "node count {} -> {} (report {:?})",
         m.graph.nodes.len(),
         opt.graph.nodes.len(),
