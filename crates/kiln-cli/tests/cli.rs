@@ -166,3 +166,57 @@ fn run_saves_outputs_as_npy_in_graph_order() {
     let t = kiln::npy::read_npy(&d.join(&files[0])).unwrap();
     assert_eq!(t.shape(), &[1, 1000]);
 }
+
+/// `kiln optimize --report --json` on EfficientNet-Lite0: every BatchNormalization
+/// and standalone Clip gone, at most 72 nodes, and the written file is plain ONNX.
+#[test]
+fn optimize_efficientnet_report_json() {
+    let d = scratch("optimize");
+    let out = d.join("effnet.opt.onnx");
+    let o = kiln(&[&"optimize", &effnet(), &"-o", &out, &"--report", &"--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["before"]["nodes"], 143);
+    let after = &v["after"];
+    assert!(after["nodes"].as_u64().unwrap() <= 72, "{after}");
+    assert!(
+        after["op_histogram"].get("BatchNormalization").is_none(),
+        "{after}"
+    );
+    assert!(after["op_histogram"].get("Clip").is_none(), "{after}");
+    assert_eq!(after["macs"], v["before"]["macs"]);
+    let applied = |rule: &str| {
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rule"] == rule)
+            .unwrap()["applied"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(applied("fold-batchnorm-into-conv"), 49);
+    assert_eq!(applied("fuse-activation-into-conv"), 33);
+    // The written file: plain ONNX, no BatchNormalization, loads back.
+    let back = kiln::load_model(&out).unwrap();
+    assert!(back
+        .graph
+        .nodes
+        .iter()
+        .all(|n| n.op_type != "BatchNormalization" && n.domain.is_empty()));
+    // Switching a rule off by name: the BatchNormalizations stay.
+    let o = kiln(&[
+        &"optimize",
+        &effnet(),
+        &"-o",
+        &out,
+        &"--disable",
+        &"fold-batchnorm-into-conv",
+        &"--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["after"]["op_histogram"]["BatchNormalization"], 49);
+    // An unknown rule name is a clean error.
+    let o = kiln(&[&"optimize", &effnet(), &"-o", &out, &"--disable", &"no-such-rule"]);
+    assert_one_line_error(&o, &effnet(), &["no-such-rule"]);
+}
