@@ -124,6 +124,9 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Log every applied patch (rule and node) to stderr.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
 }
 
@@ -224,7 +227,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             shapes,
             report,
             json,
-        } => optimize::optimize(&model, &output, &level, &disable, &shapes, report, json),
+            verbose,
+        } => optimize::optimize(&model, &output, &level, &disable, &shapes, report, json, verbose),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
             kiln::onnx::save(&m, &output)?;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+#[allow(clippy::too_many_arguments)]
 pub fn optimize(
     model_path: &Path,
     output: &Path,
@@ -14,6 +15,7 @@ pub fn optimize(
     shapes: &[String],
     report: bool,
     json: bool,
+    verbose: bool,
 ) -> Result<()> {
     let level: Level = level.parse().map_err(|e: String| anyhow!(e))?;
     let mut model = kiln::load_model(model_path)?;
@@ -31,6 +33,14 @@ pub fn optimize(
     let t0 = Instant::now();
     let rep = kiln::opt::optimize(&mut model, &opts).map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
     let opt_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if verbose {
+        for e in &rep.events {
+            eprintln!(
+                "optimize: rule '{}' applied at node '{}' ({})",
+                e.rule, e.node, e.op_type
+            );
+        }
+    }
     let after = stats(&model)?;
     kiln::onnx::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
     if json {

@@ -151,6 +151,19 @@ pub struct Report {
     pub nodes_after: usize,
     /// Fixed-point rounds run (the last one applied nothing).
     pub rounds: usize,
+    /// Every patch applied, in order: the log of the run.
+    pub events: Vec<Applied>,
+}
+
+/// One applied patch: the rule and the anchor node it fired at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Rule name.
+    pub rule: &'static str,
+    /// Name of the anchor node (as it was before the patch).
+    pub node: String,
+    /// Op type of the anchor node.
+    pub op_type: String,
 }
 
 impl Report {
@@ -194,6 +207,7 @@ pub fn optimize(model: &mut Model, opts: &Options) -> Result<Report, OptError> {
         })
         .collect();
     let mut rounds = 0;
+    let mut events = Vec::new();
     loop {
         rounds += 1;
         if rounds > opts.max_rounds {
@@ -208,7 +222,7 @@ pub fn optimize(model: &mut Model, opts: &Options) -> Result<Report, OptError> {
             if !rep.enabled {
                 continue;
             }
-            let n = run_rule(rule.as_ref(), model)?;
+            let n = run_rule(rule.as_ref(), model, &mut events)?;
             rep.applied += n;
             changed |= n > 0;
         }
@@ -223,12 +237,13 @@ pub fn optimize(model: &mut Model, opts: &Options) -> Result<Report, OptError> {
         nodes_before,
         nodes_after: model.graph.nodes.len(),
         rounds,
+        events,
     })
 }
 
 /// Runs one rule over every node until it no longer applies; returns the
 /// number of patches.
-fn run_rule(rule: &dyn Rule, model: &mut Model) -> Result<usize, OptError> {
+fn run_rule(rule: &dyn Rule, model: &mut Model, events: &mut Vec<Applied>) -> Result<usize, OptError> {
     let mut applied = 0;
     let mut i = 0;
     let mut cx = Ctx::new(model).map_err(|e| OptError {
@@ -236,18 +251,24 @@ fn run_rule(rule: &dyn Rule, model: &mut Model) -> Result<usize, OptError> {
         error: e,
     })?;
     while i < cx.model.graph.nodes.len() {
+        let (node, op_type) = (cx.node(i).name.clone(), cx.node(i).op_type.clone());
         let hit = rule.apply(&mut cx, i).map_err(|e| OptError {
             rule: Some(rule.name()),
             error: e,
         })?;
         if hit {
             applied += 1;
+            events.push(Applied {
+                rule: rule.name(),
+                node,
+                op_type,
+            });
             cx.refresh().map_err(|e| OptError {
                 rule: Some(rule.name()),
                 error: e,
             })?;
-            // The patch may have removed or added nodes before `i`: rescan from the start.
-            i = 0;
+            // Stay at `i`: the node now there may match again. A match the
+            // patch enabled before `i` is found in the next round.
             if applied > 1_000_000 {
                 return Err(OptError {
                     rule: Some(rule.name()),
