@@ -75,11 +75,15 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     for (op, n) in hist {
         println!("  {op:<24} {n}");
     }
-    println!(
-        "parameters: {} learnable ({} with BatchNormalization running statistics)",
-        thousands(st.learnable_params),
-        thousands(st.total_params)
-    );
+    if st.total_params == st.learnable_params {
+        println!("parameters: {} learnable", thousands(st.learnable_params));
+    } else {
+        println!(
+            "parameters: {} learnable ({} with BatchNormalization running statistics)",
+            thousands(st.learnable_params),
+            thousands(st.total_params)
+        );
+    }
     println!(
         "weight bytes: {} ({:.2} MiB)",
         thousands(st.weight_bytes),

@@ -502,9 +502,20 @@ pub(crate) fn parse_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>
                         .map_err(|_| anyhow!("--shape '{s}': bad dimension '{x}'"))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            if dims.contains(&0) {
+                bail!("--shape '{s}': dimensions must be at least 1");
+            }
             Ok((n.to_string(), dims))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .and_then(|v| {
+            for (i, (n, _)) in v.iter().enumerate() {
+                if v[..i].iter().any(|(m, _)| m == n) {
+                    bail!("--shape given twice for input '{n}'");
+                }
+            }
+            Ok(v)
+        })
 }
 
 /// Seeded uniform random tensor in [-1, 1) (xorshift; reproducible).
@@ -596,7 +607,7 @@ fn bench(
         );
     } else {
         println!(
-            "{}: {runs} runs after {warmup} warm-up, {threads} thread",
+            "{}: {runs} runs after {warmup} warm-up, {threads} thread(s)",
             model.display()
         );
         println!(

@@ -1,6 +1,6 @@
 //! `kiln optimize`.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use kiln::opt::{Level, Options};
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,7 +42,11 @@ pub fn optimize(
         }
     }
     let after = stats(&model)?;
-    kiln::onnx::save(&model, output).with_context(|| format!("writing {}", output.display()))?;
+    // What the file holds: fused ops are written back as standard ONNX nodes.
+    let exported =
+        kiln::ir::ops::fused::lower_fused(&model).map_err(|e| anyhow!("{}: {e}", model_path.display()))?;
+    let exported_stats = stats(&exported)?;
+    kiln::onnx::save(&model, output)?;
     if json {
         let rules: Vec<_> = rep
             .rules
@@ -59,13 +63,14 @@ pub fn optimize(
                 "model": model_path.display().to_string(), "output": output.display().to_string(),
                 "level": level.name(), "rounds": rep.rounds, "optimize_ms": opt_ms, "rules": rules,
                 "before": fig(&before, rep.nodes_before), "after": fig(&after, rep.nodes_after),
+                "exported": fig(&exported_stats, exported.graph.nodes.len()),
             })
         );
         return Ok(());
     }
     if report {
         println!(
-            "{}: level {} ({} rounds, {opt_ms:.1} ms)",
+            "{}: level {} ({} round(s), {opt_ms:.1} ms)",
             model_path.display(),
             level.name(),
             rep.rounds
@@ -83,27 +88,30 @@ pub fn optimize(
             m.map(|m| format!("{:.2}M", m as f64 / 1e6))
                 .unwrap_or_else(|| "unknown".into())
         };
-        println!("  {:<18} {:>14} {:>14}", "", "before", "after");
         println!(
-            "  {:<18} {:>14} {:>14}",
-            "nodes", rep.nodes_before, rep.nodes_after
+            "  {:<18} {:>14} {:>14} {:>14}",
+            "", "before", "after (IR)", "written file"
+        );
+        let n = |a: usize, b: usize, c: usize| println!("  {:<18} {a:>14} {b:>14} {c:>14}", "nodes");
+        n(rep.nodes_before, rep.nodes_after, exported.graph.nodes.len());
+        println!(
+            "  {:<18} {:>14} {:>14} {:>14}",
+            "weight bytes", before.weight_bytes, after.weight_bytes, exported_stats.weight_bytes
         );
         println!(
-            "  {:<18} {:>14} {:>14}",
-            "weight bytes", before.weight_bytes, after.weight_bytes
-        );
-        println!(
-            "  {:<18} {:>14} {:>14}",
+            "  {:<18} {:>14} {:>14} {:>14}",
             "MACs",
             macs(before.macs),
-            macs(after.macs)
+            macs(after.macs),
+            macs(exported_stats.macs)
         );
     }
     println!(
-        "wrote {} ({} -> {} nodes)",
+        "wrote {} ({} -> {} IR nodes; {} in the file, where fused ops are written back as standard ONNX nodes)",
         output.display(),
         rep.nodes_before,
-        rep.nodes_after
+        rep.nodes_after,
+        exported.graph.nodes.len()
     );
     Ok(())
 }

@@ -136,7 +136,9 @@ pub struct RuleReport {
     pub level: Level,
     /// Whether the rule ran (enabled at this level and not disabled).
     pub enabled: bool,
-    /// How many times its patch was applied.
+    /// How many times its patch was applied. One patch is one rewrite at one
+    /// anchor node; the whole-graph sweeps (`remove-unused-initializers`,
+    /// `merge-duplicate-initializers`) count one per sweep that changed something.
     pub applied: usize,
 }
 
