@@ -475,7 +475,11 @@ fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTy
     Ok(vec![ValueType::new(dtype, out)])
 }
 
-fn eval_conv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+/// X, W and the optional 1-D bias B of Conv/ConvTranspose, with matching dtypes.
+fn conv_inputs<'t>(
+    ctx: &OpCtx,
+    inputs: &[Option<&'t Tensor>],
+) -> Result<(&'t Tensor, &'t Tensor, Option<&'t Tensor>)> {
     let x = ctx.input(inputs, 0)?;
     let w = ctx.input(inputs, 1)?;
     let b = ctx.opt_input(inputs, 2);
@@ -493,13 +497,31 @@ fn eval_conv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             ));
         }
     }
-    let plan = plan_conv(ctx, x.shape(), w.shape(), b.map(|b| b.len()))?;
+    Ok((x, w, b))
+}
+
+/// The f32 data of X, W and B (f16 converted).
+type F32Inputs<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>, Option<Cow<'a, [f32]>>);
+
+fn conv_f32_inputs<'a>(
+    ctx: &OpCtx,
+    x: &'a Tensor,
+    w: &'a Tensor,
+    b: Option<&'a Tensor>,
+) -> Result<F32Inputs<'a>> {
     let xv = f32_data(ctx, x, "input X")?;
     let wv = f32_data(ctx, w, "weight W")?;
     let bv = match b {
         Some(b) => Some(f32_data(ctx, b, "bias B")?),
         None => None,
     };
+    Ok((xv, wv, bv))
+}
+
+fn eval_conv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let (x, w, b) = conv_inputs(ctx, inputs)?;
+    let plan = plan_conv(ctx, x.shape(), w.shape(), b.map(|b| b.len()))?;
+    let (xv, wv, bv) = conv_f32_inputs(ctx, x, w, b)?;
     let y = conv_f32(&xv, &wv, bv.as_deref(), &plan)?;
     Ok(vec![from_f32(x.dtype(), plan.out_shape, y)?])
 }
@@ -928,30 +950,9 @@ fn infer_conv_transpose(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<V
 }
 
 fn eval_conv_transpose(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = ctx.input(inputs, 0)?;
-    let w = ctx.input(inputs, 1)?;
-    let b = ctx.opt_input(inputs, 2);
-    if w.dtype() != x.dtype() || b.is_some_and(|b| b.dtype() != x.dtype()) {
-        return Err(ctx.err(
-            ErrorKind::TypeMismatch,
-            "X, W and B must have the same element type",
-        ));
-    }
-    if let Some(b) = b {
-        if b.rank() != 1 {
-            return Err(ctx.err(
-                ErrorKind::ShapeMismatch,
-                format!("bias B must be 1-D, got shape {:?}", b.shape()),
-            ));
-        }
-    }
+    let (x, w, b) = conv_inputs(ctx, inputs)?;
     let plan = plan_conv_transpose(ctx, x.shape(), w.shape(), b.map(|b| b.len()))?;
-    let xv = f32_data(ctx, x, "input X")?;
-    let wv = f32_data(ctx, w, "weight W")?;
-    let bv = match b {
-        Some(b) => Some(f32_data(ctx, b, "bias B")?),
-        None => None,
-    };
+    let (xv, wv, bv) = conv_f32_inputs(ctx, x, w, b)?;
     let y = conv_transpose_f32(&xv, &wv, bv.as_deref(), &plan)?;
     Ok(vec![from_f32(x.dtype(), plan.out_shape, y)?])
 }
