@@ -207,6 +207,34 @@ impl Graph {
         m
     }
 
+    /// The depth of the graph: the number of nodes on its longest path (from
+    /// graph inputs and initializers to any node), with the index of the last
+    /// node of one such path; `None` for a graph without nodes.
+    ///
+    /// Nodes must be in topological order ([`Graph::topo_sort`]); an input
+    /// produced by a later node (out of order) counts as depth 0. Linear in
+    /// the number of node inputs, no recursion.
+    pub fn depth(&self) -> Option<(usize, usize)> {
+        let producers = self.producers();
+        let mut depth = vec![0usize; self.nodes.len()];
+        let mut deepest: Option<(usize, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let before = n
+                .inputs
+                .iter()
+                .filter_map(|v| producers.get(v.as_str()))
+                .filter(|&&p| p < i)
+                .map(|&p| depth[p])
+                .max()
+                .unwrap_or(0);
+            depth[i] = before.saturating_add(1);
+            if deepest.is_none_or(|(d, _)| depth[i] > d) {
+                deepest = Some((depth[i], i));
+            }
+        }
+        deepest
+    }
+
     /// Reorders `nodes` topologically (stable: keeps file order where it can).
     ///
     /// Errors: a value produced twice, an input that nothing defines, or a cycle.
@@ -274,11 +302,17 @@ impl Graph {
     }
 
     /// Checks structure: unique node names are not required, but every input
-    /// must be defined, outputs defined once, graph outputs produced, no cycles.
-    /// Also sorts the nodes topologically.
+    /// must be defined, outputs defined once, graph outputs produced and
+    /// listed once, no cycles. Also sorts the nodes topologically.
+    ///
+    /// Errors (`InvalidModel`) name the node at fault, or the graph output.
     pub fn validate(&mut self) -> Result<()> {
         self.topo_sort()?;
+        let mut listed = HashSet::new();
         for o in &self.outputs {
+            if !listed.insert(o.name.as_str()) {
+                return Err(ir_err!(InvalidModel, "graph output '{}' is listed twice", o.name));
+            }
             if !self.is_defined(&o.name) {
                 return Err(ir_err!(
                     InvalidModel,
@@ -288,5 +322,47 @@ impl Graph {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DType, ValueInfo};
+
+    fn chain() -> Graph {
+        let ty = ValueType::known(DType::F32, &[2]);
+        Graph {
+            nodes: vec![
+                Node::new("c", "Add", &["a", "b"], &["y"]),
+                Node::new("a", "Relu", &["x"], &["a"]),
+                Node::new("b", "Relu", &["a"], &["b"]),
+            ],
+            inputs: vec![ValueInfo {
+                name: "x".into(),
+                ty: ty.clone(),
+            }],
+            outputs: vec![ValueInfo { name: "y".into(), ty }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn depth_is_the_longest_path() {
+        let mut g = chain();
+        g.validate().unwrap();
+        // x -> a -> b -> c: three nodes deep, ending at c.
+        let (d, at) = g.depth().unwrap();
+        assert_eq!((d, g.nodes[at].name.as_str()), (3, "c"));
+        assert_eq!(Graph::default().depth(), None);
+    }
+
+    #[test]
+    fn a_graph_output_listed_twice_is_rejected() {
+        let mut g = chain();
+        g.outputs.push(g.outputs[0].clone());
+        let e = g.validate().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidModel);
+        assert_eq!(e.to_string(), "graph output 'y' is listed twice");
     }
 }

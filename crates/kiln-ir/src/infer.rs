@@ -54,18 +54,98 @@ pub fn check_supported(model: &Model) -> Result<()> {
     ))
 }
 
+/// Default of [`InferLimits::max_rank`]: the most dims of any value.
+pub const DEFAULT_MAX_RANK: usize = 64;
+
+/// Default of [`InferLimits::max_elements`]: the most elements of any value
+/// whose dims are all known (2^31).
+pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 31;
+
+/// Bounds on the shapes that inference accepts, checked on every graph input
+/// and every inferred node output; a value past one is a `LimitExceeded`
+/// error naming the node and op that produce it.
+///
+/// Symbolic dims are not bounded here (their sizes are only known at run
+/// time, where every tensor is allocated with checked sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferLimits {
+    /// Most dims of one value. Default [`DEFAULT_MAX_RANK`] (64).
+    pub max_rank: usize,
+    /// Most elements of one value whose dims are all known (the product is
+    /// computed with overflow checks). Default [`DEFAULT_MAX_ELEMENTS`] (2^31).
+    pub max_elements: u64,
+}
+
+impl Default for InferLimits {
+    fn default() -> Self {
+        InferLimits {
+            max_rank: DEFAULT_MAX_RANK,
+            max_elements: DEFAULT_MAX_ELEMENTS,
+        }
+    }
+}
+
+/// The element count of `dims` (known dims only; symbols are skipped), or
+/// `None` if the product overflows a `u64`.
+pub fn checked_elements(dims: &[Dim]) -> Option<u64> {
+    dims.iter()
+        .filter_map(Dim::known)
+        .try_fold(1u64, |acc, d| acc.checked_mul(u64::try_from(d).ok()?))
+}
+
+impl InferLimits {
+    /// Checks `ty` against the limits; `what` names the value in the message
+    /// (`output 'y'`). The error has no location: callers attach the node.
+    pub fn check(&self, what: &str, ty: &ValueType) -> Result<()> {
+        let Some(dims) = &ty.shape else {
+            return Ok(());
+        };
+        if dims.len() > self.max_rank {
+            return Err(ir_err!(
+                LimitExceeded,
+                "{what} has rank {}, over the limit of {}",
+                dims.len(),
+                self.max_rank
+            ));
+        }
+        match checked_elements(dims) {
+            Some(n) if n <= self.max_elements => Ok(()),
+            n => Err(ir_err!(
+                LimitExceeded,
+                "{what} has shape {} = {} elements, over the limit of {}",
+                crate::shape::shape_to_string(&ty.shape),
+                n.map(|n| n.to_string())
+                    .unwrap_or_else(|| "more than 2^64".into()),
+                self.max_elements
+            )),
+        }
+    }
+}
+
+/// Infers the static type of every value, filling `graph.value_types`, and
+/// returns the constant values it could compute along the way.
+///
+/// Same as [`infer_types_with`] under the default [`InferLimits`].
+pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
+    infer_types_with(model, &InferLimits::default())
+}
+
 /// Infers the static type of every value, filling `graph.value_types`, and
 /// returns the constant values it could compute along the way.
 ///
 /// Nodes must be in topological order ([`crate::Graph::topo_sort`]).
 /// Dims that cannot be known statically become symbols named after the node.
-/// Errors name the node and op at fault.
-pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
+/// Every graph input and inferred output is checked against `limits`
+/// (overflow-safe element counts), so no later size arithmetic on a static
+/// shape can overflow. Errors name the node and op at fault (for graph
+/// inputs, the input).
+pub fn infer_types_with(model: &mut Model, limits: &InferLimits) -> Result<HashMap<String, Tensor>> {
     let opset = model.opset();
     let g = &mut model.graph;
     let mut types: HashMap<String, ValueType> = HashMap::new();
     let mut values: HashMap<String, Tensor> = HashMap::new();
     for i in &g.inputs {
+        limits.check(&format!("graph input '{}'", i.name), &i.ty)?;
         types.insert(i.name.clone(), i.ty.clone());
     }
     for (name, t) in &g.initializers {
@@ -97,6 +177,11 @@ pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
         let refs: Vec<Option<&InferInput>> = ins.iter().map(|o| o.as_ref()).collect();
         let outs = (def.infer)(&ctx, &refs).map_err(|e| e.at_node(&node.name, &node.op_type))?;
         for (name, ty) in node.outputs.iter().zip(outs.iter()) {
+            limits
+                .check(&format!("output '{name}'"), ty)
+                .map_err(|e| e.at_node(&node.name, &node.op_type))?;
+        }
+        for (name, ty) in node.outputs.iter().zip(outs.iter()) {
             if !name.is_empty() {
                 types.insert(name.clone(), ty.clone());
             }
@@ -104,8 +189,10 @@ pub fn infer_types(model: &mut Model) -> Result<HashMap<String, Tensor>> {
         // Constant propagation through small all-constant nodes.
         let all_const = ins.iter().all(|i| i.as_ref().is_none_or(|i| i.value.is_some()));
         let small = outs.iter().all(|t| {
-            t.known_dims()
-                .is_some_and(|d| d.iter().product::<usize>() <= FOLD_LIMIT_ELEMS)
+            t.shape.as_ref().is_some_and(|d| {
+                d.iter().all(|d| d.known().is_some())
+                    && checked_elements(d).is_some_and(|n| n <= FOLD_LIMIT_ELEMS as u64)
+            })
         });
         if node.op_type == "Shape" && node.domain.is_empty() {
             if let Some(v) = shape_value(node, opset, &refs) {

@@ -17,7 +17,31 @@ use std::path::Path;
 ///
 /// The limits guard against hostile files: every size is checked (with
 /// overflow-safe arithmetic) before memory is allocated for it, and exceeding
-/// one is an error of kind `LimitExceeded`.
+/// one is an error of kind `LimitExceeded` that names what is at fault (the
+/// file, and the tensor, value, or node and op).
+///
+/// What is bounded where:
+/// - bytes: the file ([`max_model_bytes`](Self::max_model_bytes)), each
+///   decoded tensor and all of them, external data included
+///   ([`max_tensor_bytes`](Self::max_tensor_bytes),
+///   [`max_total_tensor_bytes`](Self::max_total_tensor_bytes));
+/// - shapes: elements and rank of every initializer, tensor attribute and
+///   declared graph input/output, and, with `check_ops`, of every shape
+///   that type inference computes ([`max_tensor_elements`](Self::max_tensor_elements),
+///   [`max_rank`](Self::max_rank); [`kiln_ir::infer::InferLimits`]). A declared
+///   dim must be positive, `0`, or `-1` (unknown); other negative dims are
+///   `InvalidModel` errors;
+/// - graph: [`max_nodes`](Self::max_nodes), and
+///   [`max_graph_depth`](Self::max_graph_depth), the longest path through
+///   the nodes.
+///
+/// Nesting is bounded elsewhere: ONNX subgraphs (`GRAPH`/`GRAPHS`
+/// attributes of `If`, `Loop`, `Scan`) and model-local functions are not
+/// supported (an `UnsupportedOp` error at the node and attribute), so a kiln
+/// graph is always flat; message nesting inside the protobuf (e.g. a
+/// `TypeProto` sequence of sequences, or a subgraph in a subgraph) is
+/// bounded while decoding by prost's recursion limit of 100 nested
+/// messages, past which the file is a `Decode` error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Largest model file (the `.onnx` protobuf itself) in bytes. Default 4 GiB.
@@ -26,13 +50,23 @@ pub struct LoadOptions {
     pub max_tensor_bytes: u64,
     /// Most bytes of all decoded tensors together, external data included. Default 4 GiB.
     pub max_total_tensor_bytes: u64,
-    /// Most elements of one tensor, and of any fully known declared shape. Default 2^31.
+    /// Most elements of one tensor, of any fully known declared shape, and
+    /// (with `check_ops`) of any fully known inferred shape. Default 2^31.
     pub max_tensor_elements: u64,
+    /// Most dims of one tensor, declared shape or (with `check_ops`)
+    /// inferred shape. Default 64 ([`kiln_ir::infer::DEFAULT_MAX_RANK`]).
+    pub max_rank: usize,
     /// Most nodes in the graph. Default 1,000,000.
     pub max_nodes: usize,
+    /// Most nodes on one path through the graph (its depth: the longest
+    /// chain of nodes each consuming an output of the one before,
+    /// [`kiln_ir::Graph::depth`]). Default 100,000: deep enough for any
+    /// real model, shallow enough that a walk along a path stays cheap.
+    pub max_graph_depth: usize,
     /// After import and the structural check, also check that every op is
     /// supported ([`kiln_ir::infer::check_supported`]) and run type inference
-    /// ([`kiln_ir::infer::infer_types`]). Default true.
+    /// ([`kiln_ir::infer::infer_types_with`], under `max_rank` and
+    /// `max_tensor_elements`). Default true.
     pub check_ops: bool,
 }
 
@@ -43,8 +77,20 @@ impl Default for LoadOptions {
             max_tensor_bytes: 2 << 30,
             max_total_tensor_bytes: 4 << 30,
             max_tensor_elements: 1 << 31,
+            max_rank: kiln_ir::infer::DEFAULT_MAX_RANK,
             max_nodes: 1_000_000,
+            max_graph_depth: 100_000,
             check_ops: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The shape limits of type inference under these options.
+    pub fn infer_limits(&self) -> kiln_ir::infer::InferLimits {
+        kiln_ir::infer::InferLimits {
+            max_rank: self.max_rank,
+            max_elements: self.max_tensor_elements,
         }
     }
 }
@@ -124,11 +170,29 @@ pub(crate) fn import_bytes(
     let mut ld = Loader::new(opts, base_dir);
     let mut model = model_from_proto(mp, &mut ld)?;
     model.graph.validate()?;
+    check_depth(&model.graph, opts)?;
     if opts.check_ops {
         kiln_ir::infer::check_supported(&model)?;
-        kiln_ir::infer::infer_types(&mut model)?;
+        kiln_ir::infer::infer_types_with(&mut model, &opts.infer_limits())?;
     }
     Ok(model)
+}
+
+/// Errors past `opts.max_graph_depth`, at the last node of a deepest path.
+fn check_depth(g: &Graph, opts: &LoadOptions) -> Result<(), IrError> {
+    match g.depth() {
+        Some((depth, at)) if depth > opts.max_graph_depth => {
+            let n = &g.nodes[at];
+            Err(n.err(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the graph is {depth} nodes deep at this node, over the limit of {} (max_graph_depth)",
+                    opts.max_graph_depth
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Converts a decoded `ModelProto` without the structural and op checks,
@@ -238,10 +302,24 @@ fn value_type_from_proto(
     let Some(shape) = &tv.shape else {
         return Ok(Some(ValueType::unknown_rank(dtype)));
     };
-    let mut dims = Vec::with_capacity(shape.dim.len().min(64));
+    if shape.dim.len() > opts.max_rank {
+        return Err(ir_err!(
+            LimitExceeded,
+            "{role} '{name}' declares {} dims, over the limit of {} (max_rank)",
+            shape.dim.len(),
+            opts.max_rank
+        ));
+    }
+    let mut dims = Vec::with_capacity(shape.dim.len());
     let mut known: u64 = 1;
     for (axis, d) in shape.dim.iter().enumerate() {
         let dim = match &d.value {
+            Some(DimValue::DimValue(v)) if *v < -1 => {
+                return Err(ir_err!(
+                    InvalidModel,
+                    "{role} '{name}' declares dim {v} at axis {axis}; a dim must be at least 0, or -1 for unknown"
+                ))
+            }
             Some(DimValue::DimValue(v)) if *v > 0 => {
                 let big = || {
                     ir_err!(
@@ -489,4 +567,205 @@ fn attr_from_proto(
             return Err(node.attr_err(name, "attribute has no type and no value").into())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::tensor_shape_proto::Dimension;
+    use crate::proto::{type_proto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto};
+
+    fn tensor_type(elem: i32, dims: &[i64]) -> TypeProto {
+        TypeProto {
+            denotation: None,
+            value: Some(TypeValue::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&v| Dimension {
+                            denotation: None,
+                            value: Some(DimValue::DimValue(v)),
+                        })
+                        .collect(),
+                }),
+            })),
+        }
+    }
+
+    fn vi(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(tensor_type(1, dims)),
+            ..Default::default()
+        }
+    }
+
+    fn node(name: &str, op: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
+        NodeProto {
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A chain x -> Relu r0 -> ... -> Relu r{n-1} -> y over [1, 4].
+    fn chain(n: usize) -> ModelProto {
+        let name = |i: usize| if i == n { "y".to_string() } else { format!("v{i}") };
+        let nodes = (0..n)
+            .map(|i| {
+                let input = if i == 0 { "x".to_string() } else { name(i) };
+                node(&format!("r{i}"), "Relu", &[&input], &[&name(i + 1)])
+            })
+            .collect();
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(13),
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![vi("x", &[1, 4])],
+                output: vec![vi("y", &[1, 4])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn load(m: &ModelProto, opts: &LoadOptions) -> Result<Model, OnnxError> {
+        import_bytes(&m.encode_to_vec(), None, opts)
+    }
+
+    #[test]
+    fn graph_depth_is_limited() {
+        let m = chain(10);
+        assert!(load(&m, &LoadOptions::default()).is_ok());
+        let shallow = LoadOptions {
+            max_graph_depth: 9,
+            ..Default::default()
+        };
+        let e = load(&m, &shallow).unwrap_err();
+        assert_eq!(e.ir_kind(), ErrorKind::LimitExceeded);
+        assert_eq!(
+            e.to_string(),
+            "node 'r9' (Relu): the graph is 10 nodes deep at this node, over the limit of 9 (max_graph_depth)"
+        );
+        let exact = LoadOptions {
+            max_graph_depth: 10,
+            ..Default::default()
+        };
+        assert!(load(&m, &exact).is_ok());
+    }
+
+    #[test]
+    fn declared_rank_and_negative_dims_are_checked() {
+        let mut m = chain(1);
+        m.graph.as_mut().unwrap().input[0] = vi("x", &[1; 65]);
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.ir_kind(), ErrorKind::LimitExceeded);
+        assert!(
+            e.to_string()
+                .contains("input 'x' declares 65 dims, over the limit of 64 (max_rank)"),
+            "{e}"
+        );
+
+        m.graph.as_mut().unwrap().input[0] = vi("x", &[1, -3]);
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.ir_kind(), ErrorKind::InvalidModel);
+        assert!(
+            e.to_string().contains("input 'x' declares dim -3 at axis 1"),
+            "{e}"
+        );
+
+        // -1 is "unknown": a fresh symbol.
+        m.graph.as_mut().unwrap().input[0] = vi("x", &[-1, 4]);
+        let back = load(&m, &LoadOptions::default()).unwrap();
+        assert_eq!(
+            back.graph.inputs[0].ty.shape.as_ref().unwrap()[0],
+            Dim::Sym("x:0".into())
+        );
+
+        // An initializer of rank 65.
+        let mut m = chain(1);
+        m.graph.as_mut().unwrap().initializer.push(TensorProto {
+            name: Some("w".into()),
+            dims: vec![1; 65],
+            data_type: Some(1),
+            raw_data: Some(vec![0; 4]),
+            ..Default::default()
+        });
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("initializer 'w' has 65 dims, over the limit of 64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inferred_shapes_are_limited_without_overflow() {
+        // ConstantOfShape of [2^40, 2^40, 2^40]: 2^120 elements.
+        let big = 1i64 << 40;
+        let mut m = chain(1);
+        let g = m.graph.as_mut().unwrap();
+        g.node = vec![node("fill", "ConstantOfShape", &["s"], &["y"])];
+        g.input.clear();
+        g.output = vec![ValueInfoProto {
+            name: Some("y".into()),
+            ..Default::default()
+        }];
+        g.initializer.push(TensorProto {
+            name: Some("s".into()),
+            dims: vec![3],
+            data_type: Some(7),
+            int64_data: vec![big, big, big],
+            ..Default::default()
+        });
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.ir_kind(), ErrorKind::LimitExceeded, "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "node 'fill' (ConstantOfShape): output 'y' has shape [1099511627776, 1099511627776, 1099511627776] = more than 2^64 elements"
+            ),
+            "{e}"
+        );
+        // [2^16, 2^16] fits u64 but not a limit of 2^20 elements.
+        let g = m.graph.as_mut().unwrap();
+        g.initializer[0].dims = vec![2];
+        g.initializer[0].int64_data = vec![1 << 16, 1 << 16];
+        let small = LoadOptions {
+            max_tensor_elements: 1 << 20,
+            ..Default::default()
+        };
+        let e = load(&m, &small).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("= 4294967296 elements, over the limit of 1048576"),
+            "{e}"
+        );
+        assert!(load(&m, &LoadOptions::default()).is_err());
+    }
+
+    #[test]
+    fn message_nesting_is_bounded_by_prost() {
+        // A graph input typed as a sequence of sequences ... 200 deep.
+        let mut ty = tensor_type(1, &[1]);
+        for _ in 0..200 {
+            ty = TypeProto {
+                denotation: None,
+                value: Some(TypeValue::SequenceType(Box::new(type_proto::Sequence {
+                    elem_type: Some(Box::new(ty)),
+                }))),
+            };
+        }
+        let mut m = chain(1);
+        m.graph.as_mut().unwrap().input[0].r#type = Some(ty);
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), crate::OnnxErrorKind::Decode, "{e}");
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+    }
 }

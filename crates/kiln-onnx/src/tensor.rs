@@ -70,7 +70,16 @@ pub(crate) fn tensor_from_proto(
             onnx_type_name(code)
         )
     })?;
-    let mut shape = Vec::with_capacity(tp.dims.len().min(64));
+    if tp.dims.len() > ld.opts.max_rank {
+        return Err(ir_err!(
+            LimitExceeded,
+            "{what} has {} dims, over the limit of {} (max_rank)",
+            tp.dims.len(),
+            ld.opts.max_rank
+        )
+        .into());
+    }
+    let mut shape = Vec::with_capacity(tp.dims.len());
     let mut n: u64 = 1;
     for &d in &tp.dims {
         if d < 0 {
