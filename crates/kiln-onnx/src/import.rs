@@ -489,6 +489,25 @@ fn attr_type(ap: &AttributeProto) -> Option<AttributeType> {
             return Some(t);
         }
     }
+    held_type(ap)
+}
+
+/// Whether the value field of type `ty` is set (lists: non-empty).
+fn holds(ap: &AttributeProto, ty: AttributeType) -> bool {
+    match ty {
+        AttributeType::Float => ap.f.is_some(),
+        AttributeType::Int => ap.i.is_some(),
+        AttributeType::String => ap.s.is_some(),
+        AttributeType::Tensor => ap.t.is_some(),
+        AttributeType::Floats => !ap.floats.is_empty(),
+        AttributeType::Ints => !ap.ints.is_empty(),
+        AttributeType::Strings => !ap.strings.is_empty(),
+        _ => true,
+    }
+}
+
+/// The type of the first value field that is set, if any.
+fn held_type(ap: &AttributeProto) -> Option<AttributeType> {
     let t = if ap.f.is_some() {
         AttributeType::Float
     } else if ap.i.is_some() {
@@ -541,6 +560,19 @@ fn attr_from_proto(
         return Err(unsupported("reference (ref_attr_name)"));
     }
     let ty = attr_type(ap).ok_or_else(|| node.attr_err(name, "attribute has no type and no value"))?;
+    // A declared type whose field is empty while another field holds the value.
+    if let Some(held) = held_type(ap).filter(|&h| h != ty && !holds(ap, ty)) {
+        return Err(node
+            .attr_err(
+                name,
+                format!(
+                    "attribute is declared {} but holds a {} value",
+                    ty.as_str_name(),
+                    held.as_str_name()
+                ),
+            )
+            .into());
+    }
     Ok(match ty {
         AttributeType::Float => Attribute::Float(ap.f.unwrap_or(0.0)),
         AttributeType::Int => Attribute::Int(ap.i.unwrap_or(0)),
@@ -748,6 +780,34 @@ mod tests {
             "{e}"
         );
         assert!(load(&m, &LoadOptions::default()).is_err());
+    }
+
+    #[test]
+    fn an_attribute_declared_with_another_type_than_it_holds() {
+        let mut m = chain(1);
+        m.graph.as_mut().unwrap().node[0].attribute.push(AttributeProto {
+            name: Some("alpha".into()),
+            r#type: Some(AttributeType::Ints as i32),
+            f: Some(0.5),
+            ..Default::default()
+        });
+        let e = load(&m, &LoadOptions::default()).unwrap_err();
+        assert_eq!(e.ir_kind(), ErrorKind::InvalidAttribute);
+        assert_eq!(
+            e.to_string(),
+            "node 'r0' (Relu), attribute 'alpha': attribute is declared INTS but holds a FLOAT value"
+        );
+        // An empty list of the declared type is fine.
+        let a = &mut m.graph.as_mut().unwrap().node[0].attribute[0];
+        a.f = None;
+        assert!(load(
+            &m,
+            &LoadOptions {
+                check_ops: false,
+                ..Default::default()
+            }
+        )
+        .is_ok());
     }
 
     #[test]
