@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with one readable line on stderr (no panics,
 //! no backtraces); see `kiln --help`.
 
+mod conformance;
 mod inspect;
 mod optimize;
 
@@ -128,6 +129,28 @@ enum Cmd {
         #[arg(long, short = 'v')]
         verbose: bool,
     },
+    /// Run the ONNX backend test data (node, pytorch-converted, pytorch-operator,
+    /// simple) and print the per-op pass table against the conformance manifest.
+    Conformance {
+        /// Backend test data folder (default: the fixtures venv's onnx/backend/test/data).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Conformance manifest (default: conformance/manifest.json of the repository).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Propose a manifest from this run and write it to the manifest path (for review).
+        #[arg(long)]
+        write_manifest: bool,
+        /// Also list every case that does not pass, with the reason.
+        #[arg(long)]
+        list: bool,
+        /// Run only the cases whose name contains this text.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+    },
 }
 
 /// Options shared by `run` and `classify`: preprocessing and class printing.
@@ -229,6 +252,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
             verbose,
         } => optimize::optimize(&model, &output, &level, &disable, &shapes, report, json, verbose),
+        Cmd::Conformance {
+            data,
+            manifest,
+            json,
+            write_manifest,
+            list,
+            filter,
+        } => conformance::conformance(&conformance::Opts {
+            data,
+            manifest,
+            json,
+            write_manifest,
+            list,
+            filter,
+        }),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
             kiln::onnx::save(&m, &output)?;

@@ -139,3 +139,4 @@ pub fn open_session(path: &Path) -> Result<Session, Error> {
     let m = load_model(path)?;
     Session::new(m).map_err(|e| Error::from(e).with_file(path))
 }
+pub mod conformance;

@@ -287,6 +287,7 @@ fn infer_prelu(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueT
         return Err(bad_type(ctx, "input", x.dtype));
     }
     if let (Some(xs), Some(ss)) = (&x.shape, &s.shape) {
+        let ss = &prelu6_slope_shape(ctx, xs, ss);
         let b = broadcast_dims(xs, ss).map_err(|e| ctx.err(ErrorKind::ShapeMismatch, e.message))?;
         if b.len() != xs.len() {
             return Err(ctx.err(
@@ -296,6 +297,19 @@ fn infer_prelu(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueT
         }
     }
     Ok(vec![x.clone()])
+}
+
+/// `PRelu-6` (opset < 7): a 1-D slope of `C > 1` values, `C` = X's dim 1,
+/// is per channel (dim 1), not broadcast from the trailing dim; the slope's
+/// shape as kiln broadcasts it: `[C, 1, ..., 1]`. Otherwise the shape as is.
+fn prelu6_slope_shape<D: Clone + PartialEq + From<usize>>(ctx: &OpCtx, xs: &[D], ss: &[D]) -> Vec<D> {
+    if ctx.opset < 7 && ss.len() == 1 && xs.len() >= 2 && ss[0] == xs[1] && ss[0] != D::from(1) {
+        let mut v = vec![ss[0].clone()];
+        v.resize(xs.len() - 1, D::from(1));
+        v
+    } else {
+        ss.to_vec()
+    }
 }
 
 fn eval_prelu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -310,7 +324,9 @@ fn eval_prelu(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     if !prelu_allowed(ctx, x.dtype()) {
         return Err(bad_type(ctx, "input", x.dtype()));
     }
-    let (xs, ss) = (x.shape(), s.shape());
+    let xs = x.shape();
+    let ss6: Vec<usize> = prelu6_slope_shape(ctx, xs, s.shape());
+    let ss = ss6.as_slice();
     let (shape, data) = match (x.data(), s.data()) {
         (TensorData::F32(a), TensorData::F32(b)) => {
             let (sh, v) = broadcast_map(ctx, a, xs, b, ss, |p, q| if p < 0.0 { p * q } else { p })?;

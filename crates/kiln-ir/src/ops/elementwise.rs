@@ -4,7 +4,7 @@
 //! `Less`, `Greater`, `LessOrEqual`, `GreaterOrEqual`; bool output), `Where`,
 //! and the variadic `Max`, `Min`, `Sum`, `Mean`.
 //!
-//! Semantics follow the ONNX operator spec, opsets 7..=23: float16 is computed
+//! Semantics follow the ONNX operator spec, opsets 6..=25: float16 is computed
 //! through f32; integer arithmetic wraps on overflow (as NumPy and ONNX Runtime
 //! do), integer `Div` truncates toward zero and errors on a zero divisor.
 //!
@@ -305,6 +305,11 @@ fn bin_inputs<'t>(ctx: &OpCtx, inputs: &[Option<&'t InferInput>]) -> Result<(&'t
 
 fn infer_arith(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
     let (a, b) = bin_inputs(ctx, inputs)?;
+    super::check_legacy_broadcast(
+        ctx,
+        a.shape.as_ref().map(Vec::len),
+        b.shape.as_ref().map(Vec::len),
+    )?;
     let dt = same_dtype(ctx, a.dtype, b.dtype)?;
     if !arith_allowed(ctx.opset, dt) {
         return Err(bad_type(ctx, "input", dt));
@@ -334,6 +339,11 @@ fn pow_types(ctx: &OpCtx, base: DType, exp: DType) -> Result<()> {
 
 fn infer_pow(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
     let (a, b) = bin_inputs(ctx, inputs)?;
+    super::check_legacy_broadcast(
+        ctx,
+        a.shape.as_ref().map(Vec::len),
+        b.shape.as_ref().map(Vec::len),
+    )?;
     pow_types(ctx, a.dtype, b.dtype)?;
     Ok(vec![ValueType {
         dtype: a.dtype,
@@ -371,6 +381,11 @@ fn infer_abs(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTyp
 
 fn infer_compare(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
     let (a, b) = bin_inputs(ctx, inputs)?;
+    super::check_legacy_broadcast(
+        ctx,
+        a.shape.as_ref().map(Vec::len),
+        b.shape.as_ref().map(Vec::len),
+    )?;
     let dt = same_dtype(ctx, a.dtype, b.dtype)?;
     if dt == DType::Bool && ctx.node.op_type != "Equal" {
         return Err(bad_type(ctx, "input", dt));
@@ -484,6 +499,7 @@ fn int_arith<T: IntElem>(
 fn eval_arith(ctx: &OpCtx, inputs: &[Option<&Tensor>], op: Arith) -> Result<Vec<Tensor>> {
     let a = ctx.input(inputs, 0)?;
     let b = ctx.input(inputs, 1)?;
+    super::check_legacy_broadcast(ctx, Some(a.rank()), Some(b.rank()))?;
     let dt = same_dtype(ctx, a.dtype(), b.dtype())?;
     if !arith_allowed(ctx.opset, dt) {
         return Err(bad_type(ctx, "input", dt));
@@ -546,6 +562,7 @@ fn powf(b: f32, e: f32) -> f32 {
 fn eval_pow(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let a = ctx.input(inputs, 0)?;
     let b = ctx.input(inputs, 1)?;
+    super::check_legacy_broadcast(ctx, Some(a.rank()), Some(b.rank()))?;
     pow_types(ctx, a.dtype(), b.dtype())?;
     let (sa, sb) = (a.shape(), b.shape());
     let out = match a.data() {
@@ -680,6 +697,7 @@ fn cmp_slices<T: Copy + PartialOrd>(
 fn eval_compare(ctx: &OpCtx, inputs: &[Option<&Tensor>], c: Cmp) -> Result<Vec<Tensor>> {
     let a = ctx.input(inputs, 0)?;
     let b = ctx.input(inputs, 1)?;
+    super::check_legacy_broadcast(ctx, Some(a.rank()), Some(b.rank()))?;
     let dt = same_dtype(ctx, a.dtype(), b.dtype())?;
     let (sa, sb) = (a.shape(), b.shape());
     let (s, v) = match (a.data(), b.data()) {

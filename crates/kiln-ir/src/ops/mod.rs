@@ -20,9 +20,11 @@ pub mod resize;
 pub mod shape_ops;
 
 /// Lowest default-domain opset kiln accepts.
-pub const MIN_OPSET: i64 = 7;
-/// Highest default-domain opset kiln accepts.
-pub const MAX_OPSET: i64 = 23;
+pub const MIN_OPSET: i64 = 6;
+/// Highest default-domain opset kiln accepts. Opsets 24 and 25 changed no op
+/// kiln implements beyond new element types (float8e8m0, 4- and 2-bit ints)
+/// and the `round_mode` of casts to them, none of which kiln supports.
+pub const MAX_OPSET: i64 = 25;
 
 /// What an op sees of its node: the node (attributes, names) and the model's
 /// default-domain opset version, which selects per-opset semantics.
@@ -257,4 +259,37 @@ pub fn broadcast_types(ctx: &OpCtx, tys: &[&ValueType]) -> Result<Option<Vec<Dim
         }
     }
     Ok(Some(acc))
+}
+
+/// Before opset 7, binary ops (`Add`, `Sub`, `Mul`, `Div`, `Pow`, `Equal`,
+/// `Greater`, `Less`) broadcast only with `broadcast = 1`, aligning `B` with
+/// `A` from dim `axis` (default: trailing). kiln computes NumPy (trailing)
+/// broadcasting, which is the same when `axis` is absent or equals
+/// `rank(A) - rank(B)`; any other `axis`, or one whose ranks are unknown, is
+/// rejected (`UnsupportedOp`). From opset 7 the attributes do not exist and
+/// this checks nothing.
+pub fn check_legacy_broadcast(ctx: &OpCtx, rank_a: Option<usize>, rank_b: Option<usize>) -> Result<()> {
+    if ctx.opset >= 7 || ctx.node.attr_int("broadcast", 0)? == 0 {
+        return Ok(());
+    }
+    let Some(axis) = ctx.node.attr_int_opt("axis")? else {
+        return Ok(());
+    };
+    let aligned = match (rank_a, rank_b) {
+        (Some(ra), Some(rb)) => {
+            let a = if axis < 0 { axis + ra as i64 } else { axis };
+            rb <= ra && a == (ra - rb) as i64
+        }
+        _ => false,
+    };
+    if aligned {
+        Ok(())
+    } else {
+        Err(ctx
+            .err(
+                ErrorKind::UnsupportedOp,
+                format!("legacy broadcast with axis = {axis} that does not align B with the trailing dims of A is not supported"),
+            )
+            .with_attr("axis"))
+    }
 }

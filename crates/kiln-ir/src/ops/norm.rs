@@ -43,6 +43,15 @@ fn check_float(ctx: &OpCtx, d: DType, what: &str) -> Result<()> {
 
 /// Rejects training mode and its extra outputs.
 fn check_inference_mode(ctx: &OpCtx) -> Result<()> {
+    // BatchNormalization-6 (opset < 7) is in training mode unless `is_test = 1`.
+    if ctx.opset < 7 && ctx.node.attr_int("is_test", 0)? == 0 {
+        return Err(ctx
+            .err(
+                ErrorKind::UnsupportedOp,
+                "is_test = 0 (training mode) is not supported (kiln evaluates inference only)",
+            )
+            .with_attr("is_test"));
+    }
     if ctx.opset >= 14 && ctx.node.attr_int("training_mode", 0)? != 0 {
         return Err(ctx
             .err(

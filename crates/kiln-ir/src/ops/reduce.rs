@@ -167,7 +167,8 @@ fn red_allowed(ctx: &OpCtx, kind: Red, dt: DType) -> bool {
         DType::F32 | DType::F16 => true,
         DType::I32 | DType::I64 => !matches!(kind, Red::L2 | Red::LogSum | Red::LogSumExp),
         DType::I8 | DType::U8 => matches!(kind, Red::Max | Red::Min) && ctx.opset >= 12,
-        DType::Bool => false,
+        // ReduceMax-20 and ReduceMin-20 accept bool (max = any, min = all).
+        DType::Bool => matches!(kind, Red::Max | Red::Min) && ctx.opset >= 20,
     }
 }
 

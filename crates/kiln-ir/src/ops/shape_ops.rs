@@ -3,7 +3,7 @@
 //! Flatten, Shape, Gather, Cast, CastLike, Constant, Identity, Dropout, Pad,
 //! ConstantOfShape, Expand, Tile and Range, for every [`crate::DType`], following
 //! the ONNX operator specification (<https://onnx.ai/onnx/operators/>) at the
-//! model's default-domain opset (7..=23).
+//! model's default-domain opset (6..=25).
 //!
 //! Data-movement ops are generic over all element types: they compute, per
 //! output axis, which input offset each output coordinate reads (or a fill

@@ -449,6 +449,10 @@ fn training_mode_err(ctx: &OpCtx) -> IrError {
 
 pub(super) fn dropout_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
     let x = ctx.infer_input(ins, 0)?;
+    // Dropout-6 (opset < 7) is in training mode unless `is_test = 1`.
+    if ctx.opset < 7 && ctx.node.attr_int("is_test", 0)? == 0 {
+        return Err(training_mode_err(ctx));
+    }
     if ctx.opset >= 12 {
         if let Some(t) = ctx.opt_infer_input(ins, 2).and_then(|i| i.value.as_ref()) {
             if ints(ctx, t, "training_mode")?.iter().any(|&v| v != 0) {
@@ -465,6 +469,10 @@ pub(super) fn dropout_infer(ctx: &OpCtx, ins: Ins) -> Result<Vec<ValueType>> {
 
 pub(super) fn dropout_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
     let x = ctx.input(ins, 0)?;
+    // Dropout-6 (opset < 7) is in training mode unless `is_test = 1`.
+    if ctx.opset < 7 && ctx.node.attr_int("is_test", 0)? == 0 {
+        return Err(training_mode_err(ctx));
+    }
     if ctx.opset >= 12 {
         if let Some(t) = ctx.opt_input(ins, 2) {
             if ints(ctx, t, "training_mode")?.iter().any(|&v| v != 0) {
