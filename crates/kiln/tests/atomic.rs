@@ -120,4 +120,3 @@ fn concurrent_saves_of_one_path_each_write_a_whole_file() {
     assert!(ops.contains(&back.graph.nodes[0].op_type.as_str()));
     assert_eq!(listing(&d), ["m.onnx"]);
 }
-
