@@ -9,6 +9,10 @@
 //!
 //! Inputs cycle through 16 seeded random tensors of shape [1, 3, 48, 192].
 //! Linux only (the RSS figure); elsewhere it prints `n/a`.
+//!
+//! Measured (2-core dev container, 2026-11): 2.6 MiB before load, 8.9 MiB
+//! after load and one run, 9.0 MiB at every 10k step and after 100,000 runs
+//! (3.4 ms/run): no growth.
 
 use kiln::ir::Tensor;
 use std::path::PathBuf;
