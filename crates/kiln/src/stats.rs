@@ -136,7 +136,7 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
             _ => Some(0),
         };
         macs = match (macs, this) {
-            (Some(a), Some(b)) => Some(a + b),
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
             _ => None,
         };
     }
