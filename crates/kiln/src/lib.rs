@@ -139,4 +139,45 @@ pub fn open_session(path: &Path) -> Result<Session, Error> {
     let m = load_model(path)?;
     Session::new(m).map_err(|e| Error::from(e).with_file(path))
 }
+
+/// The [`kiln_onnx::LoadOptions`] of [`check_untrusted_model`]: the default
+/// checks (ops supported, types inferred) with resource limits sized for
+/// untrusted input and fuzzing. At most 16 MiB of model bytes, 64 MiB of
+/// decoded tensor data (per tensor and in all), 16 Mi elements per tensor or
+/// known shape, and 10,000 nodes; the other limits are the defaults.
+pub fn untrusted_load_options() -> onnx::LoadOptions {
+    onnx::LoadOptions {
+        max_model_bytes: 16 << 20,
+        max_tensor_bytes: 64 << 20,
+        max_total_tensor_bytes: 64 << 20,
+        max_tensor_elements: 1 << 24,
+        max_nodes: 10_000,
+        check_ops: true,
+        ..onnx::LoadOptions::default()
+    }
+}
+
+/// The untrusted-input path: imports a serialized ONNX model and prepares its
+/// execution plan, without running it.
+///
+/// `bytes` go through [`onnx::from_bytes`] (no external data: a model that
+/// refers to external files is an error) with the tight limits of
+/// [`untrusted_load_options`], which decodes, validates the graph (names,
+/// dangling inputs, cycles; sorted topologically), checks every op is
+/// supported and infers types, folding small constants. The model is then
+/// prepared by [`Session::new`] (ops resolved, liveness planned). Nothing is
+/// executed beyond that constant folding.
+///
+/// This is the body of the `onnx_import` fuzz target (`fuzz/` at the
+/// repository root), and the corpus replay test runs it on every committed
+/// input. It never panics, never hangs and allocates within the limits
+/// above for any `bytes`: any fault of the input is an `Err` of kind
+/// [`ErrorKind::Model`] whose message names node, op and attribute where
+/// there is one. `Ok(())` means the model would load and could be run.
+pub fn check_untrusted_model(bytes: &[u8]) -> Result<(), Error> {
+    let model = onnx::from_bytes(bytes, None, &untrusted_load_options())
+        .map_err(|e| Error::new(ErrorKind::Model(e.ir_kind()), e.to_string()))?;
+    Session::new(model)?;
+    Ok(())
+}
 pub mod conformance;

@@ -912,6 +912,14 @@ fn infer_conv_transpose(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<V
         return Ok(vec![ValueType::unknown_rank(dtype)]);
     };
     let nsp = spatial_rank(ctx, xd.len(), "input X")?;
+    if let Some(wr) = w.ty.rank() {
+        if wr != xd.len() {
+            return Err(ctx.err(
+                ErrorKind::ShapeMismatch,
+                format!("weight W has rank {wr}, input X has rank {}", xd.len()),
+            ));
+        }
+    }
     if let (Some(xs), Some(ws)) = (x.ty.known_dims(), w.ty.known_dims()) {
         let bias_len = ctx
             .opt_infer_input(inputs, 2)
