@@ -557,8 +557,16 @@ pub(crate) fn parse_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>
 }
 
 /// Seeded uniform random tensor in [-1, 1) (xorshift; reproducible).
+/// Largest random input `kiln bench` generates (elements, 1 GiB of f32).
+const MAX_BENCH_INPUT_ELEMS: usize = 1 << 28;
+
 fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
+    let n = kiln::ir::numel(&shape)
+        .ok()
+        .filter(|&n| n <= MAX_BENCH_INPUT_ELEMS)
+        .ok_or_else(|| {
+            anyhow!("input shape {shape:?} is too large for kiln bench (at most 2^28 elements)")
+        })?;
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {
         s ^= s << 13;
@@ -604,7 +612,9 @@ fn bench(
             .iter()
             .zip(dims)
             .enumerate()
-            .map(|(i, (vi, d))| random_tensor(vi.ty.dtype, d, i as u64 + 1))
+            .map(|(i, (vi, d))| {
+                random_tensor(vi.ty.dtype, d, i as u64 + 1).map_err(|e| anyhow!("{}: {e}", model.display()))
+            })
             .collect::<Result<_>>()?
     } else {
         inputs.iter().map(|p| load_input(p, pre)).collect::<Result<_>>()?

@@ -220,3 +220,14 @@ fn optimize_efficientnet_report_json() {
     let o = kiln(&[&"optimize", &effnet(), &"-o", &out, &"--disable", &"no-such-rule"]);
     assert_one_line_error(&o, &effnet(), &["no-such-rule"]);
 }
+
+/// Regression: `kiln bench --shape` with huge dims overflowed or tried to
+/// allocate the random input before any limit was checked.
+#[test]
+fn bench_with_huge_shape_fails_cleanly() {
+    let det = fixtures().join("models/ch_PP-OCRv4_det_infer.onnx");
+    for dims in ["1,3,4294967296,4294967296", "1,3,100000,100000"] {
+        let o = kiln(&[&"bench", &det, &"--shape", &format!("x={dims}"), &"--runs", &"1"]);
+        assert_one_line_error(&o, &det, &["too large"]);
+    }
+}

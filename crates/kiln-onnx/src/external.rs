@@ -96,6 +96,16 @@ pub(crate) fn read_external(
         )
         .into());
     }
+    // Check the file type before opening: opening a FIFO blocks until a
+    // writer appears, so a model pointing at one would hang the loader.
+    let pre = std::fs::metadata(&full_c).map_err(|e| OnnxError::io(io_ctx(), e))?;
+    if !pre.is_file() {
+        return Err(ir_err!(
+            InvalidModel,
+            "{what}: external data location '{location}' is not a regular file"
+        )
+        .into());
+    }
     let mut f = File::open(&full_c).map_err(|e| OnnxError::io(io_ctx(), e))?;
     let meta = f.metadata().map_err(|e| OnnxError::io(io_ctx(), e))?;
     if !meta.is_file() {

@@ -164,6 +164,35 @@ fn external_data_symlink_out_of_the_folder_is_rejected() {
     );
 }
 
+/// Regression: a FIFO as external data used to block `open()` forever.
+#[cfg(unix)]
+#[test]
+fn external_data_fifo_is_rejected_without_blocking() {
+    let dir = TempDir::new("ext-fifo");
+    let fifo = dir.path().join("fifo");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!("mkfifo is needed for this test");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let r = load_in(&d, &external_model(2, &[("location", "fifo")]))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let _ = tx.send(r);
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading a FIFO as external data hung");
+    let e = r.unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
 #[test]
 fn external_data_of_a_tensor_attribute() {
     use kiln_onnx::proto::attribute_proto::AttributeType;
