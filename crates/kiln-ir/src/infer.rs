@@ -12,7 +12,14 @@ pub const FOLD_LIMIT_ELEMS: usize = 1 << 16;
 /// opset is in kiln's range. All unsupported ops are reported in one error.
 pub fn check_supported(model: &Model) -> Result<()> {
     let opset = model.opset();
-    if !(ops::MIN_OPSET..=ops::MAX_OPSET).contains(&opset) {
+    let uses_default = model
+        .graph
+        .nodes
+        .iter()
+        .any(|n| n.domain.is_empty() || n.domain == "ai.onnx");
+    // A model with only other-domain nodes (e.g. ai.onnx.ml) need not import
+    // the default domain: its unsupported ops are listed below instead.
+    if uses_default && !(ops::MIN_OPSET..=ops::MAX_OPSET).contains(&opset) {
         return Err(ir_err!(
             UnsupportedOp,
             "default-domain opset {opset} is outside kiln's supported range {}..={}",
@@ -24,10 +31,16 @@ pub fn check_supported(model: &Model) -> Result<()> {
     for n in &model.graph.nodes {
         if let Err(e) = ops::lookup_node(n, opset) {
             if e.kind == ErrorKind::UnsupportedOp {
-                let key = if n.domain.is_empty() {
+                let imported = model.opsets.iter().any(|o| o.domain == n.domain);
+                let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
                     n.op_type.clone()
-                } else {
+                } else if imported {
                     format!("{}::{}", n.domain, n.op_type)
+                } else {
+                    format!(
+                        "{}::{} (domain '{}' not imported by the model)",
+                        n.domain, n.op_type, n.domain
+                    )
                 };
                 missing.entry(key).or_default().push(n.name.clone());
             }
