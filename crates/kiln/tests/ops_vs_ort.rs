@@ -21,7 +21,7 @@
 //! `KILN_OPCASES=substr` runs only the cases whose name contains `substr`
 //! (for debugging; the run says how many it left out).
 
-use kiln::ir::{DType, Tensor};
+use kiln::ir::Tensor;
 use std::fmt::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             ));
             continue;
         }
-        if let Err(e) = compare(g, want) {
+        if let Err(e) = kiln::conformance::compare(g, want, RTOL, ATOL) {
             errs.push(format!("output '{name}': {e}"));
         }
         match &inferred[i] {
@@ -144,79 +144,6 @@ fn run_case(dir: &Path) -> Result<(), String> {
     } else {
         Err(errs.join("; "))
     }
-}
-
-/// Row-major multi-index of flat index `i` in `shape`.
-fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for (k, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            idx[k] = i % d;
-            i /= d;
-        }
-    }
-    idx
-}
-
-fn float_ok(g: f64, w: f64) -> bool {
-    if w.is_nan() {
-        g.is_nan()
-    } else if w.is_infinite() {
-        g == w
-    } else {
-        g.is_finite() && (g - w).abs() <= ATOL + RTOL * w.abs()
-    }
-}
-
-/// Compares one output with its expected value.
-fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
-    if got.dtype() != want.dtype() {
-        return Err(format!("dtype {} (expected {})", got.dtype(), want.dtype()));
-    }
-    if got.shape() != want.shape() {
-        return Err(format!("shape {:?} (expected {:?})", got.shape(), want.shape()));
-    }
-    let shape = want.shape();
-    match want.dtype() {
-        DType::F32 | DType::F16 => {
-            let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
-            let bad: Vec<usize> = (0..w.len()).filter(|&i| !float_ok(g[i], w[i])).collect();
-            if let Some(&first) = bad.first() {
-                // Report the worst finite mismatch if there is one, else the first.
-                let worst = bad
-                    .iter()
-                    .copied()
-                    .filter(|&i| g[i].is_finite() && w[i].is_finite())
-                    .max_by(|&a, &b| (g[a] - w[a]).abs().total_cmp(&(g[b] - w[b]).abs()))
-                    .unwrap_or(first);
-                return Err(format!(
-                    "{}/{} elements differ (atol {ATOL:e}, rtol {RTOL:e}); worst at {:?}: got {} expected {} (|diff| {:.3e})",
-                    bad.len(),
-                    w.len(),
-                    unravel(worst, shape),
-                    g[worst],
-                    w[worst],
-                    (g[worst] - w[worst]).abs()
-                ));
-            }
-        }
-        _ => {
-            let g = got.to_i64_vec().map_err(|e| e.to_string())?;
-            let w = want.to_i64_vec().map_err(|e| e.to_string())?;
-            let bad: Vec<usize> = (0..w.len()).filter(|&i| g[i] != w[i]).collect();
-            if let Some(&first) = bad.first() {
-                return Err(format!(
-                    "{}/{} elements differ; first at {:?}: got {} expected {}",
-                    bad.len(),
-                    w.len(),
-                    unravel(first, shape),
-                    g[first],
-                    w[first]
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Where and why the last panic happened (filled by the hook installed in the test).
