@@ -406,9 +406,14 @@ fn plan_conv(ctx: &OpCtx, xs: &[usize], ws: &[usize], bias_len: Option<usize>) -
     })
 }
 
-fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
-    let x = ctx.infer_input(inputs, 0)?;
-    let w = ctx.infer_input(inputs, 1)?;
+/// The checks Conv and ConvTranspose inference share: X is float, W has X's
+/// dtype and rank. Returns X's dims and spatial rank, or `None` when X's rank
+/// is unknown.
+fn infer_xw_common<'a>(
+    ctx: &OpCtx,
+    x: &'a InferInput,
+    w: &InferInput,
+) -> Result<Option<(&'a Vec<Dim>, usize)>> {
     check_float_type(ctx, &x.ty, "input X")?;
     if w.ty.dtype != x.ty.dtype {
         return Err(ctx.err(
@@ -416,10 +421,7 @@ fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTy
             format!("W is {}, X is {}", w.ty.dtype, x.ty.dtype),
         ));
     }
-    let dtype = x.ty.dtype;
-    let Some(xd) = &x.ty.shape else {
-        return Ok(vec![ValueType::unknown_rank(dtype)]);
-    };
+    let Some(xd) = &x.ty.shape else { return Ok(None) };
     let nsp = spatial_rank(ctx, xd.len(), "input X")?;
     if let Some(wr) = w.ty.rank() {
         if wr != xd.len() {
@@ -429,6 +431,15 @@ fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTy
             ));
         }
     }
+    Ok(Some((xd, nsp)))
+}
+
+fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
+    let (x, w) = (ctx.infer_input(inputs, 0)?, ctx.infer_input(inputs, 1)?);
+    let dtype = x.ty.dtype;
+    let Some((xd, nsp)) = infer_xw_common(ctx, x, w)? else {
+        return Ok(vec![ValueType::unknown_rank(dtype)]);
+    };
     // All dims known: the concrete plan checks everything.
     if let (Some(xs), Some(ws)) = (x.ty.known_dims(), w.ty.known_dims()) {
         let b = ctx.opt_infer_input(inputs, 2);
@@ -898,28 +909,11 @@ fn plan_conv_transpose(
 }
 
 fn infer_conv_transpose(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
-    let x = ctx.infer_input(inputs, 0)?;
-    let w = ctx.infer_input(inputs, 1)?;
-    check_float_type(ctx, &x.ty, "input X")?;
-    if w.ty.dtype != x.ty.dtype {
-        return Err(ctx.err(
-            ErrorKind::TypeMismatch,
-            format!("W is {}, X is {}", w.ty.dtype, x.ty.dtype),
-        ));
-    }
+    let (x, w) = (ctx.infer_input(inputs, 0)?, ctx.infer_input(inputs, 1)?);
     let dtype = x.ty.dtype;
-    let Some(xd) = &x.ty.shape else {
+    let Some((xd, nsp)) = infer_xw_common(ctx, x, w)? else {
         return Ok(vec![ValueType::unknown_rank(dtype)]);
     };
-    let nsp = spatial_rank(ctx, xd.len(), "input X")?;
-    if let Some(wr) = w.ty.rank() {
-        if wr != xd.len() {
-            return Err(ctx.err(
-                ErrorKind::ShapeMismatch,
-                format!("weight W has rank {wr}, input X has rank {}", xd.len()),
-            ));
-        }
-    }
     if let (Some(xs), Some(ws)) = (x.ty.known_dims(), w.ty.known_dims()) {
         let bias_len = ctx
             .opt_infer_input(inputs, 2)
