@@ -13,6 +13,7 @@ pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod ops;
+pub mod quant;
 pub mod shape;
 pub mod tensor;
 
@@ -21,5 +22,6 @@ pub use dtype::DType;
 pub use error::{ErrorKind, IrError, Result};
 pub use graph::{Graph, Model, Node, OpsetImport, ValueInfo};
 pub use half::f16;
+pub use quant::QParams;
 pub use shape::{Dim, Shape, ValueType};
 pub use tensor::{numel, strides, Elem, Tensor, TensorData};

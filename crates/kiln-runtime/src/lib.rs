@@ -215,6 +215,21 @@ impl Session {
         Ok((out, t))
     }
 
+    /// Like [`Session::run`], also showing every value a node produces to
+    /// `observer` as `(value name, tensor)`, in execution order, before it is
+    /// freed. The graph inputs are shown first. This is how calibration sees
+    /// the activations of a model without keeping them all alive.
+    pub fn run_observed(
+        &self,
+        inputs: Vec<Tensor>,
+        observer: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        for (t, d) in inputs.iter().zip(self.inputs()) {
+            observer(&d.name, t);
+        }
+        ops::linalg::with_threads(self.threads, || self.run_steps(inputs, None, Some(observer)))
+    }
+
     /// Checks `inputs` against the graph's declared inputs.
     pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), RuntimeError> {
         let decl = self.inputs();
@@ -249,13 +264,14 @@ impl Session {
         inputs: Vec<Tensor>,
         timings: Option<&mut Vec<NodeTiming>>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
-        ops::linalg::with_threads(self.threads, || self.run_steps(inputs, timings))
+        ops::linalg::with_threads(self.threads, || self.run_steps(inputs, timings, None))
     }
 
     fn run_steps(
         &self,
         inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
+        mut observer: Option<&mut dyn FnMut(&str, &Tensor)>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         self.check_inputs(&inputs)?;
         let mut slots: Vec<Option<Tensor>> = vec![None; self.n_slots];
@@ -296,12 +312,16 @@ impl Session {
             for (i, o) in st.outputs.iter().enumerate() {
                 let t = it.next();
                 if let Some(k) = o {
-                    slots[*k] = Some(t.ok_or_else(|| {
+                    let t = t.ok_or_else(|| {
                         node.err(
                             ErrorKind::Internal,
                             format!("output #{i} was requested but the op produced {produced}"),
                         )
-                    })?);
+                    })?;
+                    if let Some(obs) = observer.as_deref_mut() {
+                        obs(&node.outputs[i], &t);
+                    }
+                    slots[*k] = Some(t);
                 }
             }
             for k in &st.free_after {
