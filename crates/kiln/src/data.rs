@@ -698,17 +698,18 @@ impl Dataset {
             if e.encrypted() {
                 return Err(decode_err(path, format!("array '{name}' is encrypted")));
             }
-            let deflated =
-                match e.compression() {
-                    zip::CompressionMethod::Stored => false,
-                    zip::CompressionMethod::Deflated => true,
-                    m => return Err(decode_err(
+            let deflated = match e.compression() {
+                zip::CompressionMethod::Stored => false,
+                zip::CompressionMethod::Deflated => true,
+                m => {
+                    return Err(decode_err(
                         path,
                         format!(
                             "array '{name}' is compressed with {m}; kiln reads stored and deflated entries"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let (data_start, compressed_size, size) = (e.data_start(), e.compressed_size(), e.size());
             drop(e);
             let mut ent = NpzEntry {

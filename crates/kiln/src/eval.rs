@@ -267,13 +267,9 @@ fn scores(m: &EvalModel<'_>, input: &Tensor, names: &[String]) -> Result<(Vec<f3
     } else {
         format!("batch of {n} from sample {first}")
     };
-    m.session.check_inputs(std::slice::from_ref(input)).map_err(|e| {
-        model_err(
-            m,
-            kiln_ir::ErrorKind::InvalidInput,
-            format!("{what} is {} {:?}: {e}", input.dtype(), input.shape()),
-        )
-    })?;
+    m.session
+        .check_inputs(std::slice::from_ref(input))
+        .map_err(|e| model_err(m, kiln_ir::ErrorKind::InvalidInput, format!("{what}: {e}")))?;
     let out = m
         .session
         .run(vec![input.clone()])
