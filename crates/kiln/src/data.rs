@@ -1581,6 +1581,9 @@ mod tests {
         assert_eq!((s[0].input.dtype(), s[0].label), (DType::U8, Some(1)));
     }
 
+    /// Named arrays of an .npz: (name, .npy bytes).
+    type Arrays<'a> = Vec<(&'a str, Vec<u8>)>;
+
     /// Writes an .npz with the zip crate: `arrays` as (name, npy bytes), deflated or stored.
     fn write_npz(p: &Path, arrays: &[(&str, Vec<u8>)], deflate: bool) {
         let mut z = zip::ZipWriter::new(File::create(p).unwrap());
@@ -1616,7 +1619,7 @@ mod tests {
             b.extend_from_slice(&[0; 48]);
             b
         };
-        let cases: Vec<(Vec<(&str, Vec<u8>)>, &str)> = vec![
+        let cases: Vec<(Arrays, &str)> = vec![
             (vec![("inputs", npy(&x))], "no array 'x'"),
             (vec![("x", npy(&x)), ("y", npy(&y3))], "3 labels"),
             (vec![("x", npy(&x)), ("y", npy(&yf))], "1-D integer"),
