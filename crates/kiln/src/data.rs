@@ -30,6 +30,9 @@
 //!   stored) and an optional 1-D integer array `y` (labels). Keras-style
 //!   `x_test`/`y_test` and `x_train`/`y_train` are chosen with a [`Split`].
 //!
+//! In folders, hidden entries (names starting with `.`) are ignored; other
+//! files that are not samples are listed by [`Dataset::skipped`].
+//!
 //! Every error names the file at fault. Sizes read from headers are checked
 //! against caps and against the file before anything is allocated for them.
 
@@ -390,7 +393,19 @@ impl Dataset {
             let name = file_name(&path);
             match ext_of(&path).as_deref() {
                 Some("npz") => Dataset::open_npz(&spec)?,
-                _ if is_idx_images(&name) => Dataset::open_idx(&spec, &path)?,
+                _ if is_idx_images(&name) => {
+                    if let Some(s) = spec.split.filter(|s| !name.starts_with(s.idx_prefix())) {
+                        return Err(decode_err(
+                            &path,
+                            format!(
+                                "--split {} wants the {}-* files; this is not one",
+                                s.name(),
+                                s.idx_prefix()
+                            ),
+                        ));
+                    }
+                    Dataset::open_idx(&spec, &path)?
+                }
                 _ if is_image(&path) || is_npy(&path) => {
                     if spec.split.is_some() {
                         return Err(split_not_applicable(&path));
@@ -1462,9 +1477,13 @@ mod tests {
         let mut spec = DataSpec::new(&d);
         spec.split = Some(Split::Train);
         assert_eq!(open(spec).len(), 5);
-        // The images file itself also opens, labels found beside it.
+        // The images file itself also opens, labels found beside it; a split
+        // other than the file's is an error.
         let ds = open(DataSpec::new(d.join("train-images-idx3-ubyte.gz")));
         assert!(ds.has_labels());
+        let mut spec = DataSpec::new(d.join("train-images-idx3-ubyte.gz"));
+        spec.split = Some(Split::Test);
+        assert!(open_err(spec).contains("t10k"));
         // A labels mode that does not apply is an error.
         let mut spec = DataSpec::new(&d);
         spec.labels = LabelMode::FileName;
@@ -1772,6 +1791,54 @@ mod tests {
         let mut spec = DataSpec::new(&d);
         spec.split = Some(Split::Train);
         assert!(open_err(spec).contains("split"));
+    }
+
+    /// Prefixes and single-byte corruptions of small IDX (raw and gzipped)
+    /// and .npz (stored and deflated) files: opening and reading
+    /// give samples or errors naming the file, never a panic.
+    #[test]
+    fn truncations_and_corruptions_never_panic() {
+        let d = scratch("mangle");
+        let px: Vec<u8> = (0..2 * 6).map(|i| i as u8).collect();
+        let raw = idx_bytes(8, &[2, 2, 3], &px);
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("a-images-idx3-ubyte", raw.clone()),
+            ("b-images-idx3-ubyte.gz", gz(&raw)),
+            ("c.npz", include_bytes!("testdata/savez.npz").to_vec()),
+            ("d.npz", include_bytes!("testdata/savez_compressed.npz").to_vec()),
+        ];
+        let mut outcomes = [0usize; 2];
+        for (name, bytes) in &files {
+            let p = d.join(name);
+            // Every byte of the IDX files; every third of the (slower to open) archives.
+            let step = if name.ends_with(".npz") { 3 } else { 1 };
+            let mut variants: Vec<Vec<u8>> = (0..bytes.len())
+                .step_by(step)
+                .map(|n| bytes[..n].to_vec())
+                .collect();
+            for i in (0..bytes.len()).step_by(step) {
+                for x in [0xffu8] {
+                    let mut b = bytes.clone();
+                    b[i] ^= x;
+                    variants.push(b);
+                }
+            }
+            for b in variants {
+                std::fs::write(&p, &b).unwrap();
+                let r = Dataset::open(DataSpec::new(&p)).and_then(|ds| {
+                    ds.samples()?.collect::<Result<Vec<_>, _>>()?;
+                    Ok(())
+                });
+                match r {
+                    Ok(()) => outcomes[0] += 1,
+                    Err(e) => {
+                        assert_eq!(e.file.as_deref(), Some(p.as_path()), "{e}");
+                        outcomes[1] += 1;
+                    }
+                }
+            }
+        }
+        assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
     }
 
     #[test]
