@@ -527,10 +527,14 @@ impl Dataset {
                 skipped.push(rel_name(root, p));
             }
         }
+        // The ImageFolder layout is walked when asked for, or when the folder
+        // has sub-folders and no samples of its own (also without labels).
         let folder = match spec.labels {
             LabelMode::Folder => true,
-            LabelMode::Auto => top_img.is_empty() && top_npy.is_empty() && !subdirs.is_empty(),
-            LabelMode::FileName | LabelMode::None => false,
+            LabelMode::Auto | LabelMode::None => {
+                top_img.is_empty() && top_npy.is_empty() && !subdirs.is_empty()
+            }
+            LabelMode::FileName => false,
         };
         let (format, items, labels) = if folder {
             if subdirs.is_empty() {
@@ -554,7 +558,7 @@ impl Dataset {
                 })?;
                 walk_class(root, d, class, 0, &mut img, &mut npy, &mut skipped)?;
             }
-            let (format, items) = pick(img, npy, root, &mut skipped);
+            let (format, mut items) = pick(img, npy, root, &mut skipped);
             if items.is_empty() {
                 return Err(decode_err(
                     root,
@@ -562,7 +566,12 @@ impl Dataset {
                      (ImageFolder layout: one sub-folder per class)",
                 ));
             }
-            (format, items, Labels::Folder(classes))
+            if spec.labels == LabelMode::None {
+                items.iter_mut().for_each(|it| it.label = None);
+                (format, items, Labels::None)
+            } else {
+                (format, items, Labels::Folder(classes))
+            }
         } else {
             for d in &subdirs {
                 skipped.push(format!("{}/", rel_name(root, d)));
@@ -1722,6 +1731,12 @@ mod tests {
         );
         spec.class_names = Some(vec!["cat".into(), "dog".into()]);
         assert!(open_err(spec.clone()).contains("'ant'"));
+        // Without labels, the class folders are still walked.
+        let mut none = spec.clone();
+        none.labels = LabelMode::None;
+        none.class_names = None;
+        let s = all(&open(none));
+        assert_eq!((s.len(), s[0].label), (3, None));
         // Batches of 2: [2, 3, 6, 8] then the last one, smaller.
         spec.class_names = None;
         let ds = open(spec.clone());
