@@ -630,6 +630,9 @@ impl Dataset {
                     format!("IDX images of {rows}x{cols} are out of range (1 to {MAX_IDX_PIXELS} pixels)"),
                 )
             })?;
+        if n == 0 {
+            return Err(decode_err(images, "the IDX file holds no images"));
+        }
         if let Some(len) = len {
             check_raw_len(
                 images,
@@ -768,6 +771,9 @@ impl Dataset {
             ));
         }
         let n = shape[0];
+        if n == 0 {
+            return Err(decode_err(path, format!("array '{xname}' holds no samples")));
+        }
         let mut sample_shape = shape.clone();
         sample_shape[0] = 1;
         let sample_bytes = kiln_ir::numel(&sample_shape)
@@ -1518,6 +1524,7 @@ mod tests {
             (idx_bytes(8, &[u32::MAX, 65535, 65535], &[]), "out of range"),
             (idx_bytes(8, &[u32::MAX, 28, 28], &[0; 100]), "truncated IDX file"),
             (idx_bytes(8, &[3, 0, 28], &[]), "out of range"),
+            (idx_bytes(8, &[0, 28, 28], &[]), "no images"),
         ];
         for (bytes, want) in &cases {
             for gzip in [false, true] {
