@@ -1839,11 +1839,9 @@ mod tests {
                 .map(|n| bytes[..n].to_vec())
                 .collect();
             for i in (0..bytes.len()).step_by(step) {
-                for x in [0xffu8] {
-                    let mut b = bytes.clone();
-                    b[i] ^= x;
-                    variants.push(b);
-                }
+                let mut b = bytes.clone();
+                b[i] ^= 0xff;
+                variants.push(b);
             }
             for b in variants {
                 std::fs::write(&p, &b).unwrap();
