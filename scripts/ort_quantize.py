@@ -140,8 +140,11 @@ def compare(model: str, fixtures: str, out_dir: str, methods=METHODS, threads: i
         qv = run_model(out, data["val_x"], threads)
         rows.append({"method": m, "file": out, "test_top1": top1(q, data["test_y"]), "val_top1": top1(qv, data["val_y"]),
                      "bytes": os.path.getsize(out), "sqnr_db": sqnr_db(ref, q), "quantize_s": round(tq, 1)})
-    for r in rows:
-        r["drop_points"] = fp32["test_top1"] - r["test_top1"]
+    for r in rows:  # top-1 is a count of 10,000 (5,000): two decimals are exact
+        r["drop_points"] = round(fp32["test_top1"] - r["test_top1"], 2)
+        r["test_top1"], r["val_top1"] = round(r["test_top1"], 2), round(r["val_top1"], 2)
+        if "sqnr_db" in r:
+            r["sqnr_db"] = round(r["sqnr_db"], 3)
     import onnxruntime
     return {"onnxruntime": onnxruntime.__version__, "model": model, "calibration": f"training images 0..{N_CALIB}",
             "settings": "quantize_static QDQ, per_channel=True, activations QUInt8, weights QInt8, ORT defaults otherwise",
