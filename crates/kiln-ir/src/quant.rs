@@ -274,7 +274,7 @@ pub fn quantize_multiplier(real: f64) -> Result<(i32, i32)> {
 /// Applies a fixed-point multiplier: `round_half_even(acc * m * 2^(e - 31))`
 /// computed exactly in 64 bits, saturated to `i32`. `(m, e)` come from
 /// [`quantize_multiplier`].
-#[inline]
+#[inline(always)]
 pub fn requantize(acc: i32, m: i32, e: i32) -> i32 {
     let prod = acc as i64 * m as i64;
     let r = 31 - e; // right shift, 1..=62 for e in -31..=30

@@ -159,7 +159,7 @@ fn finish(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn out_val(acc: i32, m: i32, e: i32, zy: i32, lo: i32, hi: i32) -> i32 {
     requantize(acc, m, e).saturating_add(zy).clamp(lo, hi)
 }
@@ -355,14 +355,41 @@ fn eval_qconv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     Ok(vec![finish(dt, vec![g.n, g.m, g.oh, g.ow], y)?])
 }
 
-/// Pixel tile of [`qgemm_i16`]: the accumulators of one output channel over
-/// this many pixels stay in L1 (or registers) while K is walked.
-const PTILE: usize = 64;
+/// Register tile of [`qgemm_i16`]: output channels × pixels.
+const MT: usize = 4;
+const PT: usize = 16;
 
 /// `out(m, p, Σ_k w[m, k] * col[k, p] + bias[m])` for `w` `[M, K]`, `col`
-/// `[K, P]`, in i32 (wrapping). Tiled over pixels so that the accumulator
-/// block stays hot while K is walked.
-fn qgemm_i16(
+/// `[K, P]`, in i32 (wrapping). Full `MT x PT` tiles keep their
+/// accumulators in registers while K is walked; edges take a plain loop.
+///
+/// The same code is compiled twice: for the baseline target (SSE2 on
+/// x86_64, which lacks a 32-bit vector multiply) and with AVX2 enabled,
+/// chosen at run time by CPUID. Results are identical (integer arithmetic).
+fn qgemm_i16(w: &[i16], col: &[i16], k: usize, p: usize, bias: &[i32], out: impl FnMut(usize, usize, i32)) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { qgemm_i16_avx2(w, col, k, p, bias, out) };
+    }
+    qgemm_i16_body(w, col, k, p, bias, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn qgemm_i16_avx2(
+    w: &[i16],
+    col: &[i16],
+    k: usize,
+    p: usize,
+    bias: &[i32],
+    out: impl FnMut(usize, usize, i32),
+) {
+    qgemm_i16_body(w, col, k, p, bias, out)
+}
+
+#[inline(always)]
+fn qgemm_i16_body(
     w: &[i16],
     col: &[i16],
     k: usize,
@@ -371,28 +398,48 @@ fn qgemm_i16(
     mut out: impl FnMut(usize, usize, i32),
 ) {
     let m = bias.len();
-    let mut p0 = 0;
-    while p0 < p {
-        let pt = PTILE.min(p - p0);
-        for mi in 0..m {
-            let mut acc = [0i32; PTILE];
-            acc[..pt].fill(bias[mi]);
-            let wrow = &w[mi * k..(mi + 1) * k];
-            for (kk, &wk) in wrow.iter().enumerate() {
-                if wk == 0 {
-                    continue;
+    let (mfull, pfull) = (m - m % MT, p - p % PT);
+    for m0 in (0..mfull).step_by(MT) {
+        for p0 in (0..pfull).step_by(PT) {
+            let mut acc = [[0i32; PT]; MT];
+            for (i, row) in acc.iter_mut().enumerate() {
+                *row = [bias[m0 + i]; PT];
+            }
+            for kk in 0..k {
+                let c: &[i16; PT] = col[kk * p + p0..kk * p + p0 + PT].try_into().expect("PT columns");
+                let mut cv = [0i32; PT];
+                for (d, &s) in cv.iter_mut().zip(c) {
+                    *d = s as i32;
                 }
-                let wk = wk as i32;
-                let crow = &col[kk * p + p0..kk * p + p0 + pt];
-                for (a, &c) in acc[..pt].iter_mut().zip(crow) {
-                    *a = a.wrapping_add(wk * c as i32);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let wk = w[(m0 + i) * k + kk] as i32;
+                    for (a, &x) in row.iter_mut().zip(&cv) {
+                        *a = a.wrapping_add(wk.wrapping_mul(x));
+                    }
                 }
             }
-            for (j, &a) in acc[..pt].iter().enumerate() {
-                out(mi, p0 + j, a);
+            for (i, row) in acc.iter().enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    out(m0 + i, p0 + j, a);
+                }
             }
         }
-        p0 += pt;
+    }
+    // Edges: leftover pixels of full channel tiles, and leftover channels.
+    let edge = |mi: usize, p0: usize, p1: usize, out: &mut dyn FnMut(usize, usize, i32)| {
+        for pp in p0..p1 {
+            let mut a = bias[mi];
+            for kk in 0..k {
+                a = a.wrapping_add((w[mi * k + kk] as i32).wrapping_mul(col[kk * p + pp] as i32));
+            }
+            out(mi, pp, a);
+        }
+    };
+    for mi in 0..mfull {
+        edge(mi, pfull, p, &mut out);
+    }
+    for mi in mfull..m {
+        edge(mi, 0, p, &mut out);
     }
 }
 
@@ -430,7 +477,24 @@ fn qim2col(xg: &[i32], cg: usize, g: &QConvGeom, col: &mut [i16]) {
 
 /// Direct depthwise convolution of one centered channel `x` with kernel `w`
 /// `[kh * kw]`, accumulating into `acc` `[OH * OW]` (pre-filled with the bias).
+/// AVX2 build chosen at run time, as [`qgemm_i16`].
 fn qdepthwise(x: &[i32], w: &[i16], g: &QConvGeom, acc: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { qdepthwise_avx2(x, w, g, acc) };
+    }
+    qdepthwise_body(x, w, g, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn qdepthwise_avx2(x: &[i32], w: &[i16], g: &QConvGeom, acc: &mut [i32]) {
+    qdepthwise_body(x, w, g, acc)
+}
+
+#[inline(always)]
+fn qdepthwise_body(x: &[i32], w: &[i16], g: &QConvGeom, acc: &mut [i32]) {
     for oy in 0..g.oh {
         let arow = &mut acc[oy * g.ow..(oy + 1) * g.ow];
         for ky in 0..g.kh {
