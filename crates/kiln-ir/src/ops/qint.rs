@@ -526,9 +526,9 @@ fn qdepthwise_body(x: &[i32], w: &[i16], g: &QConvGeom, acc: &mut [i32]) {
                         *a = a.wrapping_add(wk * xv);
                     }
                 } else {
-                    for ox in lo..hi {
+                    for (ox, a) in arow.iter_mut().enumerate().take(hi).skip(lo) {
                         let ix = (ox * g.sw) as isize + off;
-                        arow[ox] = arow[ox].wrapping_add(wk * src[ix as usize]);
+                        *a = a.wrapping_add(wk * src[ix as usize]);
                     }
                 }
             }
