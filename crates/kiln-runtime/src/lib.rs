@@ -15,6 +15,27 @@ use kiln_ir::{ir_err, ErrorKind, IrError, Model, Tensor, ValueInfo};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub mod qdq;
+pub use qdq::{lower_qdq, QdqReport};
+
+/// A callback shown every value a run produces: `(value name, tensor)`.
+pub type Observer<'a> = dyn FnMut(&str, &Tensor) + 'a;
+
+/// How a [`Session`] prepares a model.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Lower QDQ patterns onto integer kernels ([`lower_qdq`]); default true.
+    /// False runs a QDQ model as written: dequantize, compute in float,
+    /// quantize (the reference that integer execution is checked against).
+    pub integer: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { integer: true }
+    }
+}
+
 /// Errors of the runtime: the IR's typed error (kind + node/op/attribute).
 pub type RuntimeError = IrError;
 
@@ -67,6 +88,8 @@ pub struct Session {
     output_srcs: Vec<Src>,
     /// Threads for the large GEMMs (Conv, MatMul, Gemm) of one run.
     threads: usize,
+    /// What QDQ lowering did.
+    qdq: QdqReport,
 }
 
 impl Session {
@@ -74,8 +97,19 @@ impl Session {
     ///
     /// Errors: unsupported ops (all listed in one error), opset out of range,
     /// structural problems (dangling inputs, cycles), graph outputs never produced.
-    pub fn new(mut model: Model) -> Result<Session, RuntimeError> {
+    pub fn new(model: Model) -> Result<Session, RuntimeError> {
+        Session::with_options(model, &SessionOptions::default())
+    }
+
+    /// Prepares `model` for execution with `opts`. Errors as [`Session::new`].
+    pub fn with_options(mut model: Model, opts: &SessionOptions) -> Result<Session, RuntimeError> {
         check_supported(&model)?;
+        let qdq = if opts.integer {
+            model.graph.validate()?;
+            lower_qdq(&mut model)?
+        } else {
+            QdqReport::default()
+        };
         model.graph.validate()?;
         let opset = model.opset();
         let g = &mut model.graph;
@@ -171,7 +205,14 @@ impl Session {
             input_slots,
             output_srcs,
             threads: 1,
+            qdq,
         })
+    }
+
+    /// What the lowering of QDQ patterns onto integer ops did (empty for a
+    /// float model or with `integer: false`).
+    pub fn qdq_report(&self) -> &QdqReport {
+        &self.qdq
     }
 
     /// Sets the number of threads one run may use (at least 1). The reference
@@ -222,7 +263,7 @@ impl Session {
     pub fn run_observed(
         &self,
         inputs: Vec<Tensor>,
-        observer: &mut dyn FnMut(&str, &Tensor),
+        observer: &mut Observer<'_>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         for (t, d) in inputs.iter().zip(self.inputs()) {
             observer(&d.name, t);
@@ -271,7 +312,7 @@ impl Session {
         &self,
         inputs: Vec<Tensor>,
         mut timings: Option<&mut Vec<NodeTiming>>,
-        mut observer: Option<&mut dyn FnMut(&str, &Tensor)>,
+        mut observer: Option<&mut Observer<'_>>,
     ) -> Result<Vec<Tensor>, RuntimeError> {
         self.check_inputs(&inputs)?;
         let mut slots: Vec<Option<Tensor>> = vec![None; self.n_slots];

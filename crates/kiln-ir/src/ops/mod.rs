@@ -15,6 +15,7 @@ pub mod linalg;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod qint;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
@@ -119,7 +120,7 @@ pub(crate) const fn op_def(op_type: &'static str, since: i64, infer: InferFn, ev
 }
 
 /// All op tables.
-fn tables() -> [&'static [OpDef]; 10] {
+fn tables() -> [&'static [OpDef]; 11] {
     [
         activation::OPS,
         conv::OPS,
@@ -128,6 +129,7 @@ fn tables() -> [&'static [OpDef]; 10] {
         matmul::OPS,
         norm::OPS,
         pool::OPS,
+        qint::OPS,
         reduce::OPS,
         resize::OPS,
         shape_ops::OPS,
