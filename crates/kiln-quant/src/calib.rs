@@ -127,6 +127,17 @@ pub struct Histogram {
     /// How many of the counted values were exactly 0 (they are in bin
     /// `zero_edge`, and quantize exactly since 0 is always representable).
     pub zeros: u64,
+    /// The pass-1 minimum the histogram was built for.
+    pub min: f32,
+    /// The pass-1 maximum the histogram was built for.
+    pub max: f32,
+    /// Values exactly equal to `min`, counted only when `min < 0` (then
+    /// `min` is the bottom of the full range: e.g. a saturating activation's
+    /// spike); they are also in their bin.
+    pub at_min: u64,
+    /// Values exactly equal to `max`, counted only when `max > 0` (e.g. the
+    /// values a ReLU6 saturated at 6); they are also in their bin.
+    pub at_max: u64,
 }
 
 impl Histogram {
@@ -144,6 +155,10 @@ impl Histogram {
                 zero_edge: 0,
                 counts: vec![0],
                 zeros: 0,
+                min,
+                max,
+                at_min: 0,
+                at_max: 0,
             };
         }
         let width = (hi0 - lo0) / bins as f64;
@@ -155,6 +170,10 @@ impl Histogram {
             zero_edge: nneg,
             counts: vec![0; nneg + npos],
             zeros: 0,
+            min,
+            max,
+            at_min: 0,
+            at_max: 0,
         }
     }
 
@@ -182,22 +201,36 @@ impl Histogram {
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
+    /// The bin of a finite value `x`: exact at 0 (bin `zero_edge`); values
+    /// outside the range go to the first or last bin.
+    #[inline]
+    pub fn bin_of(&self, x: f32) -> usize {
+        // `as` truncates, which is floor for the values >= 0, and saturates
+        // the negative ones to bin 0.
+        ((x as f64 / self.width + self.zero_edge as f64) as usize).min(self.counts.len() - 1)
+    }
     /// Counts the finite values of `xs` (non-finite ones are skipped).
     pub fn add(&mut self, xs: &[f32]) {
-        let n = self.counts.len();
+        let last = self.counts.len() - 1;
         let inv = 1.0 / self.width;
         let z = self.zero_edge as f64;
+        let (mut zeros, mut at_min, mut at_max) = (0u64, 0u64, 0u64);
+        // Bounds that can be atoms (NaN compares false with everything).
+        let lo_atom = if self.min < 0.0 { self.min } else { f32::NAN };
+        let hi_atom = if self.max > 0.0 { self.max } else { f32::NAN };
         for &x in xs {
             if !x.is_finite() {
                 continue;
             }
-            if x == 0.0 {
-                self.zeros += 1;
-            }
-            let b = (x as f64 * inv + z).floor();
-            let b = if b < 0.0 { 0 } else { (b as usize).min(n - 1) };
+            zeros += (x == 0.0) as u64;
+            at_min += (x == lo_atom) as u64;
+            at_max += (x == hi_atom) as u64;
+            let b = ((x as f64 * inv + z) as usize).min(last);
             self.counts[b] += 1;
         }
+        self.zeros += zeros;
+        self.at_min += at_min;
+        self.at_max += at_max;
     }
 }
 
@@ -371,8 +404,7 @@ pub(crate) fn calibrate_prepared(
     let mut probe = Vec::new();
     let mut samples = 0usize;
     {
-        let mut it = data.pass()?;
-        while let Some(item) = it.next() {
+        for item in data.pass()? {
             let inputs = item?;
             if probe.len() < opts.probe_samples {
                 probe.push(inputs.clone());
@@ -387,15 +419,11 @@ pub(crate) fn calibrate_prepared(
                     count: 0,
                     non_finite: 0,
                 });
-                for &x in xs {
-                    if x.is_finite() {
-                        a.min = a.min.min(x);
-                        a.max = a.max.max(x);
-                        a.count += 1;
-                    } else {
-                        a.non_finite += 1;
-                    }
-                }
+                let (lo, hi, finite) = min_max(xs);
+                a.min = a.min.min(lo);
+                a.max = a.max.max(hi);
+                a.count += finite as u64;
+                a.non_finite += (xs.len() - finite) as u64;
                 if let Some(layers) = layers_of.get(name) {
                     for l in layers {
                         let (Some(acc), Some(node)) = (means.get_mut(l), nodes_by_name.get(l.as_str()))
@@ -442,9 +470,7 @@ pub(crate) fn calibrate_prepared(
             .iter()
             .map(|(k, s)| (k.clone(), Histogram::new(s.min, s.max, opts.bins)))
             .collect();
-        let mut done = 0usize;
-        let mut it = data.pass()?;
-        while let Some(item) = it.next() {
+        for (i, item) in data.pass()?.enumerate() {
             let inputs = item?;
             let mut observe = |name: &str, t: &Tensor| {
                 if let (Some(h), Ok(xs)) = (hists.get_mut(name), t.as_slice::<f32>()) {
@@ -452,11 +478,10 @@ pub(crate) fn calibrate_prepared(
                 }
             };
             session.run_observed(inputs, &mut observe)?;
-            done += 1;
             progress(CalibProgress {
                 pass: 2,
                 passes,
-                done,
+                done: i + 1,
                 total,
             });
         }
@@ -513,12 +538,59 @@ fn accumulate_mean(acc: &mut MeanAcc, node: &Node, shape: &[usize], xs: &[f32]) 
     for o in 0..outer {
         for (c, s) in acc.sum.iter_mut().enumerate() {
             let base = (o * ch + c) * inner;
-            let part: f64 = xs[base..base + inner]
-                .iter()
-                .map(|&v| if v.is_finite() { v as f64 } else { 0.0 })
-                .sum();
-            *s += part;
+            *s += sum_finite(&xs[base..base + inner]);
         }
     }
     acc.count += (outer * inner) as u64;
+}
+
+/// `(min, max, number of finite values)` of `xs`, non-finite values left
+/// out; `(inf, -inf, 0)` when there is none. Eight lanes, so that the common
+/// all-finite case vectorizes.
+pub(crate) fn min_max(xs: &[f32]) -> (f32, f32, usize) {
+    let finite = xs.iter().filter(|x| x.is_finite()).count();
+    if finite < xs.len() {
+        let (lo, hi) = xs
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        return (lo, hi, finite);
+    }
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    let mut l = rest.iter().fold(f32::INFINITY, |a, &x| a.min(x));
+    let mut h = rest.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+    for i in 0..8 {
+        l = l.min(lo[i]);
+        h = h.max(hi[i]);
+    }
+    (l, h, finite)
+}
+
+/// Sum of the finite values of `xs` in f64, eight lanes.
+fn sum_finite(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let v = c[i] as f64;
+            acc[i] += if v.is_finite() { v } else { 0.0 };
+        }
+    }
+    let tail: f64 = rest
+        .iter()
+        .map(|&v| if v.is_finite() { v as f64 } else { 0.0 })
+        .sum();
+    acc.iter().sum::<f64>() + tail
 }

@@ -194,16 +194,32 @@ pub fn percentile_range(h: &Histogram, p: f64) -> (f64, f64) {
 /// * `P` = the window's counts, with the counts left of it added to its first
 ///   bin and those right of it to its last (the clipped values saturate there);
 /// * `Q` = the window's own counts (without the outliers) merged into
-///   `levels` consecutive groups of `len / levels` bins (the last group takes
-///   the remainder), each group's total spread evenly over the group's bins
-///   where `P` is not zero (the expansion of the reference implementation, as
-///   in MXNet's and ONNX Runtime's ports);
+///   `levels` consecutive groups (bin `i` of a window of `len` bins in group
+///   `floor(i * levels / len)`, so groups have `floor` or `ceil(len / levels)`
+///   bins), each group's total spread evenly over the group's bins where `P`
+///   is not zero (the expansion of the reference implementation, as in
+///   MXNet's and ONNX Runtime's ports). Those ports put the remainder of
+///   `len / levels` into the last group, which makes windows of
+///   `k * levels - 1` bins look artificially good (their other groups are
+///   single bins that match `P` exactly); even groups avoid that bias;
 /// * where `P > 0` but `Q = 0` (only possible in the edge bins), `Q` is
-///   floored to 1e-4 counts, as those ports' 1e-4 smoothing; then both are
-///   normalised and `KL = sum P ln(P / Q)`.
+///   floored to 1e-4 counts, as those ports' 1e-4 smoothing;
+/// * atoms: the exact zeros ([`Histogram::zeros`], e.g. the many zeros after
+///   a ReLU) and the values exactly at the bottom or top of the observed
+///   range ([`Histogram::at_min`], [`Histogram::at_max`], e.g. the 6s of a
+///   saturated ReLU6) leave the bins. Zeros are in `P` and `Q` unchanged (0 is
+///   exactly representable); a range end's atom too when the window reaches
+///   that end (it lands on one level, the first or last), else it is clipped
+///   into `P`'s edge bin like any outlier. Merged into a group of bins, such
+///   a spike would be spread over the group by `Q`'s expansion, a divergence
+///   that the quantization does not cause (a ReLU's zero spike would make
+///   every window wider than `levels` bins look bad);
+/// * both are normalised and `KL = sum P ln(P / Q)`.
 ///
-/// Returns the window's edges. A histogram of fewer than `levels` bins, or an
-/// empty one, gives its whole range.
+/// Windows grow by `max(1, n / 1024)` bins per side and step (at most ~512
+/// candidates; 2 bins with the default 2048), which bounds the cost at
+/// O(512 n) per tensor. Returns the window's edges. A histogram of fewer
+/// than `levels` bins, or an empty one, gives its whole range.
 pub fn entropy_range(h: &Histogram, levels: usize) -> (f64, f64) {
     let n = h.len();
     let levels = levels.max(2);
@@ -213,15 +229,35 @@ pub fn entropy_range(h: &Histogram, levels: usize) -> (f64, f64) {
     }
     let z = h.zero_edge;
     let (nneg, npos) = (z, n - z);
+    // Atoms: exact zeros (0 is on every grid), and the values at the bottom
+    // and top of the full range (e.g. a ReLU6's saturated 6s), which a window
+    // reaching that end puts on its first or last level. They leave the bins
+    // and enter P and Q unchanged when inside the window; outside, they are
+    // clipped into P's edge bin like any other outlier.
+    let mut counts = h.counts.clone();
+    let mut take = |b: usize, want: u64| -> f64 {
+        let got = want.min(counts[b]);
+        counts[b] -= got;
+        got as f64
+    };
+    let zeros = if z < n { take(z, h.zeros) } else { 0.0 };
+    let at_min = take(h.bin_of(h.min), h.at_min);
+    let at_max = take(h.bin_of(h.max), h.at_max);
+    let total: u64 = counts.iter().sum();
     let mut prefix = vec![0u64; n + 1];
     for b in 0..n {
-        prefix[b + 1] = prefix[b] + h.counts[b];
+        prefix[b + 1] = prefix[b] + counts[b];
     }
     let mut best = (f64::INFINITY, 0usize, n);
     let mut p = vec![0f64; n];
     let mut q = vec![0f64; n];
     let mut prev = (usize::MAX, usize::MAX);
-    for k in 1..=nneg.max(npos) {
+    // At most ~512 candidate windows: a step of kmax / 512 bins (1 to 4 bins
+    // with 2048 bins; the last window, the whole range, is always tried).
+    let kmax = nneg.max(npos);
+    let step = (kmax / 512).max(1);
+    let candidates = (1..=kmax).filter(|k| k % step == 0 || *k == kmax);
+    for k in candidates {
         let (a, b) = (k.min(nneg), k.min(npos));
         if a + b < levels || (a, b) == prev {
             continue;
@@ -231,31 +267,58 @@ pub fn entropy_range(h: &Histogram, levels: usize) -> (f64, f64) {
         let len = end - start;
         let p = &mut p[..len];
         let q = &mut q[..len];
-        for i in 0..len {
-            p[i] = h.counts[start + i] as f64;
+        for (pi, &c) in p.iter_mut().zip(&counts[start..end]) {
+            *pi = c as f64;
         }
         p[0] += prefix[start] as f64;
         p[len - 1] += (total - prefix[end]) as f64;
-        let merged = len / levels;
-        for j in 0..levels {
-            let g0 = j * merged;
-            let g1 = if j + 1 == levels { len } else { g0 + merged };
+        let mut atoms = zeros;
+        if start == 0 {
+            atoms += at_min;
+        } else {
+            p[0] += at_min;
+        }
+        if end == n {
+            atoms += at_max;
+        } else {
+            p[len - 1] += at_max;
+        }
+        let atom_terms = [
+            zeros,
+            if start == 0 { at_min } else { 0.0 },
+            if end == n { at_max } else { 0.0 },
+        ];
+        // Bin i of the window belongs to level floor(i * levels / len): groups
+        // of floor or ceil(len / levels) bins, spread evenly.
+        let mut g0 = 0;
+        while g0 < len {
+            let level = g0 * levels / len;
+            let mut g1 = g0 + 1;
+            while g1 < len && g1 * levels / len == level {
+                g1 += 1;
+            }
             let sum: u64 = prefix[start + g1] - prefix[start + g0];
             let nz = p[g0..g1].iter().filter(|&&v| v > 0.0).count();
             let share = if nz == 0 { 0.0 } else { sum as f64 / nz as f64 };
             for i in g0..g1 {
                 q[i] = if p[i] > 0.0 { share } else { 0.0 };
             }
+            g0 = g1;
         }
-        let psum: f64 = p.iter().sum();
-        let mut qsum = 0.0;
+        let psum: f64 = p.iter().sum::<f64>() + atoms;
+        let mut qsum = atoms;
         for i in 0..len {
             if p[i] > 0.0 && q[i] <= 0.0 {
                 q[i] = 1e-4;
             }
             qsum += q[i];
         }
-        let mut kl = 0.0;
+        // An atom `a` contributes (a / psum) ln((a / psum) / (a / qsum)).
+        let mut kl: f64 = atom_terms
+            .iter()
+            .filter(|&&a| a > 0.0)
+            .map(|a| a / psum * (qsum / psum).ln())
+            .sum();
         for i in 0..len {
             if p[i] > 0.0 {
                 let pi = p[i] / psum;
@@ -380,7 +443,8 @@ mod tests {
         assert_eq!(h.counts[99], 2);
         assert_eq!((h.total(), h.zeros), (5, 3));
         let h = Histogram::new(-2.0, -1.0, 64);
-        assert_eq!((h.zero_edge, h.len()), (64, 64));
+        // All negative: one extra bin [0, width) for exact zeros.
+        assert_eq!((h.zero_edge, h.len()), (64, 65));
         let h = Histogram::new(0.0, 0.0, 64);
         assert_eq!(h.len(), 1);
     }
@@ -416,6 +480,19 @@ mod tests {
         assert!(Method::Percentile(f64::NAN).validate().is_err());
     }
 
+    /// Sum of squared errors of quantizing `xs` to 256 levels over `[lo, hi]`
+    /// (as QuantizeLinear then DequantizeLinear with a zero point on the grid).
+    fn quant_sse(xs: &[f32], lo: f64, hi: f64) -> f64 {
+        let step = (hi - lo) / 255.0;
+        xs.iter()
+            .map(|&x| {
+                let x = x as f64;
+                let q = ((x.clamp(lo, hi) - lo) / step).round() * step + lo;
+                (x - q).powi(2)
+            })
+            .sum()
+    }
+
     #[test]
     fn entropy_and_mse_narrower_than_minmax_on_laplacian_with_outliers() {
         let mut r = Lcg(7);
@@ -423,14 +500,25 @@ mod tests {
         xs.extend([60.0f32, -55.0, 58.0]);
         let s = stats_of(&xs, 2048);
         let (mn, mx) = Method::MinMax.range(&s).unwrap();
+        assert_eq!((mn, mx), (-55.0, 60.0));
+        let minmax_sse = quant_sse(&xs, mn as f64, mx as f64);
         for m in [Method::Entropy, Method::Mse] {
             let (lo, hi) = m.range(&s).unwrap();
-            println!("{m}: [{lo}, {hi}] vs minmax [{mn}, {mx}]");
-            assert!(hi < 0.5 * mx && lo > 0.5 * mn, "{m}: [{lo}, {hi}]");
+            let sse = quant_sse(&xs, lo as f64, hi as f64);
+            println!("{m}: [{lo}, {hi}] (SSE {sse:.0}) vs minmax [{mn}, {mx}] (SSE {minmax_sse:.0})");
+            assert!(hi < 0.9 * mx && lo > 0.9 * mn, "{m}: [{lo}, {hi}]");
             // The bulk of a Laplace(0, 1) is within +-5 and its 99.99th
             // percentile is 8.5: a sensible clip keeps at least +-4.
             assert!(hi > 4.0 && lo < -4.0, "{m}: [{lo}, {hi}]");
         }
+        // Entropy clips near the natural tail (largest of 200k Laplace
+        // samples ~ ln(1e5) = 11.5); MSE keeps part of the outliers' range,
+        // since clipping three values by ~50 costs more than the coarser step,
+        // and its true squared error beats MinMax's.
+        let (lo, hi) = Method::Entropy.range(&s).unwrap();
+        assert!(hi < 15.0 && lo > -15.0, "entropy [{lo}, {hi}]");
+        let (lo, hi) = Method::Mse.range(&s).unwrap();
+        assert!(quant_sse(&xs, lo as f64, hi as f64) < minmax_sse);
     }
 
     #[test]
@@ -460,17 +548,7 @@ mod tests {
         let s = stats_of(&xs, 2048);
         let h = s.histogram.as_ref().unwrap();
         let (lo, hi) = mse_range(h, 256);
-        let err = |lo: f64, hi: f64| {
-            let step = (hi - lo) / 255.0;
-            xs.iter()
-                .map(|&x| {
-                    let x = x as f64;
-                    let c = x.clamp(lo, hi);
-                    let q = ((c - lo) / step).round() * step + lo;
-                    (x - q).powi(2)
-                })
-                .sum::<f64>()
-        };
+        let err = |lo: f64, hi: f64| quant_sse(&xs, lo, hi);
         let (mn, mx) = (s.min as f64, s.max as f64);
         assert!(err(lo, hi) < err(mn, mx), "[{lo}, {hi}] vs [{mn}, {mx}]");
     }

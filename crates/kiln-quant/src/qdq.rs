@@ -46,8 +46,11 @@ pub fn prepare(model: &Model) -> Result<Model> {
 /// How to quantize.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantOptions {
-    /// How activation ranges are chosen (default [`Method::Percentile`]
-    /// at 99.99).
+    /// How activation ranges are chosen (default [`Method::MinMax`], ONNX
+    /// Runtime's default, and the best of the four on EfficientNet-Lite0
+    /// calibrated on 9 photos: see the crate documentation). Graph outputs
+    /// always use their observed range: their extremes are the model's
+    /// answer (a classifier's top logit), not outliers to clip.
     pub method: Method,
     /// Weights per output channel (default true); per tensor otherwise.
     pub per_channel: bool,
@@ -64,7 +67,7 @@ pub struct QuantOptions {
 impl Default for QuantOptions {
     fn default() -> QuantOptions {
         QuantOptions {
-            method: Method::Percentile(Method::DEFAULT_PERCENTILE),
+            method: Method::MinMax,
             per_channel: true,
             activation_dtype: DType::U8,
             bias_correction: true,
@@ -327,15 +330,28 @@ fn scale_tensor(scales: &[f32], per_axis: bool) -> Result<Tensor> {
     Ok(Tensor::from_vec(shape, scales.to_vec())?)
 }
 
-/// Symmetric int8 quantization of a weight, per slice of `axis` or per tensor.
-pub(crate) fn quantize_weight(w: &Tensor, axis: Option<usize>) -> Result<(Tensor, QParams)> {
+/// The smallest requantization multiplier `s_x s_w / s_y` a weight scale may
+/// give: `2^-24`, well inside the `[2^-31, 2^30)` that
+/// [`kiln_ir::quant::quantize_multiplier`] accepts.
+pub(crate) const WEIGHT_MULTIPLIER_FLOOR: f32 = 1.0 / (1u32 << 24) as f32;
+
+/// Symmetric int8 quantization of a weight, per slice of `axis` or per
+/// tensor: `s = max(max |w| / 127, floor)` ([`choose_scale_symmetric`]).
+///
+/// The floor (`2^-24 s_y / s_x` for a layer with input scale `s_x` and
+/// output scale `s_y`) matters only for (nearly) dead channels, whose
+/// weights are so small that the integer kernel's multiplier `s_x s_w / s_y`
+/// would leave the fixed-point range (EfficientNet-Lite0's stem has one):
+/// such weights quantize to 0, which changes the output by less than `2^-25`
+/// output steps per input step and tap.
+pub(crate) fn quantize_weight(w: &Tensor, axis: Option<usize>, floor: f32) -> Result<(Tensor, QParams)> {
     let xs = w.as_slice::<f32>()?;
     let absmax = |s: &[f32]| {
         s.iter()
             .fold(0f32, |m, &v| if v.is_finite() { m.max(v.abs()) } else { m })
     };
     let qp = match axis {
-        None => QParams::per_tensor(DType::I8, choose_scale_symmetric(absmax(xs))?, 0),
+        None => QParams::per_tensor(DType::I8, choose_scale_symmetric(absmax(xs))?.max(floor), 0),
         Some(a) => {
             let shape = w.shape();
             let ch = shape[a];
@@ -352,7 +368,7 @@ pub(crate) fn quantize_weight(w: &Tensor, axis: Option<usize>) -> Result<(Tensor
                 dtype: DType::I8,
                 scale: m
                     .iter()
-                    .map(|&v| choose_scale_symmetric(v))
+                    .map(|&v| Ok(choose_scale_symmetric(v)?.max(floor)))
                     .collect::<kiln_ir::Result<_>>()?,
                 zero_point: vec![0; ch],
                 axis: Some(a),
@@ -449,6 +465,9 @@ fn opset_blocker(n: &Node, from: i64) -> Option<&'static str> {
     }
 }
 
+/// A quantized weight: (initializer, per-channel axis, scale floor bits).
+type WeightKey = (String, Option<usize>, u32);
+
 /// [`quantize`] on a prepared model.
 pub(crate) fn quantize_prepared(
     prepared: &Model,
@@ -526,6 +545,7 @@ pub(crate) fn quantize_prepared(
     let mut inits: BTreeMap<String, Tensor> = g.initializers.clone();
     let act_dtype = opts.activation_dtype;
 
+    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
     // Activation parameters, in production order.
     let producer: HashMap<&str, usize> = g.producers();
     let mut order: Vec<String> = g
@@ -567,7 +587,14 @@ pub(crate) fn quantize_prepared(
                     "no calibration statistics for tensor '{v}'{at}: calibrate the same model"
                 );
             };
-            let range = opts.method.range(stats).map_err(|e| QuantError {
+            // Graph outputs keep their observed range: their extremes are the
+            // model's answer (a classifier's top logit), not outliers.
+            let method = if graph_outputs.contains(v.as_str()) {
+                Method::MinMax
+            } else {
+                opts.method
+            };
+            let range = method.range(stats).map_err(|e| QuantError {
                 message: format!("tensor '{v}': {}", e.message),
                 ..e
             })?;
@@ -590,7 +617,6 @@ pub(crate) fn quantize_prepared(
     }
 
     // Where consumers read each QDQ'd value, and where producers write it.
-    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
     let graph_inputs: HashSet<&str> = g.inputs.iter().map(|o| o.name.as_str()).collect();
     let mut read_as: HashMap<String, String> = HashMap::new();
     let mut write_as: HashMap<String, String> = HashMap::new();
@@ -630,7 +656,7 @@ pub(crate) fn quantize_prepared(
         }
     }
     // Quantized weights by (initializer, axis): DequantizeLinear output.
-    let mut weight_dq: HashMap<(String, Option<usize>), (String, QParams, Tensor)> = HashMap::new();
+    let mut weight_dq: HashMap<WeightKey, (String, QParams, Tensor)> = HashMap::new();
     let mut const_dq: HashMap<String, String> = HashMap::new();
     let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut layers: Vec<LayerReport> = Vec::with_capacity(g.nodes.len());
@@ -710,9 +736,13 @@ pub(crate) fn quantize_prepared(
                 if let Role::Linear { acts, w, axis, bias } = r {
                     let wname = node.inputs[*w].clone();
                     let wt = &g.initializers[&wname];
-                    let key = (wname.clone(), opts.per_channel.then_some(*axis));
+                    // Scale floor: keeps an integer kernel's requantization
+                    // multiplier s_x s_w / s_y >= 2^-24 (see quantize_weight).
+                    let (s_x, s_y) = (act[&node.inputs[acts[0]]].scale, act[&node.outputs[0]].scale);
+                    let floor = WEIGHT_MULTIPLIER_FLOOR * s_y / s_x;
+                    let key = (wname.clone(), opts.per_channel.then_some(*axis), floor.to_bits());
                     if !weight_dq.contains_key(&key) {
-                        let (wq, qp) = quantize_weight(wt, key.1)?;
+                        let (wq, qp) = quantize_weight(wt, key.1, floor)?;
                         let (qn, sn, zn) = (
                             names.fresh(&format!("{wname}_quantized")),
                             names.fresh(&format!("{wname}_scale")),
@@ -923,4 +953,111 @@ fn bias_shift(
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct convolution (no padding, stride 1) of a constant input
+    /// `x[c] = mean[c]` at one output position: `sum_{c, k} w[m, c, k] x[g(m) C/g + c]`.
+    fn conv_at_constant(w: &[f32], shape: &[usize], group: usize, mean: &[f64]) -> Vec<f64> {
+        let (m, cg) = (shape[0], shape[1]);
+        let k: usize = shape[2..].iter().product();
+        (0..m)
+            .map(|o| {
+                let g = o / (m / group);
+                (0..cg)
+                    .flat_map(|c| (0..k).map(move |t| (c, t)))
+                    .map(|(c, t)| w[(o * cg + c) * k + t] as f64 * mean[g * cg + c])
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conv_bias_shift_is_the_output_shift_on_a_constant_input() {
+        for (shape, group) in [
+            (vec![6usize, 4, 3, 3], 1usize),
+            (vec![6, 2, 3, 3], 2),
+            (vec![8, 1, 3, 3], 8), // depthwise
+            (vec![4, 3, 1, 1], 1),
+        ] {
+            let n: usize = shape.iter().product();
+            let w = Tensor::from_vec(shape.clone(), vals(n, 3)).unwrap();
+            let (wq, qp) = quantize_weight(&w, Some(0), 0.0).unwrap();
+            let wd = dequantize_tensor(&wq, &qp).unwrap();
+            let c = shape[1] * group;
+            let mean: Vec<f64> = (0..c).map(|i| 0.5 + i as f64 * 0.3).collect();
+            let (wf, wdf) = (w.to_f32_vec(), wd.to_f32_vec());
+            let shift = conv_bias_shift(&wf, &wdf, &shape, group, &mean).unwrap();
+            let y = conv_at_constant(&wf, &shape, group, &mean);
+            let yq = conv_at_constant(&wdf, &shape, group, &mean);
+            for (o, s) in shift.iter().enumerate() {
+                assert!((yq[o] - y[o] - s).abs() < 1e-9, "{shape:?} g{group} ch {o}");
+            }
+            assert!(shift.iter().any(|s| s.abs() > 1e-6));
+        }
+        // Mismatched means or groups: no correction.
+        assert!(conv_bias_shift(&[0.0; 8], &[0.0; 8], &[2, 4, 1, 1], 1, &[0.0; 3]).is_none());
+        assert!(conv_bias_shift(&[0.0; 8], &[0.0; 8], &[2, 4, 1, 1], 3, &[0.0; 12]).is_none());
+    }
+
+    #[test]
+    fn gemm_bias_shift_both_layouts() {
+        let (k, n) = (5usize, 3usize);
+        let b = vals(k * n, 7);
+        let bq: Vec<f32> = b.iter().map(|v| (v * 10.0).round() / 10.0).collect();
+        let mean: Vec<f64> = (0..k).map(|i| i as f64 - 1.5).collect();
+        // B is [K, N].
+        let s = gemm_bias_shift(&b, &bq, &[k, n], false, &mean).unwrap();
+        for (j, sj) in s.iter().enumerate() {
+            let want: f64 = (0..k)
+                .map(|i| (bq[i * n + j] - b[i * n + j]) as f64 * mean[i])
+                .sum();
+            assert!((sj - want).abs() < 1e-12);
+        }
+        // transB: B is [N, K].
+        let s = gemm_bias_shift(&b, &bq, &[n, k], true, &mean).unwrap();
+        for (j, sj) in s.iter().enumerate() {
+            let want: f64 = (0..k)
+                .map(|i| (bq[j * k + i] - b[j * k + i]) as f64 * mean[i])
+                .sum();
+            assert!((sj - want).abs() < 1e-12);
+        }
+        assert!(gemm_bias_shift(&b, &bq, &[k, n], true, &mean).is_none());
+    }
+
+    #[test]
+    fn weight_scales_symmetric_per_channel_with_floor() {
+        let mut v = vals(2 * 3 * 2, 5);
+        for x in &mut v[6..] {
+            *x *= 1e-12; // a dead channel
+        }
+        let w = Tensor::from_vec(vec![2, 3, 2], v.clone()).unwrap();
+        let (q, qp) = quantize_weight(&w, Some(0), 1e-6).unwrap();
+        let absmax0 = v[..6].iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert_eq!(qp.scale[0], absmax0 / 127.0);
+        assert_eq!(qp.scale[1], 1e-6);
+        assert_eq!(qp.zero_point, [0, 0]);
+        let q = q.as_slice::<i8>().unwrap();
+        assert!(q[..6].iter().any(|&x| x.abs() == 127) && q[..6].iter().all(|&x| x != -128));
+        assert!(q[6..].iter().all(|&x| x == 0));
+        // Per tensor.
+        let (_, qp) = quantize_weight(&w, None, 0.0).unwrap();
+        assert_eq!((qp.scale.len(), qp.axis), (1, None));
+    }
 }
