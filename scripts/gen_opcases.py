@@ -761,6 +761,161 @@ def resize_cases():
          attrs=dict(mode="nearest", coordinate_transformation_mode="half_pixel_symmetric"), opset=19)
 
 
+def quant_cases():
+    """QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, ConvInteger,
+    QLinearMatMul, QLinearConv. Quantized data are graph inputs; scales and zero points are
+    initializers (drawn from a fixed-seed rng, so deterministic)."""
+    prm = np.random.default_rng(20250406)
+
+    def U8(*shape):
+        return I(*shape, lo=0, hi=256, dtype=np.uint8)
+
+    def S8(*shape):
+        return I(*shape, lo=-128, hi=128, dtype=np.int8)
+
+    def scales(n, lo, hi):
+        return prm.uniform(lo, hi, size=n).astype(np.float32)
+
+    def zps(n, dtype):
+        lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+        return prm.integers(lo, hi, size=n).astype(dtype)
+
+    def sc(v, dtype=np.float32):
+        return np.array(v, dtype)
+
+    def zp(v, dtype):
+        return np.array(v, dtype)
+
+    q_ins = ["X", "y_scale", "y_zero_point"]
+    # QuantizeLinear: per tensor, per axis, uint8/int8, default uint8, saturation, ties.
+    case("quantizelinear_opset10_uint8", "QuantizeLinear", [("X", F(2, 3, 4, scale=3.0))],
+         [("y_scale", sc(0.05)), ("y_zero_point", zp(128, np.uint8))], opset=10)
+    case("quantizelinear_opset10_no_zp_uint8", "QuantizeLinear", [("X", F(3, 5, lo=-1.0, hi=14.0))],
+         [("y_scale", sc(0.06))], opset=10)
+    case("quantizelinear_opset13_int8", "QuantizeLinear", [("X", F(2, 3, 4, scale=2.0))],
+         [("y_scale", sc(0.04)), ("y_zero_point", zp(-5, np.int8))])
+    case("quantizelinear_opset13_per_axis_uint8", "QuantizeLinear", [("X", F(2, 3, 4, 5))],
+         [("y_scale", scales(3, 0.01, 0.05)), ("y_zero_point", zps(3, np.uint8))])
+    case("quantizelinear_opset13_per_axis0_int8", "QuantizeLinear", [("X", F(4, 6))],
+         [("y_scale", scales(4, 0.01, 0.05)), ("y_zero_point", zps(4, np.int8))], attrs=dict(axis=0))
+    case("quantizelinear_opset13_per_axis_neg1_int8", "QuantizeLinear", [("X", F(2, 3, 5))],
+         [("y_scale", scales(5, 0.01, 0.05)), ("y_zero_point", zps(5, np.int8))], attrs=dict(axis=-1))
+    # x / scale lands exactly on .5: round half to even.
+    ties = f32(*[(k + 0.5) * 0.25 for k in range(-6, 6)], 200.0, -200.0, 1e9, -1e9)
+    case("quantizelinear_opset13_ties_saturation_int8", "QuantizeLinear", [("X", ties)],
+         [("y_scale", sc(0.25)), ("y_zero_point", zp(0, np.int8))])
+    case("quantizelinear_opset13_ties_saturation_uint8", "QuantizeLinear", [("X", ties)],
+         [("y_scale", sc(0.25)), ("y_zero_point", zp(3, np.uint8))])
+    case("quantizelinear_opset19_float16", "QuantizeLinear", [("X", F(3, 4, scale=2.0, dtype=np.float16))],
+         [("y_scale", sc(0.05, np.float16)), ("y_zero_point", zp(10, np.int8))], opset=19)
+    case("quantizelinear_opset21_output_dtype_int8", "QuantizeLinear", [("X", F(3, 4, scale=2.0))],
+         [("y_scale", sc(0.05))], attrs=dict(output_dtype=3), opset=21, node_ins=q_ins[:2])
+    case("quantizelinear_opset21_per_axis_uint8", "QuantizeLinear", [("X", F(2, 4, 3))],
+         [("y_scale", scales(4, 0.01, 0.05)), ("y_zero_point", zps(4, np.uint8))], opset=21)
+    case("quantizelinear_opset25_int8", "QuantizeLinear", [("X", F(2, 5, scale=2.0))],
+         [("y_scale", sc(0.03)), ("y_zero_point", zp(7, np.int8))], opset=25)
+
+    # DequantizeLinear.
+    case("dequantizelinear_opset10_uint8", "DequantizeLinear", [("X", U8(2, 3, 4))],
+         [("x_scale", sc(0.05)), ("x_zero_point", zp(128, np.uint8))], opset=10)
+    case("dequantizelinear_opset10_int32", "DequantizeLinear", [("X", I(2, 5, lo=-100000, hi=100000, dtype=np.int32))],
+         [("x_scale", sc(0.001))], opset=10)
+    case("dequantizelinear_opset13_int8_no_zp", "DequantizeLinear", [("X", S8(3, 4))], [("x_scale", sc(0.1))])
+    case("dequantizelinear_opset13_per_axis_int8", "DequantizeLinear", [("X", S8(2, 3, 4))],
+         [("x_scale", scales(3, 0.01, 0.05)), ("x_zero_point", zps(3, np.int8))])
+    case("dequantizelinear_opset13_per_axis0_uint8", "DequantizeLinear", [("X", U8(4, 5))],
+         [("x_scale", scales(4, 0.01, 0.05)), ("x_zero_point", zps(4, np.uint8))], attrs=dict(axis=0))
+    case("dequantizelinear_opset19_float16_scale", "DequantizeLinear", [("X", U8(3, 4))],
+         [("x_scale", sc(0.0375, np.float16)), ("x_zero_point", zp(100, np.uint8))], opset=19)
+    case("dequantizelinear_opset21_per_axis_neg1_int8", "DequantizeLinear", [("X", S8(2, 3, 5))],
+         [("x_scale", scales(5, 0.01, 0.05)), ("x_zero_point", zps(5, np.int8))], attrs=dict(axis=-1), opset=21)
+
+    # DynamicQuantizeLinear.
+    case("dynamicquantizelinear", "DynamicQuantizeLinear", [("X", F(3, 4, scale=2.0))], outs=3, opset=11)
+    case("dynamicquantizelinear_positive", "DynamicQuantizeLinear", [("X", F(10, lo=0.5, hi=7.0))], outs=3, opset=11)
+    case("dynamicquantizelinear_negative", "DynamicQuantizeLinear", [("X", F(2, 5, lo=-9.0, hi=-0.1))], outs=3,
+         opset=11)
+    case("dynamicquantizelinear_all_zero", "DynamicQuantizeLinear", [("X", np.zeros((2, 3), np.float32))], outs=3,
+         opset=11)
+
+    # MatMulInteger.
+    case("matmulinteger_uint8", "MatMulInteger", [("A", U8(3, 4)), ("B", U8(4, 5))],
+         [("a_zero_point", zp(12, np.uint8)), ("b_zero_point", zp(130, np.uint8))], opset=10)
+    case("matmulinteger_uint8_no_zp", "MatMulInteger", [("A", U8(4, 6)), ("B", U8(6, 3))], opset=10)
+    case("matmulinteger_uint8_int8_per_column_b", "MatMulInteger", [("A", U8(2, 3, 4)), ("B", S8(4, 5))],
+         [("a_zero_point", zp(128, np.uint8)), ("b_zero_point", zps(5, np.int8))], opset=10)
+    case("matmulinteger_int8_batched_broadcast", "MatMulInteger", [("A", S8(2, 1, 3, 4)), ("B", S8(3, 4, 2))],
+         [("a_zero_point", zp(-3, np.int8)), ("b_zero_point", zp(5, np.int8))], opset=10)
+
+    # QLinearMatMul.
+    def qmm(name, a, b, ta, tb, ty, opset, b_per_col=None, stype=np.float32):
+        n = b_per_col
+        b_sc = scales(n, 0.005, 0.02) if n else sc(0.01)
+        b_zp = zps(n, tb) if n else zp(3 if tb == np.int8 else 120, tb)
+        case(name, "QLinearMatMul", [("a", a), ("b", b)],
+             [("a_scale", sc(0.02, stype)), ("a_zero_point", zp(-2 if ta == np.int8 else 130, ta)),
+              ("b_scale", b_sc.astype(stype)), ("b_zero_point", b_zp),
+              ("y_scale", sc(0.05, stype)), ("y_zero_point", zp(1 if ty == np.int8 else 125, ty))],
+             node_ins=["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale", "y_zero_point"],
+             opset=opset)
+
+    qmm("qlinearmatmul_opset10_uint8", U8(3, 8), U8(8, 4), np.uint8, np.uint8, np.uint8, 10)
+    qmm("qlinearmatmul_opset10_int8", S8(3, 8), S8(8, 4), np.int8, np.int8, np.int8, 10)
+    qmm("qlinearmatmul_opset10_uint8_int8_batched", U8(2, 3, 8), S8(8, 5), np.uint8, np.int8, np.uint8, 10)
+    qmm("qlinearmatmul_opset10_per_column_b", U8(4, 8), S8(8, 6), np.uint8, np.int8, np.uint8, 10, b_per_col=6)
+    qmm("qlinearmatmul_opset21_batched", S8(2, 3, 8), S8(2, 8, 4), np.int8, np.int8, np.int8, 21)
+    qmm("qlinearmatmul_opset21_float16_scales", U8(3, 8), U8(8, 4), np.uint8, np.uint8, np.uint8, 21,
+        stype=np.float16)
+
+    # ConvInteger.
+    ci_ins = ["x", "w", "x_zero_point", "w_zero_point"]
+    case("convinteger_uint8", "ConvInteger", [("x", U8(1, 3, 6, 6)), ("w", U8(4, 3, 3, 3))],
+         [("x_zero_point", zp(128, np.uint8)), ("w_zero_point", zp(100, np.uint8))], opset=10)
+    case("convinteger_pads_strides", "ConvInteger", [("x", U8(2, 2, 7, 6)), ("w", U8(3, 2, 3, 2))],
+         [("x_zero_point", zp(7, np.uint8))], attrs=dict(pads=[1, 0, 2, 1], strides=[2, 1]), opset=10,
+         node_ins=ci_ins[:3])
+    # (ORT's ConvInteger takes per-tensor zero points only; per-channel is unit-tested in quant.rs.)
+    case("convinteger_group2_pads", "ConvInteger", [("x", U8(1, 4, 5, 5)), ("w", U8(6, 2, 3, 3))],
+         [("x_zero_point", zp(30, np.uint8)), ("w_zero_point", zp(9, np.uint8))],
+         attrs=dict(group=2, pads=[1, 1, 1, 1]), opset=10)
+    case("convinteger_depthwise_dilations", "ConvInteger", [("x", U8(1, 3, 9, 9)), ("w", U8(3, 1, 3, 3))],
+         [("x_zero_point", zp(200, np.uint8)), ("w_zero_point", zp(5, np.uint8))],
+         attrs=dict(group=3, dilations=[2, 2], strides=[2, 2], pads=[2, 2, 2, 2]), opset=10)
+    case("convinteger_int8_1d_auto_pad", "ConvInteger", [("x", S8(1, 2, 9)), ("w", S8(3, 2, 4))],
+         [("x_zero_point", zp(-4, np.int8)), ("w_zero_point", zp(2, np.int8))],
+         attrs=dict(auto_pad="SAME_UPPER", strides=[2]), opset=10)
+
+    # QLinearConv: per tensor and per output channel, depthwise (group = C), strides, pads, bias.
+    def qconv(name, x, w, tx, tw, ty, m, attrs, bias=True, per_channel=True):
+        qc_ins = ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point"]
+        inits = [("x_scale", sc(0.02)), ("x_zero_point", zp(-3 if tx == np.int8 else 128, tx)),
+                 ("w_scale", scales(m, 0.002, 0.01) if per_channel else sc(0.005)),
+                 ("w_zero_point", zps(m, tw) if per_channel and tw == np.uint8
+                  else (np.zeros(m, tw) if per_channel else zp(0 if tw == np.int8 else 120, tw))),
+                 ("y_scale", sc(0.05)), ("y_zero_point", zp(2 if ty == np.int8 else 120, ty))]
+        if bias:
+            inits.append(("B", prm.integers(-3000, 3000, size=m).astype(np.int32)))
+            qc_ins.append("B")
+        case(name, "QLinearConv", [("x", x), ("w", w)], inits, attrs=attrs, opset=10, node_ins=qc_ins)
+
+    qconv("qlinearconv_uint8_per_tensor", U8(1, 3, 6, 6), U8(4, 3, 3, 3), np.uint8, np.uint8, np.uint8, 4,
+          dict(pads=[1, 1, 1, 1]), per_channel=False)
+    qconv("qlinearconv_uint8_int8_per_channel", U8(1, 3, 7, 7), S8(5, 3, 3, 3), np.uint8, np.int8, np.uint8, 5,
+          dict(strides=[2, 2], pads=[1, 1, 1, 1]))
+    qconv("qlinearconv_int8_per_channel_no_bias", S8(2, 4, 6, 5), S8(3, 4, 2, 3), np.int8, np.int8, np.int8, 3,
+          dict(pads=[0, 1, 1, 0]), bias=False)
+    qconv("qlinearconv_depthwise_per_channel_stride2", U8(1, 6, 9, 9), S8(6, 1, 3, 3), np.uint8, np.int8,
+          np.uint8, 6, dict(group=6, strides=[2, 2], pads=[1, 1, 1, 1]))
+    qconv("qlinearconv_depthwise_multiplier2_dilations", U8(1, 3, 8, 8), S8(6, 1, 3, 3), np.uint8, np.int8,
+          np.uint8, 6, dict(group=3, dilations=[2, 2], pads=[2, 2, 2, 2]))
+    qconv("qlinearconv_group2_per_channel_uint8_w", U8(1, 4, 6, 6), U8(6, 2, 3, 3), np.uint8, np.uint8,
+          np.uint8, 6, dict(group=2, strides=[1, 2]))
+    qconv("qlinearconv_int8_depthwise_auto_pad", S8(1, 4, 7, 7), S8(4, 1, 5, 5), np.int8, np.int8, np.int8, 4,
+          dict(group=4, auto_pad="SAME_UPPER", strides=[2, 2]))
+    qconv("qlinearconv_1x1_pointwise", U8(2, 8, 4, 4), S8(16, 8, 1, 1), np.uint8, np.int8, np.uint8, 16, {})
+    qconv("qlinearconv_1d", U8(1, 2, 11), S8(3, 2, 3), np.uint8, np.int8, np.uint8, 3, dict(pads=[1, 2], strides=[2]))
+
+
 def all_cases():
     conv_cases()
     conv_transpose_cases()
@@ -773,6 +928,7 @@ def all_cases():
     shape_cases()
     reduce_softmax_cases()
     resize_cases()
+    quant_cases()
 
 
 # ---------------------------------------------------------------------------

@@ -4,12 +4,14 @@
 //! no backtraces); see `kiln --help`.
 
 mod conformance;
+mod eval;
 mod inspect;
 mod optimize;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kiln::classify::{label_from_file_name, load_labels, probabilities, top_k};
+use kiln::data::LabelMode;
 use kiln::ir::{DType, Tensor};
 use kiln::preprocess::{load_image, Preset};
 use kiln::Session;
@@ -91,6 +93,55 @@ enum Cmd {
         #[arg(long)]
         profile: bool,
         /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a classifier over a dataset: top-1/top-5 accuracy and, with
+    /// --compare, the top-1 agreement, logit difference and SQNR of a second model.
+    ///
+    /// --data takes a folder of images (ImageFolder layout: one sub-folder per
+    /// class; or labels as the last number of the file names, `name_559.jpg`),
+    /// a folder of .npy files (one input each), MNIST-style IDX files
+    /// (`*-images-idx3-ubyte[.gz]` with the matching labels file, or a folder of
+    /// them with --split; images are fed as [1, 1, H, W] f32 = pixel / 255), or
+    /// an .npz archive with arrays x (inputs, first dim = samples) and y (labels).
+    Eval {
+        /// ONNX model file (single input; output 0 = class scores).
+        model: PathBuf,
+        /// Dataset: a folder, an .npz archive, or an IDX images file.
+        #[arg(long, value_name = "PATH")]
+        data: PathBuf,
+        /// Preprocessing preset for images.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// Where labels come from: class sub-folders, the last number of file
+        /// names, or auto (either; IDX labels file; .npz y); none for --compare only.
+        #[arg(long, default_value = "auto", value_parser = LabelMode::ALL.map(|(n, _)| n))]
+        labels: String,
+        /// Class names, one per line, in class-index order (ImageFolder layout;
+        /// default: the sub-folder names sorted).
+        #[arg(long, value_name = "FILE")]
+        classes: Option<PathBuf>,
+        /// IDX folder: t10k-* (test) or train-* files; .npz: x_test/x_train.
+        #[arg(long, value_parser = ["test", "train"])]
+        split: Option<String>,
+        /// Only samples A..B (half-open, dataset order), e.g. 55000..60000; A.. and ..B work too.
+        #[arg(long, value_name = "A..B")]
+        range: Option<String>,
+        /// At most N samples (after --range).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Samples per run for models with a symbolic batch dim (others run one at a time).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// A second model to run on the same inputs (e.g. the quantized model):
+        /// its accuracy, top-1 agreement, logit difference and SQNR against MODEL.
+        #[arg(long, value_name = "MODEL2")]
+        compare: Option<PathBuf>,
+        /// Threads per run (the large GEMMs of Conv/MatMul/Gemm are split across them).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Machine-readable output (SQNR "inf" when the scores are identical).
         #[arg(long)]
         json: bool,
     },
@@ -266,6 +317,33 @@ fn dispatch(cli: Cli) -> Result<()> {
             write_manifest,
             list,
             filter,
+        }),
+        Cmd::Eval {
+            model,
+            data,
+            preset,
+            labels,
+            classes,
+            split,
+            range,
+            limit,
+            batch,
+            compare,
+            threads,
+            json,
+        } => eval::eval(&eval::Opts {
+            model,
+            data,
+            preset,
+            labels,
+            classes,
+            split,
+            range,
+            limit,
+            batch,
+            compare,
+            threads,
+            json,
         }),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;

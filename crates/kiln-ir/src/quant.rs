@@ -228,11 +228,11 @@ fn axis_split(shape: &[usize], qp: &QParams) -> Result<(usize, usize, usize)> {
 
 /// A real multiplier as a fixed-point multiplier and exponent: returns
 /// `(m, e)` with `m` in `[2^30, 2^31)` and `real ≈ m * 2^(e - 31)`
-/// (gemmlowp's `QuantizeMultiplier`). Exact to 31 significant bits.
+/// (gemmlowp's `QuantizeMultiplier`). Exact to 31 significant bits for
+/// `real >= 2^-32`; below that the exponent stays at its minimum (-31) and `m`
+/// shrinks under `2^30`, keeping fewer bits (0 for `real < 2^-62`).
 ///
-/// Errors for a multiplier that is not finite and positive, or so small or
-/// large that [`requantize`] could not apply it (`2^-31 <= real < 2^30`
-/// covers every sane layer; an exponent outside `-31..=30` is rejected).
+/// Errors for a multiplier that is not finite and positive, or `>= 2^30`.
 pub fn quantize_multiplier(real: f64) -> Result<(i32, i32)> {
     if !(real.is_finite() && real > 0.0) {
         return Err(ir_err!(
@@ -255,10 +255,17 @@ pub fn quantize_multiplier(real: f64) -> Result<(i32, i32)> {
         m /= 2;
         exp += 1;
     }
-    if !(-31..=30).contains(&exp) {
+    if exp < -31 {
+        // real < 2^-31 (e.g. the per-channel weight scale of a channel that
+        // is almost all zeros): keep exponent -31 and a smaller multiplier,
+        // losing precision bits (all of them below 2^-62, which rounds every
+        // i32 accumulator to 0 anyway).
+        return Ok(((m >> (-31 - exp).min(62)) as i32, -31));
+    }
+    if exp > 30 {
         return Err(ir_err!(
             InvalidModel,
-            "requantization multiplier {real:e} is out of the supported range [2^-31, 2^30)"
+            "requantization multiplier {real:e} is out of the supported range (0, 2^30)"
         ));
     }
     Ok((m as i32, exp))
@@ -360,6 +367,12 @@ mod tests {
                 "acc {acc} real {real}: {got} vs {want}"
             );
         }
+        assert_eq!(quantize_multiplier(1e-11).unwrap(), (46116860, -31));
+        assert_eq!(quantize_multiplier(1e-30).unwrap(), (0, -31));
+        assert_eq!(requantize(i32::MAX, 0, -31), 0);
+        let (m, e) = quantize_multiplier(3e-10).unwrap();
+        assert_eq!(e, -31);
+        assert!(((m as f64 * 2f64.powi(-62)) / 3e-10 - 1.0).abs() < 1e-8);
         assert!(quantize_multiplier(0.0).is_err());
         assert!(quantize_multiplier(f64::NAN).is_err());
     }

@@ -3,6 +3,8 @@
 //! The stable library API of kiln: load a model ([`load_model`]), run it
 //! ([`Session`]), read and write tensors ([`npy`]), preprocess images
 //! ([`preprocess`]), and post-process classifier outputs ([`classify`]).
+//! Datasets (image folders, IDX, `.npy`, `.npz`) are read by [`data`] and
+//! classifiers measured over them by [`eval`].
 //!
 //! Optimize a graph with [`opt::optimize`] (folding, cleanup, fusion).
 //!
@@ -10,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod classify;
+pub mod data;
+pub mod eval;
 pub mod npy;
 pub mod preprocess;
 pub mod shapes;

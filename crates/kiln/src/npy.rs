@@ -26,6 +26,83 @@ pub fn read_npy(path: &Path) -> Result<Tensor, Error> {
 
 /// Parses the bytes of a `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
+    let h = parse_npy_header(bytes)?;
+    let nbytes = h.data_bytes()?;
+    let data = &bytes[h.data_offset..];
+    if data.len() < nbytes {
+        return Err(format!("data is {} bytes, the header needs {nbytes}", data.len()));
+    }
+    Tensor::new(h.shape, decode_le(h.dtype, &data[..nbytes])).map_err(|e| e.to_string())
+}
+
+/// The header of a `.npy` file: what [`parse_npy_header`] and
+/// [`read_npy_header`] return.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    /// Element type.
+    pub dtype: DType,
+    /// Array shape (C order).
+    pub shape: Vec<usize>,
+    /// Offset of the array data from the start of the file (magic included).
+    pub data_offset: usize,
+}
+
+impl NpyHeader {
+    /// Size of the array data in bytes; errors if it overflows or exceeds
+    /// [`MAX_NPY_BYTES`].
+    pub fn data_bytes(&self) -> Result<usize, String> {
+        numel(&self.shape)
+            .ok()
+            .and_then(|n| n.checked_mul(self.dtype.size_of()))
+            .filter(|&b| b <= MAX_NPY_BYTES)
+            .ok_or_else(|| "array too large".to_string())
+    }
+}
+
+/// Largest `.npy` header [`read_npy_header`] accepts (bytes).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Reads just the header of a `.npy` stream, leaving `r` at the first data byte.
+///
+/// Errors: as [`parse_npy_header`]; a header longer than 1 MiB; a stream
+/// that ends inside the header.
+pub fn read_npy_header(r: &mut dyn std::io::Read) -> Result<NpyHeader, String> {
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "truncated .npy header".to_string(),
+        _ => e.to_string(),
+    };
+    let mut pre = [0u8; 12];
+    r.read_exact(&mut pre[..10]).map_err(io)?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let (hlen, start) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10),
+        2 | 3 => {
+            r.read_exact(&mut pre[10..12]).map_err(io)?;
+            (
+                u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    if hlen > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the .npy header claims {hlen} bytes (at most {MAX_HEADER_BYTES})"
+        ));
+    }
+    let mut buf = pre[..start].to_vec();
+    buf.resize(start + hlen, 0);
+    r.read_exact(&mut buf[start..]).map_err(io)?;
+    parse_npy_header(&buf)
+}
+
+/// Parses the header at the start of `bytes` (the data may follow or not).
+///
+/// Errors: not a .npy file, Fortran order, big-endian or unsupported dtype,
+/// malformed shape, header longer than `bytes`.
+pub fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -69,7 +146,6 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension '{s}'")))
         .collect::<Result<_, _>>()?;
-    let n = numel(&shape).map_err(|e| e.to_string())?;
     let dtype = match descr {
         "<f4" => DType::F32,
         "<f2" => DType::F16,
@@ -84,16 +160,19 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
             ))
         }
     };
-    let nbytes = n
-        .checked_mul(dtype.size_of())
-        .filter(|&b| b <= MAX_NPY_BYTES)
-        .ok_or("array too large")?;
-    let data = &bytes[end..];
-    if data.len() < nbytes {
-        return Err(format!("data is {} bytes, the header needs {nbytes}", data.len()));
-    }
-    let data = &data[..nbytes];
-    let td = match dtype {
+    let h = NpyHeader {
+        dtype,
+        shape,
+        data_offset: end,
+    };
+    h.data_bytes()?;
+    Ok(h)
+}
+
+/// Decodes little-endian array data of `dtype`; `data.len()` must be a
+/// multiple of the element size (a trailing partial element is dropped).
+pub fn decode_le(dtype: DType, data: &[u8]) -> TensorData {
+    match dtype {
         DType::F32 => TensorData::F32(
             data.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -117,8 +196,7 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, String> {
                 .collect(),
         ),
         DType::Bool => TensorData::Bool(data.iter().map(|&b| b != 0).collect()),
-    };
-    Tensor::new(shape, td).map_err(|e| e.to_string())
+    }
 }
 
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {

@@ -13,6 +13,10 @@
 //!   runs over the output width with the bounds hoisted out of it.
 //! - everything else: im2col (in row chunks bounded in memory) + GEMM.
 //! - `ConvTranspose`: GEMM `W^T x X` then col2im scatter-add.
+//!
+//! The integer convolutions of `quant.rs` (`ConvInteger`, `QLinearConv`)
+//! reuse the validated geometry (`plan_conv`, `conv_out_dims`) and the
+//! im2col unfolding, which is generic over the element type.
 
 use super::linalg::{gemm_acc, MatRef};
 use super::{InferInput, OpCtx, OpDef};
@@ -276,30 +280,33 @@ fn to3<T: Copy>(v: &[T], fill: T) -> [T; 3] {
 /// Spatial geometry of a convolution, normalized to 3 spatial axes
 /// (leading axes of size 1 for 1-D and 2-D).
 #[derive(Debug, Clone)]
-struct Geom {
+pub(crate) struct Geom {
     /// Input spatial sizes.
-    inp: [usize; 3],
+    pub inp: [usize; 3],
     /// Kernel sizes.
-    k: [usize; 3],
+    pub k: [usize; 3],
     /// Strides.
-    s: [usize; 3],
+    pub s: [usize; 3],
     /// Dilations.
-    d: [usize; 3],
+    pub d: [usize; 3],
     /// Begin pads (negative for a ConvTranspose `output_shape` larger than
     /// the full transposed output).
-    p: [isize; 3],
+    pub p: [isize; 3],
     /// Output spatial sizes.
-    out: [usize; 3],
+    pub out: [usize; 3],
 }
 
 impl Geom {
-    fn in_plane(&self) -> usize {
+    /// Elements of one input channel plane.
+    pub(crate) fn in_plane(&self) -> usize {
         self.inp.iter().product()
     }
-    fn out_plane(&self) -> usize {
+    /// Elements of one output channel plane.
+    pub(crate) fn out_plane(&self) -> usize {
         self.out.iter().product()
     }
-    fn kvol(&self) -> usize {
+    /// Taps of one kernel (product of the kernel sizes).
+    pub(crate) fn kvol(&self) -> usize {
         self.k.iter().product()
     }
 }
@@ -316,13 +323,19 @@ fn spatial_rank(ctx: &OpCtx, rank: usize, what: &str) -> Result<usize> {
 }
 
 /// Validated attributes and shapes of a Conv node with concrete shapes.
-struct ConvPlan {
-    n: usize,
-    c: usize,
-    m: usize,
-    group: usize,
-    geom: Geom,
-    out_shape: Vec<usize>,
+pub(crate) struct ConvPlan {
+    /// Batch size N.
+    pub n: usize,
+    /// Input channels C.
+    pub c: usize,
+    /// Output channels M.
+    pub m: usize,
+    /// Number of groups.
+    pub group: usize,
+    /// Spatial geometry.
+    pub geom: Geom,
+    /// Output shape `[N, M, spatial...]`.
+    pub out_shape: Vec<usize>,
 }
 
 fn group_attr(ctx: &OpCtx) -> Result<usize> {
@@ -333,7 +346,19 @@ fn group_attr(ctx: &OpCtx) -> Result<usize> {
     Ok(g as usize)
 }
 
-fn plan_conv(ctx: &OpCtx, xs: &[usize], ws: &[usize], bias_len: Option<usize>) -> Result<ConvPlan> {
+/// Validates the attributes (`group`, `kernel_shape`, `auto_pad`, `pads`,
+/// `strides`, `dilations`) and shapes of a Conv-like node (`Conv`,
+/// `ConvInteger`, `QLinearConv`) for input X of shape `xs`, weight W of shape
+/// `ws` and a bias of `bias_len` elements, if any.
+///
+/// Errors: `ShapeMismatch` (ranks, channels, bias length, empty output),
+/// `InvalidAttribute` naming the attribute, `LimitExceeded` for huge outputs.
+pub(crate) fn plan_conv(
+    ctx: &OpCtx,
+    xs: &[usize],
+    ws: &[usize],
+    bias_len: Option<usize>,
+) -> Result<ConvPlan> {
     let nsp = spatial_rank(ctx, xs.len(), "input X")?;
     if ws.len() != xs.len() {
         return Err(ctx.err(
@@ -421,9 +446,16 @@ fn infer_xw_common<'a>(
             format!("W is {}, X is {}", w.ty.dtype, x.ty.dtype),
         ));
     }
-    let Some(xd) = &x.ty.shape else { return Ok(None) };
+    infer_xw_ranks(ctx, &x.ty, &w.ty)
+}
+
+/// The rank checks of conv inference (dtypes not checked): X has rank 3..=5
+/// and W the same rank. Returns X's dims and spatial rank, or `None` when X's
+/// rank is unknown.
+fn infer_xw_ranks<'a>(ctx: &OpCtx, x: &'a ValueType, w: &ValueType) -> Result<Option<(&'a Vec<Dim>, usize)>> {
+    let Some(xd) = &x.shape else { return Ok(None) };
     let nsp = spatial_rank(ctx, xd.len(), "input X")?;
-    if let Some(wr) = w.ty.rank() {
+    if let Some(wr) = w.rank() {
         if wr != xd.len() {
             return Err(ctx.err(
                 ErrorKind::ShapeMismatch,
@@ -437,13 +469,33 @@ fn infer_xw_common<'a>(
 fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueType>> {
     let (x, w) = (ctx.infer_input(inputs, 0)?, ctx.infer_input(inputs, 1)?);
     let dtype = x.ty.dtype;
-    let Some((xd, nsp)) = infer_xw_common(ctx, x, w)? else {
+    if infer_xw_common(ctx, x, w)?.is_none() {
         return Ok(vec![ValueType::unknown_rank(dtype)]);
+    }
+    let b = ctx.opt_infer_input(inputs, 2).map(|b| &b.ty);
+    Ok(vec![match conv_out_dims(ctx, &x.ty, &w.ty, b)? {
+        Some(dims) => ValueType::new(dtype, dims),
+        None => ValueType::unknown_rank(dtype),
+    }])
+}
+
+/// Static output dims of a Conv-like node (`Conv`, `ConvInteger`,
+/// `QLinearConv`) from the types of X, W and the optional 1-D bias B; dtypes
+/// are not checked. `None` when X's rank is unknown. With every dim known
+/// this runs the full [`plan_conv`] checks; otherwise the dims that cannot be
+/// known are fresh symbols.
+pub(crate) fn conv_out_dims(
+    ctx: &OpCtx,
+    x: &ValueType,
+    w: &ValueType,
+    b: Option<&ValueType>,
+) -> Result<Option<Vec<Dim>>> {
+    let Some((xd, nsp)) = infer_xw_ranks(ctx, x, w)? else {
+        return Ok(None);
     };
     // All dims known: the concrete plan checks everything.
-    if let (Some(xs), Some(ws)) = (x.ty.known_dims(), w.ty.known_dims()) {
-        let b = ctx.opt_infer_input(inputs, 2);
-        let bias_len = match b.and_then(|b| b.ty.known_dims()) {
+    if let (Some(xs), Some(ws)) = (x.known_dims(), w.known_dims()) {
+        let bias_len = match b.and_then(|b| b.known_dims()) {
             Some(bd) if bd.len() == 1 => Some(bd[0]),
             Some(bd) => {
                 return Err(ctx.err(
@@ -454,11 +506,11 @@ fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTy
             None => None,
         };
         let plan = plan_conv(ctx, &xs, &ws, bias_len)?;
-        return Ok(vec![ValueType::known(dtype, &plan.out_shape)]);
+        return Ok(Some(plan.out_shape.iter().map(|&d| Dim::Known(d)).collect()));
     }
     let group = group_attr(ctx)?;
     let win = parse_window(ctx, nsp, true, false)?;
-    let wd = w.ty.shape.as_ref();
+    let wd = w.shape.as_ref();
     if let (Some(c), Some(wc)) = (xd[1].known(), wd.and_then(|wd| wd[1].known())) {
         if c % group != 0 || wc * group != c {
             return Err(ctx.err(
@@ -483,7 +535,7 @@ fn infer_conv(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<ValueTy
         };
         out.push(dim);
     }
-    Ok(vec![ValueType::new(dtype, out)])
+    Ok(Some(out))
 }
 
 /// X, W and the optional 1-D bias B of Conv/ConvTranspose, with matching dtypes.
@@ -538,7 +590,7 @@ fn eval_conv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 }
 
 /// Largest im2col buffer (in elements) before the output rows are chunked.
-const COL_LIMIT: usize = 1 << 22;
+pub(crate) const COL_LIMIT: usize = 1 << 22;
 
 fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, p: &ConvPlan) -> Result<Vec<f32>> {
     let g = &p.geom;
@@ -595,8 +647,9 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, p: &ConvPlan) -> Result<
 }
 
 /// Unfolds output rows `r0..r1` (a row = one `(od, oh)` pair) of `cg`
-/// channels into `col[cg * kvol, (r1 - r0) * OW]`.
-fn im2col(x: &[f32], cg: usize, g: &Geom, r0: usize, r1: usize, col: &mut [f32]) {
+/// channels into `col[cg * kvol, (r1 - r0) * OW]`; padding reads as
+/// `T::default()` (zero).
+pub(crate) fn im2col<T: Copy + Default>(x: &[T], cg: usize, g: &Geom, r0: usize, r1: usize, col: &mut [T]) {
     let [id, ih, iw] = g.inp;
     let [kd, kh, kw] = g.k;
     let [sd, sh, sw] = g.s;
@@ -619,13 +672,13 @@ fn im2col(x: &[f32], cg: usize, g: &Geom, r0: usize, r1: usize, col: &mut [f32])
                         let iz = (oz * sd + kz * dd) as isize - pd;
                         let iy = (oy * sh + ky * dh) as isize - ph;
                         if iz < 0 || iz >= id as isize || iy < 0 || iy >= ih as isize {
-                            dst.fill(0.0);
+                            dst.fill(T::default());
                             continue;
                         }
                         let start = (iz as usize * ih + iy as usize) * iw;
                         let src = &xc[start..start + iw];
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
+                        dst[..lo].fill(T::default());
+                        dst[hi..].fill(T::default());
                         if hi > lo {
                             let s0 = (lo * sw) as isize + offx;
                             let s0 = s0 as usize;

@@ -5,6 +5,10 @@
 //! Float (f32, f16 through f32) products use the blocked GEMM of
 //! [`super::linalg`]; MatMul on int32/int64 is a plain triple loop with
 //! wrapping arithmetic.
+//!
+//! The shape rules (`matmul_out_dims`, `matmul_shape`) and the integer
+//! product (`int_matmul`) are shared with `MatMulInteger` and
+//! `QLinearMatMul` (`quant.rs`).
 
 use super::conv::{check_out_size, f32_data, from_f32};
 use super::linalg::{gemm_acc, MatRef};
@@ -53,8 +57,17 @@ fn infer_matmul(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<Value
     let b = ctx.infer_input(inputs, 1)?;
     check_matmul_dtype(ctx, a.ty.dtype, b.ty.dtype)?;
     let dtype = a.ty.dtype;
-    let (Some(ad), Some(bd)) = (&a.ty.shape, &b.ty.shape) else {
-        return Ok(vec![ValueType::unknown_rank(dtype)]);
+    Ok(vec![match matmul_out_dims(ctx, &a.ty, &b.ty)? {
+        Some(dims) => ValueType::new(dtype, dims),
+        None => ValueType::unknown_rank(dtype),
+    }])
+}
+
+/// Static output dims of a NumPy `matmul` of A and B (dtypes not checked);
+/// `None` when a rank is unknown.
+pub(crate) fn matmul_out_dims(ctx: &OpCtx, a: &ValueType, b: &ValueType) -> Result<Option<Vec<Dim>>> {
+    let (Some(ad), Some(bd)) = (&a.shape, &b.shape) else {
+        return Ok(None);
     };
     if ad.is_empty() || bd.is_empty() {
         return Err(ctx.err(ErrorKind::ShapeMismatch, "MatMul inputs must have rank >= 1"));
@@ -80,21 +93,32 @@ fn infer_matmul(ctx: &OpCtx, inputs: &[Option<&InferInput>]) -> Result<Vec<Value
     if bd.len() >= 2 {
         out.push(bd[bd.len() - 1].clone());
     }
-    Ok(vec![ValueType::new(dtype, out)])
+    Ok(Some(out))
 }
 
 /// Shapes of a MatMul: broadcast batch dims, `m`, `k`, `n`, output shape.
-struct MatMulShape {
-    batch: Vec<usize>,
-    m: usize,
-    k: usize,
-    n: usize,
-    a_batch: Vec<usize>,
-    b_batch: Vec<usize>,
-    out: Vec<usize>,
+pub(crate) struct MatMulShape {
+    /// Broadcast batch dims.
+    pub batch: Vec<usize>,
+    /// Rows of A (1 for a 1-D A).
+    pub m: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of B (1 for a 1-D B).
+    pub n: usize,
+    /// A's own batch dims.
+    pub a_batch: Vec<usize>,
+    /// B's own batch dims.
+    pub b_batch: Vec<usize>,
+    /// Output shape.
+    pub out: Vec<usize>,
 }
 
-fn matmul_shape(ctx: &OpCtx, a: &[usize], b: &[usize]) -> Result<MatMulShape> {
+/// The shapes of a NumPy `matmul` of concrete shapes `a` and `b`.
+///
+/// Errors: `ShapeMismatch` (rank 0, inner dims, batch broadcast),
+/// `LimitExceeded` for a huge output.
+pub(crate) fn matmul_shape(ctx: &OpCtx, a: &[usize], b: &[usize]) -> Result<MatMulShape> {
     if a.is_empty() || b.is_empty() {
         return Err(ctx.err(ErrorKind::ShapeMismatch, "MatMul inputs must have rank >= 1"));
     }
@@ -139,7 +163,7 @@ fn matmul_shape(ctx: &OpCtx, a: &[usize], b: &[usize]) -> Result<MatMulShape> {
 
 /// Element offsets (in matrices) of every broadcast batch index into an
 /// operand with batch dims `src` (right-aligned against `batch`).
-fn batch_offsets(batch: &[usize], src: &[usize]) -> Vec<usize> {
+pub(crate) fn batch_offsets(batch: &[usize], src: &[usize]) -> Vec<usize> {
     let total: usize = batch.iter().product();
     let r = batch.len();
     // Stride (in matrices) of each broadcast batch axis in the operand.
@@ -214,7 +238,7 @@ fn eval_matmul(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 }
 
 /// Integer trait for the naive wrapping MatMul.
-trait WrapInt: Copy + Default {
+pub(crate) trait WrapInt: Copy + Default {
     fn wmul_add(self, a: Self, b: Self) -> Self;
 }
 impl WrapInt for i32 {
@@ -228,8 +252,11 @@ impl WrapInt for i64 {
     }
 }
 
+/// Wrapping integer MatMul: for every batch `i`, the `m x n` product of
+/// A's matrix `a_off[i]` and B's matrix `b_off[i]` (see [`batch_offsets`]),
+/// `out_len` elements in all.
 #[allow(clippy::too_many_arguments)]
-fn int_matmul<T: WrapInt>(
+pub(crate) fn int_matmul<T: WrapInt>(
     a: &[T],
     b: &[T],
     a_off: &[usize],

@@ -16,6 +16,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod qint;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod shape_ops;
@@ -120,7 +121,7 @@ pub(crate) const fn op_def(op_type: &'static str, since: i64, infer: InferFn, ev
 }
 
 /// All op tables.
-fn tables() -> [&'static [OpDef]; 11] {
+fn tables() -> [&'static [OpDef]; 12] {
     [
         activation::OPS,
         conv::OPS,
@@ -130,6 +131,7 @@ fn tables() -> [&'static [OpDef]; 11] {
         norm::OPS,
         pool::OPS,
         qint::OPS,
+        quant::OPS,
         reduce::OPS,
         resize::OPS,
         shape_ops::OPS,

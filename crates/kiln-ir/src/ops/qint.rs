@@ -300,19 +300,40 @@ fn eval_qconv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let (cg, mg) = (g.c / g.group, g.m / g.group);
     let kvol = cg * g.kh * g.kw;
     // Weights minus their per-channel zero point, i16 (|w - zw| <= 255).
-    let wv: Vec<i16> = wraw
-        .iter()
+    let mut wv: Vec<i16> = vec![0; wraw.len()];
+    for (mo, (d, s)) in wv
+        .chunks_exact_mut(kvol.max(1))
+        .zip(wraw.chunks_exact(kvol.max(1)))
         .enumerate()
-        .map(|(i, &v)| (v - zw[i / kvol]) as i16)
-        .collect();
+    {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d = (s - zw[mo]) as i16;
+        }
+    }
     let (in_plane, out_plane) = (g.ih * g.iw, g.oh * g.ow);
     let mut y = vec![0i32; g.n * g.m * out_plane];
-    let mut acc = vec![0i32; mg * out_plane];
-    let mut col = vec![0i16; kvol * out_plane];
+    let depthwise = cg == 1 && mg == 1;
     let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+    let mut col = if depthwise {
+        Vec::new()
+    } else {
+        vec![0i16; kvol * out_plane]
+    };
+    let mut acc = vec![0i32; out_plane];
     for b in 0..g.n {
         for gi in 0..g.group {
             let xg = &xv[(b * g.c + gi * cg) * in_plane..(b * g.c + (gi + 1) * cg) * in_plane];
+            if depthwise {
+                // Direct: one input channel, one output channel.
+                let wk = &wv[gi * kvol..(gi + 1) * kvol];
+                acc.fill(bias[gi]);
+                qdepthwise(xg, wk, &g, &mut acc);
+                let dst = &mut y[(b * g.m + gi) * out_plane..(b * g.m + gi + 1) * out_plane];
+                for (d, &av) in dst.iter_mut().zip(acc.iter()) {
+                    *d = out_val(av, mm[gi], ee[gi], zy, lo, hi);
+                }
+                continue;
+            }
             // im2col: rows k = (c, ky, kx), columns = output pixels; padding is
             // the zero point, i.e. 0 after centering.
             if pointwise {
@@ -320,57 +341,135 @@ fn eval_qconv(ctx: &OpCtx, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                     *d = *s as i16;
                 }
             } else {
-                let mut row = 0;
-                for c in 0..cg {
-                    let xc = &xg[c * in_plane..(c + 1) * in_plane];
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let dst = &mut col[row * out_plane..(row + 1) * out_plane];
-                            for oy in 0..g.oh {
-                                let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
-                                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                                if iy < 0 || iy >= g.ih as isize {
-                                    drow.fill(0);
-                                    continue;
-                                }
-                                let src = &xc[iy as usize * g.iw..(iy as usize + 1) * g.iw];
-                                for (ox, d) in drow.iter_mut().enumerate() {
-                                    let ix = (ox * g.sw + kx * g.dw) as isize - g.pw as isize;
-                                    *d = if ix < 0 || ix >= g.iw as isize {
-                                        0
-                                    } else {
-                                        src[ix as usize] as i16
-                                    };
-                                }
-                            }
-                            row += 1;
-                        }
-                    }
+                qim2col(xg, cg, &g, &mut col);
+            }
+            let wg = &wv[gi * mg * kvol..(gi + 1) * mg * kvol];
+            let yg = &mut y[(b * g.m + gi * mg) * out_plane..(b * g.m + (gi + 1) * mg) * out_plane];
+            let bg = &bias[gi * mg..(gi + 1) * mg];
+            let (mg_m, mg_e) = (&mm[gi * mg..(gi + 1) * mg], &ee[gi * mg..(gi + 1) * mg]);
+            qgemm_i16(wg, &col, kvol, out_plane, bg, |mi, p, av| {
+                yg[mi * out_plane + p] = out_val(av, mg_m[mi], mg_e[mi], zy, lo, hi);
+            });
+        }
+    }
+    Ok(vec![finish(dt, vec![g.n, g.m, g.oh, g.ow], y)?])
+}
+
+/// Pixel tile of [`qgemm_i16`]: the accumulators of one output channel over
+/// this many pixels stay in L1 (or registers) while K is walked.
+const PTILE: usize = 64;
+
+/// `out(m, p, Σ_k w[m, k] * col[k, p] + bias[m])` for `w` `[M, K]`, `col`
+/// `[K, P]`, in i32 (wrapping). Tiled over pixels so that the accumulator
+/// block stays hot while K is walked.
+fn qgemm_i16(
+    w: &[i16],
+    col: &[i16],
+    k: usize,
+    p: usize,
+    bias: &[i32],
+    mut out: impl FnMut(usize, usize, i32),
+) {
+    let m = bias.len();
+    let mut p0 = 0;
+    while p0 < p {
+        let pt = PTILE.min(p - p0);
+        for mi in 0..m {
+            let mut acc = [0i32; PTILE];
+            acc[..pt].fill(bias[mi]);
+            let wrow = &w[mi * k..(mi + 1) * k];
+            for (kk, &wk) in wrow.iter().enumerate() {
+                if wk == 0 {
+                    continue;
+                }
+                let wk = wk as i32;
+                let crow = &col[kk * p + p0..kk * p + p0 + pt];
+                for (a, &c) in acc[..pt].iter_mut().zip(crow) {
+                    *a = a.wrapping_add(wk * c as i32);
                 }
             }
-            // GEMM [mg x kvol] x [kvol x out_plane] in i32.
-            for (mi, a) in acc.chunks_exact_mut(out_plane).enumerate() {
-                let mo = gi * mg + mi;
-                a.fill(bias[mo]);
-                let wrow = &wv[mo * kvol..(mo + 1) * kvol];
-                for (k, &wk) in wrow.iter().enumerate() {
-                    if wk == 0 {
+            for (j, &a) in acc[..pt].iter().enumerate() {
+                out(mi, p0 + j, a);
+            }
+        }
+        p0 += pt;
+    }
+}
+
+/// im2col of `cg` centered channels into `col` `[cg * kh * kw, OH * OW]` (i16).
+fn qim2col(xg: &[i32], cg: usize, g: &QConvGeom, col: &mut [i16]) {
+    let (in_plane, out_plane) = (g.ih * g.iw, g.oh * g.ow);
+    let mut row = 0;
+    for c in 0..cg {
+        let xc = &xg[c * in_plane..(c + 1) * in_plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let dst = &mut col[row * out_plane..(row + 1) * out_plane];
+                for oy in 0..g.oh {
+                    let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
+                    let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                    if iy < 0 || iy >= g.ih as isize {
+                        drow.fill(0);
                         continue;
                     }
-                    let wk = wk as i32;
-                    let crow = &col[k * out_plane..(k + 1) * out_plane];
-                    for (av, &cv) in a.iter_mut().zip(crow) {
-                        *av = av.wrapping_add(wk * cv as i32);
+                    let src = &xc[iy as usize * g.iw..(iy as usize + 1) * g.iw];
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let ix = (ox * g.sw + kx * g.dw) as isize - g.pw as isize;
+                        *d = if ix < 0 || ix >= g.iw as isize {
+                            0
+                        } else {
+                            src[ix as usize] as i16
+                        };
                     }
                 }
-                let dst = &mut y[(b * g.m + mo) * out_plane..(b * g.m + mo + 1) * out_plane];
-                for (d, &av) in dst.iter_mut().zip(a.iter()) {
-                    *d = out_val(av, mm[mo], ee[mo], zy, lo, hi);
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Direct depthwise convolution of one centered channel `x` with kernel `w`
+/// `[kh * kw]`, accumulating into `acc` `[OH * OW]` (pre-filled with the bias).
+fn qdepthwise(x: &[i32], w: &[i16], g: &QConvGeom, acc: &mut [i32]) {
+    for oy in 0..g.oh {
+        let arow = &mut acc[oy * g.ow..(oy + 1) * g.ow];
+        for ky in 0..g.kh {
+            let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
+            if iy < 0 || iy >= g.ih as isize {
+                continue;
+            }
+            let src = &x[iy as usize * g.iw..(iy as usize + 1) * g.iw];
+            for kx in 0..g.kw {
+                let wk = w[ky * g.kw + kx] as i32;
+                if wk == 0 {
+                    continue;
+                }
+                let off = (kx * g.dw) as isize - g.pw as isize;
+                // valid ox: 0 <= ox * sw + off < iw
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off) as usize).div_ceil(g.sw)
+                };
+                let hi = if (g.iw as isize) <= off {
+                    0
+                } else {
+                    ((g.iw as isize - off) as usize).div_ceil(g.sw).min(g.ow)
+                };
+                if g.sw == 1 {
+                    let s0 = (lo as isize + off) as usize;
+                    for (a, &xv) in arow[lo..hi.max(lo)].iter_mut().zip(&src[s0..]) {
+                        *a = a.wrapping_add(wk * xv);
+                    }
+                } else {
+                    for ox in lo..hi {
+                        let ix = (ox * g.sw) as isize + off;
+                        arow[ox] = arow[ox].wrapping_add(wk * src[ix as usize]);
+                    }
                 }
             }
         }
     }
-    Ok(vec![finish(dt, vec![g.n, g.m, g.oh, g.ow], y)?])
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ mod select;
 mod tests;
 
 pub use common::{MAX_ELEMS, MAX_RANK};
+pub(crate) use layout::dtype_from_code;
 
 /// Ops of this family.
 pub(crate) const OPS: &[OpDef] = &[

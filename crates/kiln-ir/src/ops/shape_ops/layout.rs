@@ -535,7 +535,7 @@ pub(super) fn shape_eval(ctx: &OpCtx, ins: Ts) -> Result<Vec<Tensor>> {
 /// The kiln dtype of an ONNX `TensorProto.DataType` code; `attr` names the
 /// attribute in errors (`UnsupportedOp` for valid ONNX types kiln does not
 /// implement, `InvalidAttribute` for unknown codes).
-pub(super) fn dtype_from_code(ctx: &OpCtx, attr: &str, code: i64) -> Result<DType> {
+pub(crate) fn dtype_from_code(ctx: &OpCtx, attr: &str, code: i64) -> Result<DType> {
     Ok(match code {
         1 => DType::F32,
         2 => DType::U8,
