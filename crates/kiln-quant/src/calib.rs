@@ -18,7 +18,7 @@
 use crate::error::{qbail, Result};
 use crate::prepare;
 use kiln_ir::{Model, Node, Tensor};
-use kiln_runtime::Session;
+use kiln_runtime::{Session, SessionOptions};
 use std::collections::{BTreeMap, HashMap};
 
 /// A source of calibration input sets.
@@ -395,7 +395,10 @@ pub(crate) fn calibrate_prepared(
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    let session = Session::new(prepared.clone())?.with_threads(opts.threads);
+    // As written: a model that already holds QDQ nodes is observed with them
+    // evaluated as ONNX ops, not lowered onto integer kernels.
+    let session = Session::with_options(prepared.clone(), &SessionOptions { integer: false })?
+        .with_threads(opts.threads);
     let passes = if opts.histograms { 2 } else { 1 };
     let total = data.len();
 

@@ -6,7 +6,7 @@ use crate::error::{qbail, Result};
 use crate::qdq::{prepare, quantize_prepared, QuantOptions};
 use crate::report::QuantReport;
 use kiln_ir::{Model, Tensor};
-use kiln_runtime::Session;
+use kiln_runtime::{Session, SessionOptions};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -135,10 +135,11 @@ impl fmt::Display for MixedPrecisionReport {
     }
 }
 
-/// Runs `model` on every probe input set.
+/// Runs `model` on every probe input set, QDQ nodes evaluated as ONNX ops
+/// (the float simulation of the quantized model, not the integer kernels).
 fn run_probe(model: Model, probe: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let s = Session::new(model)?.with_threads(threads);
+    let s = Session::with_options(model, &SessionOptions { integer: false })?.with_threads(threads);
     probe.iter().map(|p| Ok(s.run(p.clone())?)).collect()
 }
 

@@ -169,7 +169,7 @@ impl fmt::Display for QuantReport {
             .clamp(4, 48);
         writeln!(
             f,
-            "{:<w$}  {:<17}  {:<10}  {:<15}  {:<14}  {:<28}  output range",
+            "{:<w$}  {:<17}  {:<10}  {:<15}  {:<15}  {:<28}  output range",
             "layer", "op", "status", "weights", "bias", "input range(s)"
         )?;
         for l in &self.layers {
@@ -195,7 +195,7 @@ impl fmt::Display for QuantReport {
             let out = l.output.as_ref().map(range).unwrap_or_else(|| "-".into());
             writeln!(
                 f,
-                "{:<w$}  {:<17}  {:<10}  {:<15}  {:<14}  {:<28}  {}",
+                "{:<w$}  {:<17}  {:<10}  {:<15}  {:<15}  {:<28}  {}",
                 l.name, l.op, status, weights, bias, ins, out
             )?;
         }
