@@ -245,7 +245,7 @@ pub fn pipeline(o: &Opts) -> Result<()> {
     print!("{}", table(&rows));
     println!();
     println!(
-        "int8 runs on kiln's scalar reference integer kernels for now (the fast int8 kernels are a later issue),"
+        "int8 runs on kiln's reference integer kernels for now (the fast int8 kernels are a later issue),"
     );
     println!("so it may be slower than fp32 today. Files: {}", o.out.display());
     Ok(())
