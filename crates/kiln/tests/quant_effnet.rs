@@ -12,7 +12,7 @@ use kiln::eval::{argmax, sqnr_db};
 use kiln::ir::Tensor;
 use kiln::preprocess::Preset;
 use kiln::runtime::Session;
-use kiln_quant::{quantize_with_data, Method, QuantOptions};
+use kiln::quant::{quantize_with_data, Method, QuantOptions};
 
 fn images(dir: &str, labels: LabelMode) -> Vec<(Tensor, Option<usize>)> {
     let spec = DataSpec {

@@ -19,7 +19,7 @@ use kiln::data::{DataSpec, Dataset, LabelMode, Split};
 use kiln::eval::{argmax, sqnr_db};
 use kiln::ir::{Model, Tensor};
 use kiln::runtime::{Session, SessionOptions};
-use kiln_quant::{calibrate, mixed_precision, quantize, CalibOptions, Method, QuantOptions};
+use kiln::quant::{calibrate, mixed_precision, quantize, CalibOptions, Method, QuantOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -261,8 +261,8 @@ fn fmnist_mixed_precision_meets_budget_below_int8_drop() {
         &mut |_| {},
     )
     .unwrap();
-    let mut evaluate = |model: &Model| -> kiln_quant::Result<f64> {
-        let s = Session::new(model.clone()).map_err(kiln_quant::QuantError::from)?;
+    let mut evaluate = |model: &Model| -> kiln::quant::Result<f64> {
+        let s = Session::new(model.clone()).map_err(kiln::quant::QuantError::from)?;
         Ok(top1(&logits(&s, &val), &val.labels))
     };
     // The all-int8 drop D on the validation split.
