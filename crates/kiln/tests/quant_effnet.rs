@@ -11,8 +11,8 @@ use kiln::data::{DataSpec, Dataset, LabelMode};
 use kiln::eval::{argmax, sqnr_db};
 use kiln::ir::Tensor;
 use kiln::preprocess::Preset;
-use kiln::runtime::Session;
 use kiln::quant::{quantize_with_data, Method, QuantOptions};
+use kiln::runtime::Session;
 
 fn images(dir: &str, labels: LabelMode) -> Vec<(Tensor, Option<usize>)> {
     let spec = DataSpec {

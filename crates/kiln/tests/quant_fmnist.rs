@@ -18,8 +18,8 @@ use common::fixtures;
 use kiln::data::{DataSpec, Dataset, LabelMode, Split};
 use kiln::eval::{argmax, sqnr_db};
 use kiln::ir::{Model, Tensor};
-use kiln::runtime::{Session, SessionOptions};
 use kiln::quant::{calibrate, mixed_precision, quantize, CalibOptions, Method, QuantOptions};
+use kiln::runtime::{Session, SessionOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
