@@ -7,6 +7,8 @@ mod conformance;
 mod eval;
 mod inspect;
 mod optimize;
+mod pipeline;
+mod quantize;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -144,6 +146,108 @@ enum Cmd {
         /// Machine-readable output (SQNR "inf" when the scores are identical).
         #[arg(long)]
         json: bool,
+    },
+    /// Quantize a model to int8 (QDQ ONNX), calibrated on sample data; with
+    /// --accuracy-budget, keep the most sensitive layers in fp32 until the top-1
+    /// drop on --val data fits the budget (mixed precision).
+    ///
+    /// --calib and --val take any dataset `kiln eval --data` reads: a folder of
+    /// images (through --preset), a folder of .npy inputs, MNIST-style IDX files
+    /// (or their folder, with --calib-split/--val-split), or an .npz archive.
+    Quantize {
+        /// ONNX model file (fp32, single input).
+        model: PathBuf,
+        /// Calibration data: a folder, an .npz archive, or an IDX images file.
+        #[arg(long, value_name = "PATH")]
+        calib: PathBuf,
+        /// Output file (QDQ ONNX; written only when everything succeeded).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// How each activation's range is chosen from the calibration statistics.
+        #[arg(long, default_value = "minmax", value_parser = ["minmax", "percentile", "entropy", "mse"])]
+        method: String,
+        /// Percentile of --method percentile (default 99.99).
+        #[arg(long, value_name = "P")]
+        percentile: Option<f64>,
+        /// One weight scale per tensor instead of per output channel.
+        #[arg(long)]
+        per_tensor: bool,
+        /// Activation integer type.
+        #[arg(long, default_value = "uint8", value_parser = ["uint8", "int8"])]
+        activations: String,
+        /// Switch off the empirical bias correction of Conv and Gemm layers.
+        #[arg(long)]
+        no_bias_correction: bool,
+        /// Preprocessing preset for image data.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// IDX folder: t10k-* (test) or train-* files; .npz: x_test/x_train.
+        #[arg(long, value_parser = ["test", "train"])]
+        calib_split: Option<String>,
+        /// Only calibration samples A..B (half-open, dataset order), e.g. 0..500.
+        #[arg(long, value_name = "A..B")]
+        calib_range: Option<String>,
+        /// At most N calibration samples (after --calib-range).
+        #[arg(long, value_name = "N")]
+        calib_limit: Option<usize>,
+        /// Samples per run for models with a symbolic batch dim (others run one at a time).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Largest allowed top-1 drop on --val, in percentage points (mixed precision).
+        #[arg(long, value_name = "POINTS")]
+        accuracy_budget: Option<f64>,
+        /// Labelled validation data for --accuracy-budget.
+        #[arg(long, value_name = "PATH")]
+        val: Option<PathBuf>,
+        /// --val IDX folder: test or train files; .npz: x_test/x_train.
+        #[arg(long, value_parser = ["test", "train"])]
+        val_split: Option<String>,
+        /// Only validation samples A..B, e.g. 55000..60000.
+        #[arg(long, value_name = "A..B")]
+        val_range: Option<String>,
+        /// At most N validation samples (after --val-range).
+        #[arg(long, value_name = "N")]
+        val_limit: Option<usize>,
+        /// Keep this node in fp32 (a node of the prepared graph, as the report names it; repeatable).
+        #[arg(long = "exclude", value_name = "NODE")]
+        exclude: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole job on one model: optimize it, quantize it to int8, evaluate
+    /// both on labelled data, benchmark both, and print one summary table.
+    ///
+    /// Writes OUT/<name>.opt.onnx (fp32, optimized) and OUT/<name>.int8.onnx
+    /// (QDQ). Latency and peak memory are measured by `kiln bench` in a child
+    /// process per model (batch 1, one thread).
+    Pipeline {
+        /// ONNX model file (fp32 classifier, single input).
+        model: PathBuf,
+        /// Calibration data (any dataset `kiln eval --data` reads).
+        #[arg(long, value_name = "DIR")]
+        calib: PathBuf,
+        /// Labelled evaluation data.
+        #[arg(long, value_name = "DIR")]
+        val: PathBuf,
+        /// Output folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Preprocessing preset for image data.
+        #[arg(long, default_value = "efficientnet-lite", value_parser = preset_names())]
+        preset: String,
+        /// Calibration method.
+        #[arg(long, default_value = "minmax", value_parser = ["minmax", "percentile", "entropy", "mse"])]
+        method: String,
+        /// Timed benchmark runs per model.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed warm-up runs per model.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Samples per run of calibration and evaluation (models with a symbolic batch dim).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Load a model into kiln's IR and write it back as ONNX.
     Export {
@@ -344,6 +448,70 @@ fn dispatch(cli: Cli) -> Result<()> {
             compare,
             threads,
             json,
+        }),
+        Cmd::Quantize {
+            model,
+            calib,
+            output,
+            method,
+            percentile,
+            per_tensor,
+            activations,
+            no_bias_correction,
+            preset,
+            calib_split,
+            calib_range,
+            calib_limit,
+            batch,
+            accuracy_budget,
+            val,
+            val_split,
+            val_range,
+            val_limit,
+            exclude,
+            json,
+        } => quantize::quantize(&quantize::Opts {
+            model,
+            calib,
+            output,
+            method,
+            percentile,
+            per_tensor,
+            activations,
+            no_bias_correction,
+            preset,
+            calib_split,
+            calib_range,
+            calib_limit,
+            batch,
+            accuracy_budget,
+            val,
+            val_split,
+            val_range,
+            val_limit,
+            exclude,
+            json,
+        }),
+        Cmd::Pipeline {
+            model,
+            calib,
+            val,
+            out,
+            preset,
+            method,
+            runs,
+            warmup,
+            batch,
+        } => pipeline::pipeline(&pipeline::Opts {
+            model,
+            calib,
+            val,
+            out,
+            preset,
+            method,
+            runs,
+            warmup,
+            batch,
         }),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;
@@ -729,6 +897,7 @@ fn bench(
             "{}",
             serde_json::json!({"model": model.display().to_string(), "threads": threads, "warmup": warmup,
                 "runs": runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "min_ms": ms[0],
+                "peak_rss_mib": peak_rss_mib(),
                 "profile": prof.iter().map(|(op, (t, n))| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>()})
         );
     } else {
@@ -740,9 +909,50 @@ fn bench(
             "latency p50 {p50:.2} ms   p90 {p90:.2} ms   p99 {p99:.2} ms   min {:.2} ms",
             ms[0]
         );
+        if let Some(m) = peak_rss_mib() {
+            println!("peak memory (RSS high-water mark) {m:.1} MiB");
+        }
         for (op, (t, n)) in &prof {
             println!("  {op:<22} {t:>9.2} ms  ({n} node(s))");
         }
     }
     Ok(())
+}
+
+/// This process's peak resident set size in MiB (`VmHWM` of
+/// `/proc/self/status`); `None` where that is not available (not Linux).
+fn peak_rss_mib() -> Option<f64> {
+    #[cfg(target_os = "linux")]
+    {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        parse_vm_hwm(&s)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The `VmHWM:   1234 kB` line of a `/proc/<pid>/status` text, in MiB.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_vm_hwm(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut it = line["VmHWM:".len()..].split_whitespace();
+    let kb: f64 = it.next()?.parse().ok()?;
+    (it.next() == Some("kB")).then_some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_parses() {
+        let s = "Name:\tkiln\nVmPeak:\t  300000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(s), Some(200.0));
+        assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
+        assert_eq!(parse_vm_hwm("VmHWM: x kB\n"), None);
+        #[cfg(target_os = "linux")]
+        assert!(peak_rss_mib().is_some_and(|m| m > 0.0));
+    }
 }

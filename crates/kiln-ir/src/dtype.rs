@@ -4,8 +4,11 @@ use std::fmt;
 
 /// Element type of a tensor.
 ///
-/// Quantized element types (int8/uint8 carrying scale and zero point) are added
-/// by the quantization work as further variants; code that matches on `DType`
+/// Quantized tensors are `I8`/`U8` (`I32` for biases) data plus their scale
+/// and zero point, [`crate::quant::QParams`]: in graphs the parameters travel
+/// as the scale/zero-point inputs of `QuantizeLinear`/`DequantizeLinear` (QDQ)
+/// or as attributes of kiln's integer ops ([`crate::ops::qint`]), so one
+/// element type serves tensors of any scale. Code that matches on `DType`
 /// must keep a catch-all arm where it does not care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {

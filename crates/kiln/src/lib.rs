@@ -7,8 +7,11 @@
 //! classifiers measured over them by [`eval`].
 //!
 //! Optimize a graph with [`opt::optimize`] (folding, cleanup, fusion).
+//! Quantize it to int8 with [`quant`] (kiln-quant), calibrated on a
+//! [`data::Dataset`] through [`quantize::DatasetCalibration`]; mixed
+//! precision measures accuracy with [`quantize::top1_percent`].
 //!
-//! The lower crates are re-exported for advanced use: [`ir`], [`onnx`], [`opt`], [`runtime`].
+//! The lower crates are re-exported for advanced use: [`ir`], [`onnx`], [`opt`], [`quant`], [`runtime`].
 #![warn(missing_docs)]
 
 pub mod classify;
@@ -16,12 +19,14 @@ pub mod data;
 pub mod eval;
 pub mod npy;
 pub mod preprocess;
+pub mod quantize;
 pub mod shapes;
 pub mod stats;
 
 pub use kiln_ir as ir;
 pub use kiln_onnx as onnx;
 pub use kiln_opt as opt;
+pub use kiln_quant as quant;
 pub use kiln_runtime as runtime;
 pub use kiln_runtime::Session;
 
