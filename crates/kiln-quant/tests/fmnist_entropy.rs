@@ -120,22 +120,3 @@ fn entropy_does_not_clip_spiky_relu6_histograms() {
     assert!(entropy.1 > 35.0 && entropy.1 > minmax.1 - 3.0, "{rows:?}");
     assert!(entropy.2 >= fp32 - 1.0, "{rows:?}, fp32 {fp32}");
 }
-
-/// The four methods over the 10,000 test images (the table of `kiln_quant`'s
-/// documentation, "Measured"). About a minute per method on 2 cores:
-/// `cargo test -p kiln-quant --test fmnist_entropy -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn all_methods_on_10k_test_images() {
-    let methods = [
-        Method::MinMax,
-        Method::Percentile(Method::DEFAULT_PERCENTILE),
-        Method::Entropy,
-        Method::Mse,
-    ];
-    let (rows, fp32) = measure(&methods, 10_000);
-    println!("fp32 top-1 {fp32:.2} %");
-    for (m, snr, acc) in rows {
-        println!("{:<17} {snr:6.2} dB  top-1 {acc:.2} %", m.to_string());
-    }
-}
