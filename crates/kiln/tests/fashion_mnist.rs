@@ -1,15 +1,12 @@
 //! kiln::data on the real Fashion-MNIST IDX files (`.fixtures/fashion-mnist/`,
 //! gzipped, as the Debian package `dataset-fashion-mnist` ships them).
-//!
-//! Ignored until scripts/fixtures fetches that folder; run with
-//! `cargo test -p kiln --test fashion_mnist -- --ignored`.
+//! `scripts/fixtures` fetches that folder.
 
 mod common;
 use common::*;
 use kiln::data::{DataSpec, Dataset, Format, Labels, Split};
 
 #[test]
-#[ignore = "needs .fixtures/fashion-mnist (pending in scripts/fixtures)"]
 fn fashion_mnist_test_and_validation_splits() {
     let dir = fixtures().join("fashion-mnist");
     let ds = Dataset::open(DataSpec::new(&dir)).unwrap();
