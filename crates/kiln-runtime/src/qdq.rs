@@ -46,6 +46,18 @@ impl QdqReport {
     }
 }
 
+/// What differs between the conv and the matrix-product lowering.
+struct Linear<'a> {
+    /// Integer op type.
+    op: &'static str,
+    /// Name of the input zero-point attribute.
+    zp_attr: &'static str,
+    /// Attributes copied from the float node.
+    copy_attrs: &'a [&'a str],
+    /// The float node's bias input, if the op has one.
+    bias: Option<String>,
+}
+
 /// A DQ node's facts.
 #[derive(Debug, Clone)]
 struct Dq {
@@ -477,71 +489,21 @@ impl<'m> Lowerer<'m> {
         if w.rank() != 4 || (wqp.axis.is_some() && wqp.axis != Some(0)) {
             return Ok(false);
         }
-        let m = w.shape()[0];
-        let (fmin, fmax) = if is_kiln(n, "FusedConv") {
-            match Self::fused_bounds(n) {
-                Some(b) => b,
-                None => return Ok(false),
-            }
-        } else {
-            (f32::NEG_INFINITY, f32::INFINITY)
-        };
-        let Some((act, qi, yqp, mut lo, mut hi)) = self.output_q(&n.outputs[0], !is_kiln(n, "FusedConv"))
-        else {
-            return Ok(false);
-        };
-        let (qmin, qmax) = qrange(yqp.dtype)?;
-        let qf = |v: f32| quantize_value(v, yqp.scale[0], yqp.zero_point[0], qmin, qmax);
-        if fmin > f32::NEG_INFINITY {
-            lo = lo.max(qf(fmin));
-        }
-        if fmax < f32::INFINITY {
-            hi = hi.min(qf(fmax));
-        }
-        let Some(bias) = self.bias(n.inputs.get(2), x.qp.scale[0], &wqp.scale, m) else {
-            return Ok(false);
-        };
-        let sw = |o: usize| wqp.scale[if wqp.scale.len() == 1 { 0 } else { o }] as f64;
-        let reals: Vec<f64> = (0..m)
-            .map(|o| x.qp.scale[0] as f64 * sw(o) / yqp.scale[0] as f64)
-            .collect();
-        let wname = self.add_init(&format!("{}_wq", n.name), w);
-        let mut inputs = vec![x.q.clone(), wname];
-        if let Some(b) = bias {
-            inputs.push(self.add_init(&format!("{}_bq", n.name), b));
-        }
-        let qout = self.model.graph.nodes[qi].outputs[0].clone();
-        let mut node = Node {
-            name: n.name.clone(),
-            op_type: "QConv".into(),
-            domain: "kiln".into(),
-            inputs,
-            outputs: vec![qout],
-            attrs: BTreeMap::new(),
-        };
-        for k in [
+        let conv_attrs = [
             "auto_pad",
             "dilations",
             "group",
             "kernel_shape",
             "pads",
             "strides",
-        ] {
-            if let Some(a) = n.attrs.get(k) {
-                node.attrs.insert(k.into(), a.clone());
-            }
-        }
-        let node = node
-            .with_attr("x_zero_point", Attribute::Int(x.qp.zero_point[0] as i64))
-            .with_attr(
-                "w_zero_point",
-                Attribute::Ints(wqp.zero_point.iter().map(|&z| z as i64).collect()),
-            );
-        let node = Self::out_attrs(Self::mult_attrs(node, "", &reals)?, &yqp, lo, hi);
-        let mut extra = vec![qi];
-        extra.extend(act);
-        self.replace(i, &extra, vec![node]);
-        Ok(true)
+        ];
+        let linear = Linear {
+            op: "QConv",
+            zp_attr: "x_zero_point",
+            copy_attrs: &conv_attrs,
+            bias: n.inputs.get(2).cloned(),
+        };
+        self.lower_linear(i, n, x, w, wqp, linear)
     }
 
     fn lower_gemm(&mut self, i: usize, n: &Node) -> kiln_ir::Result<bool> {
@@ -568,8 +530,48 @@ impl<'m> Lowerer<'m> {
         if wqp.axis.is_some() && wqp.axis != Some(out_axis) {
             return Ok(false);
         }
-        let nn = w.shape()[out_axis];
-        let (fmin, fmax) = if n.domain == "kiln" {
+        // QGemm takes W as [N, K].
+        let wt = if trans_b {
+            w
+        } else {
+            let (k, nn) = (w.shape()[0], w.shape()[1]);
+            let idx = |j: usize| (j % k) * nn + j / k;
+            match w.dtype() {
+                DType::I8 => {
+                    let s = w.as_slice::<i8>()?;
+                    Tensor::from_vec(vec![nn, k], (0..nn * k).map(|j| s[idx(j)]).collect::<Vec<_>>())?
+                }
+                _ => {
+                    let s = w.as_slice::<u8>()?;
+                    Tensor::from_vec(vec![nn, k], (0..nn * k).map(|j| s[idx(j)]).collect::<Vec<_>>())?
+                }
+            }
+        };
+        let linear = Linear {
+            op: "QGemm",
+            zp_attr: "a_zero_point",
+            copy_attrs: &[],
+            bias: if is_gemm { n.inputs.get(2).cloned() } else { None },
+        };
+        self.lower_linear(i, n, x, wt, wqp, linear)
+    }
+
+    /// The shared tail of [`Self::lower_conv`] and [`Self::lower_gemm`]: `w`
+    /// has its output channels on axis 0; finds the output Q (through a
+    /// Relu/Clip, or the fused activation's bounds), quantizes the bias at
+    /// `s_x * s_w[m]`, and writes the integer node with its multipliers.
+    fn lower_linear(
+        &mut self,
+        i: usize,
+        n: &Node,
+        x: Dq,
+        w: Tensor,
+        wqp: QParams,
+        linear: Linear,
+    ) -> kiln_ir::Result<bool> {
+        let m = w.shape()[0];
+        let fused = n.domain == "kiln";
+        let (fmin, fmax) = if fused {
             match Self::fused_bounds(n) {
                 Some(b) => b,
                 None => return Ok(false),
@@ -577,7 +579,7 @@ impl<'m> Lowerer<'m> {
         } else {
             (f32::NEG_INFINITY, f32::INFINITY)
         };
-        let Some((act, qi, yqp, mut lo, mut hi)) = self.output_q(&n.outputs[0], n.domain != "kiln") else {
+        let Some((act, qi, yqp, mut lo, mut hi)) = self.output_q(&n.outputs[0], !fused) else {
             return Ok(false);
         };
         let (qmin, qmax) = qrange(yqp.dtype)?;
@@ -588,55 +590,38 @@ impl<'m> Lowerer<'m> {
         if fmax < f32::INFINITY {
             hi = hi.min(qf(fmax));
         }
-        let bias_in = if is_gemm { n.inputs.get(2) } else { None };
-        let Some(bias) = self.bias(bias_in, x.qp.scale[0], &wqp.scale, nn) else {
+        let Some(bias) = self.bias(linear.bias.as_ref(), x.qp.scale[0], &wqp.scale, m) else {
             return Ok(false);
         };
-        // W as [N, K].
-        let wt = if trans_b {
-            w
-        } else {
-            let (k, nn) = (w.shape()[0], w.shape()[1]);
-            match w.dtype() {
-                DType::I8 => {
-                    let s = w.as_slice::<i8>()?;
-                    Tensor::from_vec(
-                        vec![nn, k],
-                        (0..nn * k).map(|j| s[(j % k) * nn + j / k]).collect::<Vec<_>>(),
-                    )?
-                }
-                _ => {
-                    let s = w.as_slice::<u8>()?;
-                    Tensor::from_vec(
-                        vec![nn, k],
-                        (0..nn * k).map(|j| s[(j % k) * nn + j / k]).collect::<Vec<_>>(),
-                    )?
-                }
-            }
-        };
         let sw = |o: usize| wqp.scale[if wqp.scale.len() == 1 { 0 } else { o }] as f64;
-        let reals: Vec<f64> = (0..nn)
+        let reals: Vec<f64> = (0..m)
             .map(|o| x.qp.scale[0] as f64 * sw(o) / yqp.scale[0] as f64)
             .collect();
-        let wname = self.add_init(&format!("{}_wq", n.name), wt);
+        let wname = self.add_init(&format!("{}_wq", n.name), w);
         let mut inputs = vec![x.q.clone(), wname];
         if let Some(b) = bias {
             inputs.push(self.add_init(&format!("{}_bq", n.name), b));
         }
         let qout = self.model.graph.nodes[qi].outputs[0].clone();
-        let node = Node {
+        let mut node = Node {
             name: n.name.clone(),
-            op_type: "QGemm".into(),
+            op_type: linear.op.into(),
             domain: "kiln".into(),
             inputs,
             outputs: vec![qout],
             attrs: BTreeMap::new(),
+        };
+        for &k in linear.copy_attrs {
+            if let Some(a) = n.attrs.get(k) {
+                node.attrs.insert(k.into(), a.clone());
+            }
         }
-        .with_attr("a_zero_point", Attribute::Int(x.qp.zero_point[0] as i64))
-        .with_attr(
-            "w_zero_point",
-            Attribute::Ints(wqp.zero_point.iter().map(|&z| z as i64).collect()),
-        );
+        let node = node
+            .with_attr(linear.zp_attr, Attribute::Int(x.qp.zero_point[0] as i64))
+            .with_attr(
+                "w_zero_point",
+                Attribute::Ints(wqp.zero_point.iter().map(|&z| z as i64).collect()),
+            );
         let node = Self::out_attrs(Self::mult_attrs(node, "", &reals)?, &yqp, lo, hi);
         let mut extra = vec![qi];
         extra.extend(act);
