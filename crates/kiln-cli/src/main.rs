@@ -248,6 +248,24 @@ enum Cmd {
         /// Samples per run of calibration and evaluation (models with a symbolic batch dim).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// IDX/.npz split of the calibration data (`train`, `test`).
+        #[arg(long, value_name = "SPLIT")]
+        calib_split: Option<String>,
+        /// Only calibration samples A..B (e.g. `0..500`).
+        #[arg(long, value_name = "A..B")]
+        calib_range: Option<String>,
+        /// At most N calibration samples.
+        #[arg(long, value_name = "N")]
+        calib_limit: Option<usize>,
+        /// IDX/.npz split of the evaluation data.
+        #[arg(long, value_name = "SPLIT")]
+        val_split: Option<String>,
+        /// Only evaluation samples A..B.
+        #[arg(long, value_name = "A..B")]
+        val_range: Option<String>,
+        /// At most N evaluation samples.
+        #[arg(long, value_name = "N")]
+        val_limit: Option<usize>,
     },
     /// Load a model into kiln's IR and write it back as ONNX.
     Export {
@@ -502,6 +520,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             runs,
             warmup,
             batch,
+            calib_split,
+            calib_range,
+            calib_limit,
+            val_split,
+            val_range,
+            val_limit,
         } => pipeline::pipeline(&pipeline::Opts {
             model,
             calib,
@@ -512,6 +536,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             runs,
             warmup,
             batch,
+            calib_split,
+            calib_range,
+            calib_limit,
+            val_split,
+            val_range,
+            val_limit,
         }),
         Cmd::Export { model, output } => {
             let m = kiln::load_model(&model)?;

@@ -19,6 +19,12 @@ pub struct Opts {
     pub runs: usize,
     pub warmup: usize,
     pub batch: usize,
+    pub calib_split: Option<String>,
+    pub calib_range: Option<String>,
+    pub calib_limit: Option<usize>,
+    pub val_split: Option<String>,
+    pub val_range: Option<String>,
+    pub val_limit: Option<usize>,
 }
 
 /// What `kiln bench --json` measured in a child process.
@@ -119,18 +125,48 @@ pub fn pipeline(o: &Opts) -> Result<()> {
         flag: "--calib",
         path: &o.calib,
         preset,
-        split: None,
-        range: None,
-        limit: None,
+        split: o.calib_split.as_deref(),
+        range: o.calib_range.as_deref(),
+        limit: o.calib_limit,
     })?;
     let val = open_data(&DataArgs {
         flag: "--val",
         path: &o.val,
         preset,
-        split: None,
-        range: None,
-        limit: None,
+        split: o.val_split.as_deref(),
+        range: o.val_range.as_deref(),
+        limit: o.val_limit,
     })?;
+    // Calibrating on the very samples that are evaluated would flatter int8.
+    let same_path = match (std::fs::canonicalize(&o.calib), std::fs::canonicalize(&o.val)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_path && o.calib_split == o.val_split && o.calib_range.is_none() && o.val_range.is_none() {
+        bail!(
+            "--calib and --val select the same samples of {}: calibrating on the evaluation data \
+             flatters int8; pick different folders, or splits/ranges (e.g. --calib-split train \
+             --calib-range 0..500)",
+            o.val.display()
+        );
+    }
+    // Check that the model takes both datasets' samples before any work or output.
+    {
+        let s = kiln::Session::new(model.clone())?;
+        for (flag, path, ds) in [("--calib", &o.calib, &calib), ("--val", &o.val, &val)] {
+            if let Some(first) = ds.samples()?.next() {
+                let first = first?;
+                s.check_inputs(std::slice::from_ref(&first.input)).map_err(|e| {
+                    anyhow!(
+                        "{flag} {}: sample {} does not fit {}: {e}",
+                        path.display(),
+                        first.name,
+                        o.model.display()
+                    )
+                })?;
+            }
+        }
+    }
     if !val.has_labels() {
         eprintln!(
             "note: {} has no labels: top-1 is not measured, only the agreement with fp32",

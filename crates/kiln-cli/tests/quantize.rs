@@ -407,3 +407,64 @@ fn pipeline_on_efficientnet_prints_the_table() {
     );
     assert!(b * 3 < a, "fp32 {a} bytes, int8 {b} bytes");
 }
+
+/// Fresh-user trial: quantizing ONNX Runtime's int8 QDQ model succeeded and
+/// wrapped Q/DQ around Q/DQ; it is refused, naming the first quantized node.
+#[test]
+fn quantize_refuses_an_already_quantized_model() {
+    let d = scratch("requant");
+    let out = d.join("twice.onnx");
+    let r = kiln(&[
+        &"quantize",
+        &fixtures().join("models/fmnist_mnv2_ort_qdq.onnx"),
+        &"--calib",
+        &fmnist_data(),
+        &"--calib-split",
+        &"train",
+        &"--calib-range",
+        &"0..50",
+        &"-o",
+        &out,
+    ]);
+    assert_one_line_error(&r, &["already quantized", "DequantizeLinear"]);
+    assert!(!out.exists());
+}
+
+/// Fresh-user trial: `kiln pipeline` calibrated on the very test images it
+/// then evaluated, and checked `--val` only after writing both models.
+#[test]
+fn pipeline_refuses_calibrating_on_the_evaluation_data_and_checks_val_first() {
+    let d = scratch("pipeline-guards");
+    let r = kiln(&[
+        &"pipeline",
+        &fmnist_model(),
+        &"--calib",
+        &fmnist_data(),
+        &"--val",
+        &fmnist_data(),
+        &"--preset",
+        &"raw",
+        &"--out",
+        &d,
+    ]);
+    assert_one_line_error(&r, &["same samples", "--calib-split"]);
+    assert_empty(&d);
+    let r = kiln(&[
+        &"pipeline",
+        &fmnist_model(),
+        &"--calib",
+        &fmnist_data(),
+        &"--calib-split",
+        &"train",
+        &"--calib-range",
+        &"0..100",
+        &"--val",
+        &fixtures().join("images/photos"),
+        &"--preset",
+        &"raw",
+        &"--out",
+        &d,
+    ]);
+    assert_one_line_error(&r, &["--val", "does not fit", "fmnist_mnv2.onnx"]);
+    assert_empty(&d);
+}

@@ -30,9 +30,31 @@ pub const MIN_QDQ_OPSET: i64 = 13;
 /// quantized graph. Node names are kept by the optimizer: a fused node has
 /// the name of the Conv/Gemm/MatMul it grew from.
 ///
-/// Errors ([`QuantErrorKind::Optimize`]): the optimizer fails (it names the
-/// rule, node and op).
+/// Errors: the model is already quantized — it has quantization nodes
+/// (`QuantizeLinear`, `DequantizeLinear`, `QLinear*`, `*Integer`, kiln's
+/// integer ops) — ([`QuantErrorKind::InvalidOptions`], naming the first such
+/// node); the optimizer fails ([`QuantErrorKind::Optimize`], naming the rule,
+/// node and op).
 pub fn prepare(model: &Model) -> Result<Model> {
+    const QUANT_OPS: &[&str] = &[
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+    ];
+    if let Some(n) = model.graph.nodes.iter().find(|n| {
+        QUANT_OPS.contains(&n.op_type.as_str()) || (n.domain == "kiln" && n.op_type.starts_with('Q'))
+    }) {
+        return Err(QuantError::at_node(
+            QuantErrorKind::InvalidOptions,
+            &n.name,
+            &n.op_type,
+            "the model is already quantized; quantize its fp32 original instead",
+        ));
+    }
     let mut m = model.clone();
     let mut opts = kiln_opt::Options {
         level: kiln_opt::Level::Extended,
