@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelStats {
     /// Float parameters excluding BatchNormalization running statistics
-    /// (inputs `mean` and `var`): weights, biases, BN scale and shift.
+    /// (inputs `mean` and `var`): weights, biases, BN scale and shift; in a
+    /// quantized (QDQ) model also the integer weights and biases that a
+    /// `DequantizeLinear` reads (not its scales and zero points).
     /// Constants that only configure an op (Clip bounds, Resize scales, Pad
     /// values, Pow exponents...; see [`is_config_input`]) are not parameters.
     pub learnable_params: u64,
@@ -33,6 +35,8 @@ pub fn is_config_input(op_type: &str, input: usize) -> bool {
         | "Gather" | "Split" | "Squeeze" | "Unsqueeze" | "ReduceMean" | "ReduceSum" | "ReduceMax"
         | "ReduceMin" | "ConstantOfShape" => input >= 1,
         "Dropout" => input >= 1,
+        // Scales and zero points configure quantization; the data is the parameter.
+        "QuantizeLinear" | "DequantizeLinear" => input >= 1,
         _ => false,
     }
 }
@@ -80,11 +84,18 @@ pub fn model_stats(model: &Model, bindings: &HashMap<String, Vec<usize>>) -> Res
     for o in &model.graph.outputs {
         uses.entry(o.name.as_str()).or_default().0 = true;
     }
+    let dq_data: Vec<&str> = model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .filter_map(|n| n.inputs.first().map(|s| s.as_str()))
+        .collect();
     let (mut learnable, mut total, mut bytes) = (0u64, 0u64, 0u64);
     for (name, t) in constant_tensors(model) {
         bytes += t.byte_len() as u64;
         let is_param = uses.get(name).is_none_or(|u| u.0 || !u.1);
-        if t.dtype().is_float() && is_param {
+        if (t.dtype().is_float() || dq_data.contains(&name)) && is_param {
             total += t.len() as u64;
             if !bn_stats.contains(&name) {
                 learnable += t.len() as u64;
