@@ -24,24 +24,9 @@ pub struct Opts {
     pub json: bool,
 }
 
-/// Parses `A..B`, `A..` or `..B` (half-open, in samples).
+/// Parses `--range` (`A..B`, `A..` or `..B`).
 fn parse_range(s: &str) -> Result<Range<usize>> {
-    let bad = || anyhow!("--range '{s}': expected A..B (e.g. 55000..60000), A.. or ..B");
-    let (a, b) = s.split_once("..").ok_or_else(bad)?;
-    let a = if a.trim().is_empty() {
-        0
-    } else {
-        a.trim().parse().map_err(|_| bad())?
-    };
-    let b = if b.trim().is_empty() {
-        usize::MAX
-    } else {
-        b.trim().parse().map_err(|_| bad())?
-    };
-    if a >= b {
-        bail!("--range '{s}' selects no samples");
-    }
-    Ok(a..b)
+    crate::quantize::parse_range("--range", s)
 }
 
 /// Up to 10 names, then how many more.
