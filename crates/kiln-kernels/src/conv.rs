@@ -1,0 +1,215 @@
+//! General 2-D convolution, NHWC, by blocked im2col + packed GEMM.
+//!
+//! For the stem (3 input channels), full 3x3/5x5 convolutions, strided 1x1
+//! convolutions and grouped convolutions that are not depthwise. Output
+//! pixels are processed in chunks of [`CHUNK`] rows: the chunk's patches are
+//! gathered into a small scratch buffer (`CHUNK x K`, `K = kh*kw*ci/group`,
+//! ordered `(ky, kx, ci)`), then multiplied by the weights packed as
+//! [`PackedB`] (one per group) with the fused epilogue of [`crate::gemm`].
+//! Scratch stays in L2 however large the image, unlike a whole-image im2col.
+//!
+//! `y[n, oy, ox, co] = act(bias[co] + sum x[n, iy, ix, g*cig + ci] * w[co, ci, ky, kx] [+ r])`
+//! (ONNX `Conv`, <https://onnx.ai/onnx/operators/onnx__Conv.html>), with
+//! `iy = oy*sh - pt + ky*dh`, zero outside the input.
+
+use crate::gemm::{gemm_f32_raw, GemmArgs, PackedB};
+use crate::{Activation, Isa};
+use std::ops::Range;
+
+/// Output pixels per im2col chunk (a multiple of every ISA's tile rows).
+pub const CHUNK: usize = 96;
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Batch.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Input channels (all groups).
+    pub ci: usize,
+    /// Output channels (all groups).
+    pub co: usize,
+    /// Groups (`ci` and `co` divisible by it).
+    pub group: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride along H.
+    pub sh: usize,
+    /// Stride along W.
+    pub sw: usize,
+    /// Dilation along H.
+    pub dh: usize,
+    /// Dilation along W.
+    pub dw: usize,
+    /// Padding at the top.
+    pub pt: usize,
+    /// Padding at the left.
+    pub pl: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// Output pixels over the batch (`n * oh * ow`): GEMM rows.
+    pub fn pixels(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+    /// The reduction length of one group: `kh * kw * ci / group`.
+    pub fn k(&self) -> usize {
+        self.kh * self.kw * (self.ci / self.group)
+    }
+    /// Scratch values one concurrent call needs.
+    pub fn scratch_len(&self) -> usize {
+        CHUNK * self.k()
+    }
+    /// Multiply-accumulates.
+    pub fn macs(&self) -> u64 {
+        (self.pixels() * self.co * self.k()) as u64
+    }
+    /// True when the input can be used as A directly (1x1, stride 1, no
+    /// padding, one group): the convolution is a plain GEMM.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.pt == 0
+            && self.pl == 0
+            && self.group == 1
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+}
+
+/// Packs ONNX `Conv` weights `[co, ci/group, kh, kw]` (flattened) and bias
+/// into one [`PackedB`] per group, rows ordered `(ky, kx, ci)` to match the
+/// NHWC patches.
+pub fn pack_conv_weights(isa: Isa, g: &ConvGeom, w: &[f32], bias: Option<&[f32]>) -> Vec<PackedB> {
+    let cig = g.ci / g.group;
+    let cog = g.co / g.group;
+    let k = g.k();
+    assert!(w.len() >= g.co * k, "conv weights too short");
+    (0..g.group)
+        .map(|gi| {
+            let b = bias.map(|b| &b[gi * cog..(gi + 1) * cog]);
+            PackedB::pack(
+                isa,
+                k,
+                cog,
+                |kk, n| {
+                    let ci = kk % cig;
+                    let kx = (kk / cig) % g.kw;
+                    let ky = kk / (cig * g.kw);
+                    w[(((gi * cog + n) * cig + ci) * g.kh + ky) * g.kw + kx]
+                },
+                b,
+            )
+        })
+        .collect()
+}
+
+/// Gathers the patches of output pixels `pix` of group `gi` into `dst`
+/// (`pix.len() x K`, row-major; zeros for padding).
+///
+/// # Safety
+/// `x` must hold the `[n, h, w, ci]` input.
+pub unsafe fn im2col_nhwc(g: &ConvGeom, x: *const f32, gi: usize, pix: Range<usize>, dst: &mut [f32]) {
+    let cig = g.ci / g.group;
+    let k = g.k();
+    for (r, p) in pix.enumerate() {
+        let b = p / (g.oh * g.ow);
+        let oy = (p / g.ow) % g.oh;
+        let ox = p % g.ow;
+        let row = &mut dst[r * k..(r + 1) * k];
+        let mut o = 0;
+        for ky in 0..g.kh {
+            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+            for kx in 0..g.kw {
+                let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
+                let seg = &mut row[o..o + cig];
+                if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                    seg.fill(0.0);
+                } else {
+                    let src = x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.ci + gi * cig);
+                    seg.copy_from_slice(std::slice::from_raw_parts(src, cig));
+                }
+                o += cig;
+            }
+        }
+    }
+}
+
+/// Pointers of one convolution call.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvArgs {
+    /// Input `[n, h, w, ci]`.
+    pub x: *const f32,
+    /// Residual `[n, oh, ow, co]` or null.
+    pub r: *const f32,
+    /// Output `[n, oh, ow, co]`.
+    pub y: *mut f32,
+    /// Epilogue activation.
+    pub act: Activation,
+}
+// SAFETY: see `conv_f32_raw`.
+unsafe impl Send for ConvArgs {}
+unsafe impl Sync for ConvArgs {}
+
+/// Computes output pixels `pix` (indices into `n * oh * ow`) of every group.
+/// `scratch` holds at least [`ConvGeom::scratch_len`] values (unused for a
+/// pointwise convolution).
+///
+/// # Safety
+/// Pointers valid for the geometry; `y` may alias `r` exactly, not `x`.
+/// Calls on disjoint `pix` may run concurrently with separate scratch.
+pub unsafe fn conv_f32_raw(
+    g: &ConvGeom,
+    wts: &[PackedB],
+    a: &ConvArgs,
+    pix: Range<usize>,
+    scratch: &mut [f32],
+) {
+    let cog = g.co / g.group;
+    if g.is_pointwise() {
+        let args = GemmArgs {
+            m: g.pixels(),
+            a: a.x,
+            lda: g.ci,
+            r: a.r,
+            ldr: g.co,
+            c: a.y,
+            ldc: g.co,
+            act: a.act,
+        };
+        gemm_f32_raw(&args, &wts[0], pix, 0..wts[0].panels());
+        return;
+    }
+    let k = g.k();
+    let mut p0 = pix.start;
+    while p0 < pix.end {
+        let p1 = (p0 + CHUNK).min(pix.end);
+        for (gi, wg) in wts.iter().enumerate() {
+            im2col_nhwc(g, a.x, gi, p0..p1, &mut scratch[..(p1 - p0) * k]);
+            let off = p0 * g.co + gi * cog;
+            let args = GemmArgs {
+                m: p1 - p0,
+                a: scratch.as_ptr(),
+                lda: k,
+                r: if a.r.is_null() { a.r } else { a.r.add(off) },
+                ldr: g.co,
+                c: a.y.add(off),
+                ldc: g.co,
+                act: a.act,
+            };
+            gemm_f32_raw(&args, wg, 0..p1 - p0, 0..wg.panels());
+        }
+        p0 = p1;
+    }
+}

@@ -1,0 +1,232 @@
+//! # kiln-kernels
+//!
+//! kiln's compute kernels on plain slices: packed f32 GEMM (the 1x1
+//! convolution and fully connected layers), depthwise convolution, a general
+//! convolution by blocked im2col + GEMM, pooling and element-wise ops with
+//! fused epilogues (bias, residual add, activation).
+//!
+//! Every kernel has a scalar reference (`*_scalar`), which is the definition the
+//! SIMD versions are tested against (proptests over random shapes on every ISA
+//! level the CPU can run, see `tests/kernels.rs`). SIMD versions are chosen at
+//! run time from the CPU's features ([`Isa::detect`]); the repository never
+//! builds with `-C target-cpu=native`, so one binary runs on any x86-64 and
+//! uses AVX2+FMA or AVX-512 where present. [`set_max_isa`] (or the
+//! environment variable `KILN_ISA=scalar|avx2|avx512`) caps the level, which is
+//! how the tests force the lower paths.
+//!
+//! Kernel names encode op, dtype, ISA and register tile, e.g.
+//! [`gemm::gemm_f32_avx512_12x32`]: 12 rows of A by 32 columns of B per
+//! micro-tile.
+//!
+//! Layout: activations are NHWC (channels innermost), the layout in which a
+//! 1x1 convolution is a plain GEMM and a depthwise convolution vectorizes
+//! across channels. Weights are packed once, at load ([`gemm::PackedB`],
+//! [`dwconv::pack_dw_weights`]).
+#![warn(missing_docs)]
+// Kernel entry points take their geometry and pointers flat, by design.
+#![allow(clippy::too_many_arguments)]
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub mod conv;
+pub mod dwconv;
+pub mod eltwise;
+pub mod gemm;
+pub mod pool;
+
+/// An instruction-set level kernels can be built for, in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust (what the compiler makes of it for the baseline target).
+    Scalar,
+    /// x86-64 AVX2 + FMA (8 f32 lanes).
+    Avx2,
+    /// x86-64 AVX-512 F (16 f32 lanes, mask registers).
+    Avx512,
+}
+
+impl Isa {
+    /// All levels, lowest first.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// Name as used in kernel names and `KILN_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a name of [`Isa::name`].
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == s.trim().to_ascii_lowercase())
+    }
+
+    /// The highest level this CPU supports (CPUID).
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Levels this CPU can run, lowest first.
+    pub fn runnable() -> Vec<Isa> {
+        let top = Isa::detect();
+        Isa::ALL.into_iter().filter(|&i| i <= top).collect()
+    }
+
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+    fn from_code(c: u8) -> Option<Isa> {
+        Isa::ALL.get((c as usize).checked_sub(1)?).copied()
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// 0 = not set (use `KILN_ISA` or no cap); else `Isa::code`.
+static MAX_ISA: AtomicU8 = AtomicU8::new(0);
+
+/// Caps the ISA level that [`active_isa`] returns (`None` removes the cap).
+/// Kernel choices are made when a model is compiled, so set this before.
+pub fn set_max_isa(max: Option<Isa>) {
+    MAX_ISA.store(max.map_or(0, Isa::code), Ordering::Relaxed);
+}
+
+/// The level kernels use: [`Isa::detect`], capped by [`set_max_isa`] or else by
+/// the environment variable `KILN_ISA` (`scalar`, `avx2`, `avx512`; an unknown
+/// value is ignored).
+pub fn active_isa() -> Isa {
+    let top = Isa::detect();
+    let cap = Isa::from_code(MAX_ISA.load(Ordering::Relaxed))
+        .or_else(|| std::env::var("KILN_ISA").ok().and_then(|s| Isa::from_name(&s)));
+    match cap {
+        Some(c) => c.min(top),
+        None => top,
+    }
+}
+
+/// An element-wise activation applied in a kernel's epilogue.
+///
+/// Semantics are those of the ONNX ops of the same name
+/// (<https://onnx.ai/onnx/operators/>). `Clamp` covers `Relu`
+/// (`[0, +inf]`), `Relu6`/`Clip(0, 6)` and any `Clip`; it is applied in
+/// registers by every SIMD kernel. The others are applied by a scalar pass
+/// over each freshly written tile (still in L1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `min(max(x, min), max)` (NaN propagates).
+    Clamp {
+        /// Lower bound (`-inf` for none).
+        min: f32,
+        /// Upper bound (`+inf` for none).
+        max: f32,
+    },
+    /// `x < 0 ? alpha * x : x`.
+    LeakyRelu(f32),
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x * max(0, min(1, x / 6 + 0.5))` (ONNX HardSwish, opset 14).
+    HardSwish,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// `x * sigmoid(x)` (SiLU, Swish).
+    SiLU,
+}
+
+impl Activation {
+    /// `max(x, 0)`.
+    pub const RELU: Activation = Activation::Clamp {
+        min: 0.0,
+        max: f32::INFINITY,
+    };
+
+    /// The clamp bounds, when this activation is a clamp or the identity.
+    pub fn clamp_bounds(self) -> Option<(f32, f32)> {
+        match self {
+            Activation::None => Some((f32::NEG_INFINITY, f32::INFINITY)),
+            Activation::Clamp { min, max } => Some((min, max)),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation to one value (the scalar definition).
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::None => x,
+            Activation::Clamp { min, max } => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(min).min(max)
+                }
+            }
+            Activation::LeakyRelu(a) => {
+                if x < 0.0 {
+                    a * x
+                } else {
+                    x
+                }
+            }
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::SiLU => x * sigmoid(x),
+        }
+    }
+
+    /// Applies the activation to every element of `xs` in place.
+    pub fn apply_slice(self, xs: &mut [f32]) {
+        if self == Activation::None {
+            return;
+        }
+        for x in xs {
+            *x = self.apply(*x);
+        }
+    }
+}
+
+/// Numerically stable logistic function.
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Splits `0..n` into `parts` nearly equal contiguous ranges (the first
+/// `n % parts` one longer); part `i` of them.
+pub fn split_range(n: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let parts = parts.max(1);
+    let base = n / parts;
+    let rem = n % parts;
+    let start = i * base + i.min(rem);
+    let len = base + usize::from(i < rem);
+    start.min(n)..(start + len).min(n)
+}
