@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with one readable line on stderr (no panics,
 //! no backtraces); see `kiln --help`.
 
+mod bench;
 mod conformance;
 mod eval;
 mod inspect;
@@ -91,9 +92,17 @@ enum Cmd {
         /// Threads per run (the large GEMMs of Conv/MatMul/Gemm are split across them).
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// Print the slowest op types of one profiled run.
+        /// Print a per-step profile (op, kernel, shape, time share, GFLOP/s),
+        /// the median of the timed runs per step.
         #[arg(long)]
         profile: bool,
+        /// Run the reference executor (one op at a time, no compilation)
+        /// instead of the compiled runtime.
+        #[arg(long)]
+        reference: bool,
+        /// Cap the kernels' ISA level (scalar, avx2, avx512); default: the best the CPU has.
+        #[arg(long)]
+        isa: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -411,10 +420,22 @@ fn dispatch(cli: Cli) -> Result<()> {
             runs,
             threads,
             profile,
+            reference,
+            isa,
             json,
-        } => bench(
-            &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json,
-        ),
+        } => bench::bench(&bench::BenchArgs {
+            model: &model,
+            inputs: &inputs,
+            shapes: &shapes,
+            preset_name: &preset,
+            warmup,
+            runs,
+            threads,
+            profile,
+            reference,
+            isa: isa.as_deref(),
+            json,
+        }),
         Cmd::Optimize {
             model,
             output,
@@ -552,7 +573,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-fn preset(name: &str) -> Result<Preset> {
+pub(crate) fn preset(name: &str) -> Result<Preset> {
     Preset::from_name(name).ok_or_else(|| anyhow!("unknown preset '{name}'"))
 }
 
@@ -566,7 +587,7 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-fn load_input(p: &Path, preset: Preset) -> Result<Tensor> {
+pub(crate) fn load_input(p: &Path, preset: Preset) -> Result<Tensor> {
     let ext = p
         .extension()
         .and_then(|e| e.to_str())
@@ -836,7 +857,7 @@ pub(crate) fn parse_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>
 /// Largest random input `kiln bench` generates (elements, 1 GiB of f32).
 const MAX_BENCH_INPUT_ELEMS: usize = 1 << 28;
 
-fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
+pub(crate) fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
     let n = kiln::ir::numel(&shape)
         .ok()
         .filter(|&n| n <= MAX_BENCH_INPUT_ELEMS)
@@ -855,103 +876,9 @@ fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(
-    model: &Path,
-    inputs: &[PathBuf],
-    shapes: &[String],
-    preset_name: &str,
-    warmup: usize,
-    runs: usize,
-    threads: usize,
-    profile: bool,
-    json: bool,
-) -> Result<()> {
-    if threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if threads > cores {
-        eprintln!("note: --threads {threads} is more than the {cores} core(s) this machine has");
-    }
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let pre = preset(preset_name)?;
-    let session = kiln::open_session(model)?.with_threads(threads);
-    let binds = parse_shapes(shapes)?;
-    let tensors: Vec<Tensor> = if inputs.is_empty() {
-        let binds: std::collections::HashMap<String, Vec<usize>> = binds.into_iter().collect();
-        let dims =
-            kiln::shapes::bind_input_shapes(session.inputs(), &binds).map_err(|e| e.with_file(model))?;
-        session
-            .inputs()
-            .iter()
-            .zip(dims)
-            .enumerate()
-            .map(|(i, (vi, d))| {
-                random_tensor(vi.ty.dtype, d, i as u64 + 1).map_err(|e| anyhow!("{}: {e}", model.display()))
-            })
-            .collect::<Result<_>>()?
-    } else {
-        inputs.iter().map(|p| load_input(p, pre)).collect::<Result<_>>()?
-    };
-    for _ in 0..warmup {
-        run_checked(&session, model, tensors.clone())?;
-    }
-    let mut ms = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let x = tensors.clone();
-        let t0 = Instant::now();
-        run_checked(&session, model, x)?;
-        ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| ms[(((ms.len() - 1) as f64) * p).round() as usize];
-    let (p50, p90, p99) = (pct(0.5), pct(0.9), pct(0.99));
-    let mut prof = Vec::new();
-    if profile {
-        let (_, t) = session
-            .run_profiled(tensors.clone())
-            .map_err(|e| anyhow!("{}: {e}", model.display()))?;
-        let mut by_op: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
-        for nt in t {
-            let e = by_op.entry(nt.op_type).or_default();
-            e.0 += nt.time.as_secs_f64() * 1e3;
-            e.1 += 1;
-        }
-        prof = by_op.into_iter().collect();
-        prof.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"model": model.display().to_string(), "threads": threads, "warmup": warmup,
-                "runs": runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "min_ms": ms[0],
-                "peak_rss_mib": peak_rss_mib(),
-                "profile": prof.iter().map(|(op, (t, n))| serde_json::json!({"op": op, "ms": t, "count": n})).collect::<Vec<_>>()})
-        );
-    } else {
-        println!(
-            "{}: {runs} runs after {warmup} warm-up, {threads} thread(s)",
-            model.display()
-        );
-        println!(
-            "latency p50 {p50:.2} ms   p90 {p90:.2} ms   p99 {p99:.2} ms   min {:.2} ms",
-            ms[0]
-        );
-        if let Some(m) = peak_rss_mib() {
-            println!("peak memory (RSS high-water mark) {m:.1} MiB");
-        }
-        for (op, (t, n)) in &prof {
-            println!("  {op:<22} {t:>9.2} ms  ({n} node(s))");
-        }
-    }
-    Ok(())
-}
-
 /// This process's peak resident set size in MiB (`VmHWM` of
 /// `/proc/self/status`); `None` where that is not available (not Linux).
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     #[cfg(target_os = "linux")]
     {
         let s = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -138,7 +138,14 @@ pub unsafe fn im2col_nhwc(g: &ConvGeom, x: *const f32, gi: usize, pix: Range<usi
                     seg.fill(0.0);
                 } else {
                     let src = x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.ci + gi * cig);
-                    seg.copy_from_slice(std::slice::from_raw_parts(src, cig));
+                    if cig < 16 {
+                        // A call to memcpy per 3-channel segment (the stem) costs more than the copy.
+                        for (j, d) in seg.iter_mut().enumerate() {
+                            *d = *src.add(j);
+                        }
+                    } else {
+                        seg.copy_from_slice(std::slice::from_raw_parts(src, cig));
+                    }
                 }
                 o += cig;
             }

@@ -274,24 +274,45 @@ mod x86 {
                         }
                         continue;
                     }
+                    if cb % 4 != 0 && !group {
+                        continue; // done with its group of four below
+                    }
+                    // Border pixel: up to four channel blocks at once
+                    // (independent accumulator chains).
+                    let nb = (blocks - cb).min(4);
                     let kxs = tap_range(ox, g.sw, g.pl, g.dw, g.kw, g.w);
-                    let mut acc = bias;
+                    let mut acc = [_mm512_setzero_ps(); 4];
+                    let mut ms = [0u16; 4];
+                    for j in 0..nb {
+                        let cbj = cb + j;
+                        ms[j] = if cbj + 1 < blocks || tail == 0 { 0xffff } else { ((1u32 << tail) - 1) as u16 };
+                        acc[j] = _mm512_loadu_ps(bp.add(cbj * 16));
+                    }
                     for ky in kys.clone() {
                         let iy = oy * g.sh + ky * g.dh - g.pt;
                         let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
                         let wrow = wp.add(ky * g.kw * cp + c0);
                         for kx in kxs.clone() {
                             let ix = ox * g.sw + kx * g.dw - g.pl;
-                            let xv = _mm512_maskz_loadu_ps(m, xrow.add(ix * g.c));
-                            acc = _mm512_fmadd_ps(xv, _mm512_loadu_ps(wrow.add(kx * cp)), acc);
+                            let xp = xrow.add(ix * g.c);
+                            let wq = wrow.add(kx * cp);
+                            for j in 0..4 {
+                                if j < nb {
+                                    let xv = _mm512_maskz_loadu_ps(ms[j], xp.add(j * 16));
+                                    acc[j] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(wq.add(j * 16)), acc[j]);
+                                }
+                            }
                         }
                     }
-                    let o = orow + ox * g.c + c0;
-                    if !a.r.is_null() {
-                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, a.r.add(o)));
+                    for j in 0..nb {
+                        let o = orow + ox * g.c + c0 + j * 16;
+                        let mut v = acc[j];
+                        if !a.r.is_null() {
+                            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(ms[j], a.r.add(o)));
+                        }
+                        v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                        _mm512_mask_storeu_ps(a.y.add(o), ms[j], v);
                     }
-                    acc = _mm512_min_ps(hi, _mm512_max_ps(lo, acc));
-                    _mm512_mask_storeu_ps(a.y.add(o), m, acc);
                 }
                 ox += if group { PX } else { 1 };
             }

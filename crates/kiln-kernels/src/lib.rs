@@ -32,6 +32,7 @@ pub mod conv;
 pub mod dwconv;
 pub mod eltwise;
 pub mod gemm;
+pub mod layout;
 pub mod pool;
 
 /// An instruction-set level kernels can be built for, in increasing order.

@@ -15,7 +15,10 @@ use kiln_ir::{ir_err, ErrorKind, IrError, Model, Tensor, ValueInfo};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub mod compiled;
 pub mod qdq;
+pub use compiled::{CompileOptions, CompiledModel, RunState, TensorRef};
+pub use kiln_kernels::Isa;
 pub use qdq::{lower_qdq, QdqReport};
 
 /// A callback shown every value a run produces: `(value name, tensor)`.

@@ -146,6 +146,19 @@ impl Error {
     }
 }
 
+/// Loads, optimizes ([`kiln_opt::optimize`] at the default level: constant
+/// folding, BatchNormalization folding, Conv/Gemm + activation + residual
+/// fusion) and compiles a model for the fast runtime
+/// ([`runtime::CompiledModel`]).
+///
+/// Errors: the file's load errors, then optimizer and compile errors, all
+/// naming the file.
+pub fn compile(path: &Path, opts: &runtime::CompileOptions) -> Result<runtime::CompiledModel, Error> {
+    let mut m = load_model(path)?;
+    kiln_opt::optimize(&mut m, &kiln_opt::Options::default()).map_err(|e| Error::from(e).with_file(path))?;
+    runtime::CompiledModel::compile(m, opts).map_err(|e| Error::from(e).with_file(path))
+}
+
 /// Loads and prepares a model for execution.
 pub fn open_session(path: &Path) -> Result<Session, Error> {
     let m = load_model(path)?;

@@ -1652,3 +1652,66 @@ mod tests {
         }
     }
 }
+
+/// Validated geometry of a 2-D `Conv` (or kiln `FusedConv`) node with
+/// concrete shapes, for compiled runtimes (every attribute rule of
+/// [`plan_conv`] and `auto_pad` applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Batch N.
+    pub n: usize,
+    /// Input channels C.
+    pub c: usize,
+    /// Output channels M.
+    pub m: usize,
+    /// Groups.
+    pub group: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides (H, W).
+    pub strides: [usize; 2],
+    /// Dilations (H, W).
+    pub dilations: [usize; 2],
+    /// Begin pads (top, left); end pads follow from the output size.
+    pub pads_begin: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+}
+
+/// The [`Conv2dShape`] of `node` (a `Conv`-like node at `opset`) for input X of
+/// shape `xs` (rank 4, NCHW), weights of shape `ws` (`[M, C/group, kh, kw]`)
+/// and an optional bias length. `None` for ranks other than 4 (1-D and 3-D
+/// convolutions) or negative begin pads.
+///
+/// Errors as the op's own checks (attributes, channel counts, empty output).
+pub fn conv2d_shape(
+    node: &crate::Node,
+    opset: i64,
+    xs: &[usize],
+    ws: &[usize],
+    bias_len: Option<usize>,
+) -> Result<Option<Conv2dShape>> {
+    if xs.len() != 4 {
+        return Ok(None);
+    }
+    let ctx = OpCtx { node, opset };
+    let p = plan_conv(&ctx, xs, ws, bias_len)?;
+    let g = &p.geom;
+    if g.p[1] < 0 || g.p[2] < 0 {
+        return Ok(None);
+    }
+    Ok(Some(Conv2dShape {
+        n: p.n,
+        c: p.c,
+        m: p.m,
+        group: p.group,
+        input: [g.inp[1], g.inp[2]],
+        kernel: [g.k[1], g.k[2]],
+        strides: [g.s[1], g.s[2]],
+        dilations: [g.d[1], g.d[2]],
+        pads_begin: [g.p[1] as usize, g.p[2] as usize],
+        output: [g.out[1], g.out[2]],
+    }))
+}

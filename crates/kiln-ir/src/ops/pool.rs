@@ -676,3 +676,55 @@ mod tests {
         );
     }
 }
+
+/// Validated geometry of a 2-D `MaxPool` / `AveragePool` node with a concrete
+/// NCHW input shape, for compiled runtimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool2dShape {
+    /// Max (true) or average pool.
+    pub max: bool,
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Strides (H, W).
+    pub strides: [usize; 2],
+    /// Begin pads (top, left).
+    pub pads_begin: [usize; 2],
+    /// End pads (bottom, right).
+    pub pads_end: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// AveragePool's `count_include_pad`.
+    pub count_include_pad: bool,
+}
+
+/// The [`Pool2dShape`] of a `MaxPool` / `AveragePool` node at `opset` for an
+/// input of shape `xs`. `None` for ranks other than 4, dilations other than
+/// 1, a requested MaxPool `Indices` output, or other op types.
+///
+/// Errors as the op's own checks.
+pub fn pool2d_shape(node: &crate::Node, opset: i64, xs: &[usize]) -> Result<Option<Pool2dShape>> {
+    let kind = match node.op_type.as_str() {
+        "MaxPool" => Kind::Max,
+        "AveragePool" => Kind::Avg,
+        _ => return Ok(None),
+    };
+    if xs.len() != 4 || (kind == Kind::Max && node.outputs.get(1).is_some_and(|o| !o.is_empty())) {
+        return Ok(None);
+    }
+    let ctx = OpCtx { node, opset };
+    let (kernel, win) = pool_window(&ctx, kind, 2)?;
+    if win.dilations.iter().any(|&d| d != 1) {
+        return Ok(None);
+    }
+    let (oh, pt, pb) = win.axis_out(&ctx, 0, xs[2], kernel[0])?;
+    let (ow, pl, pr) = win.axis_out(&ctx, 1, xs[3], kernel[1])?;
+    Ok(Some(Pool2dShape {
+        max: kind == Kind::Max,
+        kernel: [kernel[0], kernel[1]],
+        strides: [win.strides[0], win.strides[1]],
+        pads_begin: [pt, pl],
+        pads_end: [pb, pr],
+        output: [oh, ow],
+        count_include_pad: kind == Kind::Avg && node.attr_int("count_include_pad", 0)? != 0,
+    }))
+}

@@ -1,0 +1,37 @@
+//! Layout conversion between NCHW and NHWC (`[n, c, hw]` <-> `[n, hw, c]`),
+//! the transposes a compiled plan inserts at the boundaries of NHWC regions.
+//! Blocked 8x8 so both sides are read and written a cache line at a time.
+
+/// `y[n, p, c] = x[n, c, p]` for `p` in `0..hw`.
+///
+/// # Safety
+/// `x` and `y` hold `n * c * hw` values and do not overlap.
+pub unsafe fn nchw_to_nhwc(x: *const f32, y: *mut f32, n: usize, c: usize, hw: usize) {
+    transpose_batched(x, y, n, c, hw)
+}
+
+/// `y[n, c, p] = x[n, p, c]` for `p` in `0..hw`.
+///
+/// # Safety
+/// `x` and `y` hold `n * c * hw` values and do not overlap.
+pub unsafe fn nhwc_to_nchw(x: *const f32, y: *mut f32, n: usize, c: usize, hw: usize) {
+    transpose_batched(x, y, n, hw, c)
+}
+
+/// Transposes `n` row-major `rows x cols` matrices.
+unsafe fn transpose_batched(x: *const f32, y: *mut f32, n: usize, rows: usize, cols: usize) {
+    const B: usize = 8;
+    for b in 0..n {
+        let xs = x.add(b * rows * cols);
+        let ys = y.add(b * rows * cols);
+        for r0 in (0..rows).step_by(B) {
+            for c0 in (0..cols).step_by(B) {
+                for r in r0..(r0 + B).min(rows) {
+                    for c in c0..(c0 + B).min(cols) {
+                        *ys.add(c * rows + r) = *xs.add(r * cols + c);
+                    }
+                }
+            }
+        }
+    }
+}
