@@ -4,8 +4,8 @@
 use crate::{load_input, peak_rss_mib, preset, random_tensor};
 use anyhow::{anyhow, bail, Result};
 use kiln::ir::{DType, Tensor};
-use kiln::runtime::{CompileOptions, TensorRef};
 use kiln::runtime::Isa;
+use kiln::runtime::{CompileOptions, TensorRef};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,12 +35,15 @@ fn bench_inputs(a: &BenchArgs, decl: &[kiln::ir::ValueInfo]) -> Result<Vec<Tenso
     if !a.inputs.is_empty() {
         return a.inputs.iter().map(|p| load_input(p, pre)).collect();
     }
-    let binds: std::collections::HashMap<String, Vec<usize>> = crate::parse_shapes(a.shapes)?.into_iter().collect();
+    let binds: std::collections::HashMap<String, Vec<usize>> =
+        crate::parse_shapes(a.shapes)?.into_iter().collect();
     let dims = kiln::shapes::bind_input_shapes(decl, &binds).map_err(|e| e.with_file(a.model))?;
     decl.iter()
         .zip(dims)
         .enumerate()
-        .map(|(i, (vi, d))| random_tensor(vi.ty.dtype, d, i as u64 + 1).map_err(|e| anyhow!("{}: {e}", a.model.display())))
+        .map(|(i, (vi, d))| {
+            random_tensor(vi.ty.dtype, d, i as u64 + 1).map_err(|e| anyhow!("{}: {e}", a.model.display()))
+        })
         .collect()
 }
 
@@ -60,21 +63,28 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if a.threads > cores {
-        eprintln!("note: --threads {} is more than the {cores} core(s) this machine has", a.threads);
+        eprintln!(
+            "note: --threads {} is more than the {cores} core(s) this machine has",
+            a.threads
+        );
     }
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
     let max_isa = match a.isa {
         None => None,
-        Some(s) => Some(Isa::from_name(s).ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2 or avx512"))?),
+        Some(s) => {
+            Some(Isa::from_name(s).ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2 or avx512"))?)
+        }
     };
     if a.reference {
         let session = kiln::open_session(a.model)?.with_threads(a.threads);
         let tensors = bench_inputs(a, session.inputs())?;
         let model = a.model;
         let mut run: RunOnce = Box::new(|| {
-            session.run(tensors.clone()).map_err(|e| anyhow!("{}: {e}", model.display()))?;
+            session
+                .run(tensors.clone())
+                .map_err(|e| anyhow!("{}: {e}", model.display()))?;
             Ok(())
         });
         let ms = time_runs(&mut run, a.warmup, a.runs)?;
@@ -101,12 +111,16 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     let cm = kiln::compile(a.model, &opts)?;
     let tensors = bench_inputs(a, &cm.model().graph.inputs)?;
     let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
-    let info = cm.plan_info(&shapes).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let info = cm
+        .plan_info(&shapes)
+        .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let mut state = cm.new_state(a.threads);
     let model = a.model;
     let all_f32 = tensors.iter().all(|t| t.dtype() == DType::F32);
     let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
-    let out_shapes = cm.output_shapes(&shape_refs).map_err(|e| anyhow!("{}: {e}", model.display()))?;
+    let out_shapes = cm
+        .output_shapes(&shape_refs)
+        .map_err(|e| anyhow!("{}: {e}", model.display()))?;
     let zero_copy = all_f32 && out_shapes.iter().all(|s| s.is_some());
     let mut outs: Vec<Vec<f32>> = out_shapes
         .iter()
@@ -242,9 +256,15 @@ fn report(
         a.warmup,
         a.threads
     );
-    println!("latency p50 {p50:.3} ms   p90 {p90:.3} ms   p99 {p99:.3} ms   min {:.3} ms", ms[0]);
+    println!(
+        "latency p50 {p50:.3} ms   p90 {p90:.3} ms   p99 {p99:.3} ms   min {:.3} ms",
+        ms[0]
+    );
     if flops > 0 {
-        println!("{:.3} GFLOP per run, {gflops:.1} GFLOP/s at p50", flops as f64 / 1e9);
+        println!(
+            "{:.3} GFLOP per run, {gflops:.1} GFLOP/s at p50",
+            flops as f64 / 1e9
+        );
     }
     if let Some(i) = info {
         println!(
@@ -262,7 +282,10 @@ fn report(
     }
     if !prof.is_empty() {
         println!("\nby op type (median step times, sum {total:.3} ms):");
-        println!("  {:<20} {:>9} {:>7} {:>6} {:>9}", "op", "ms", "share", "steps", "GFLOP/s");
+        println!(
+            "  {:<20} {:>9} {:>7} {:>6} {:>9}",
+            "op", "ms", "share", "steps", "GFLOP/s"
+        );
         for (op, (t, f, n)) in &by_op {
             println!(
                 "  {op:<20} {t:>9.3} {:>6.1}% {n:>6} {:>9.1}",

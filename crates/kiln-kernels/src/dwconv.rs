@@ -285,7 +285,11 @@ mod x86 {
                     let mut ms = [0u16; 4];
                     for j in 0..nb {
                         let cbj = cb + j;
-                        ms[j] = if cbj + 1 < blocks || tail == 0 { 0xffff } else { ((1u32 << tail) - 1) as u16 };
+                        ms[j] = if cbj + 1 < blocks || tail == 0 {
+                            0xffff
+                        } else {
+                            ((1u32 << tail) - 1) as u16
+                        };
                         acc[j] = _mm512_loadu_ps(bp.add(cbj * 16));
                     }
                     for ky in kys.clone() {

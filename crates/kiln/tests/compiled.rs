@@ -49,10 +49,21 @@ fn check_tol(model: &Path, inputs: Vec<Tensor>, tol: f32) -> CompiledModel {
                 info.arena_bytes / 1024,
                 info.fallback_ops
             );
-            assert!(d <= tol * m.max(1e-3), "output {o}: max abs diff {d} > {tol} x {m}");
+            assert!(
+                d <= tol * m.max(1e-3),
+                "output {o}: max abs diff {d} > {tol} x {m}"
+            );
             assert_eq!(
-                got1[o].to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                got2[o].to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                got1[o]
+                    .to_f32_vec()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                got2[o]
+                    .to_f32_vec()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
                 "output {o} differs between 1 and 2 threads"
             );
         }
@@ -67,14 +78,24 @@ fn efficientnet_lite0_matches_reference() {
         &f.join("models/efficientnet-lite0.onnx"),
         inputs_of(&f.join("reference/effnet"), "imagenet_", 2),
     );
-    let info = cm.plan_info(&[vec![1, 224, 224, 3]]).or_else(|_| cm.plan_info(&[vec![1, 3, 224, 224]])).unwrap();
-    assert!(info.fallback_ops.is_empty(), "EfficientNet-Lite0 should run entirely on kernels: {:?}", info.fallback_ops);
+    let info = cm
+        .plan_info(&[vec![1, 224, 224, 3]])
+        .or_else(|_| cm.plan_info(&[vec![1, 3, 224, 224]]))
+        .unwrap();
+    assert!(
+        info.fallback_ops.is_empty(),
+        "EfficientNet-Lite0 should run entirely on kernels: {:?}",
+        info.fallback_ops
+    );
 }
 
 #[test]
 fn ppocr_det_matches_reference() {
     let f = fixtures();
-    check(&f.join("models/ch_PP-OCRv4_det_infer.onnx"), inputs_of(&f.join("reference/ocr"), "det", 1));
+    check(
+        &f.join("models/ch_PP-OCRv4_det_infer.onnx"),
+        inputs_of(&f.join("reference/ocr"), "det", 1),
+    );
 }
 
 /// The recognizer (convolutions, then two attention blocks with LayerNorm,
@@ -87,18 +108,29 @@ fn ppocr_det_matches_reference() {
 #[test]
 fn ppocr_rec_matches_reference() {
     let f = fixtures();
-    check_tol(&f.join("models/ch_PP-OCRv4_rec_infer.onnx"), inputs_of(&f.join("reference/ocr"), "rec_", 2), 2e-4);
+    check_tol(
+        &f.join("models/ch_PP-OCRv4_rec_infer.onnx"),
+        inputs_of(&f.join("reference/ocr"), "rec_", 2),
+        2e-4,
+    );
 }
 
 #[test]
 fn ppocr_cls_matches_reference() {
     let f = fixtures();
-    check(&f.join("models/ch_ppocr_mobile_v2.0_cls_infer.onnx"), inputs_of(&f.join("reference/ocr"), "cls_", 2));
+    check(
+        &f.join("models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        inputs_of(&f.join("reference/ocr"), "cls_", 2),
+    );
 }
 
 #[test]
 fn fmnist_mobilenetv2_matches_reference() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let x = Tensor::from_vec(vec![1, 1, 28, 28], (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect()).unwrap();
+    let x = Tensor::from_vec(
+        vec![1, 1, 28, 28],
+        (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect(),
+    )
+    .unwrap();
     check(&root.join("models/fmnist_mnv2.onnx"), vec![x]);
 }

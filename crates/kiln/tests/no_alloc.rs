@@ -40,11 +40,19 @@ static A: Counting = Counting;
 fn allocations_of(model: &Path, shape: &[usize], threads: usize) -> usize {
     let cm = kiln::compile(model, &CompileOptions::default()).unwrap();
     let info = cm.plan_info(&[shape.to_vec()]).unwrap();
-    assert!(info.fallback_ops.is_empty(), "{}: fallback {:?}", model.display(), info.fallback_ops);
+    assert!(
+        info.fallback_ops.is_empty(),
+        "{}: fallback {:?}",
+        model.display(),
+        info.fallback_ops
+    );
     let n: usize = shape.iter().product();
     let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
     let out_shapes = cm.output_shapes(&[shape]).unwrap();
-    let mut outs: Vec<Vec<f32>> = out_shapes.iter().map(|s| vec![0f32; s.as_ref().unwrap().iter().product()]).collect();
+    let mut outs: Vec<Vec<f32>> = out_shapes
+        .iter()
+        .map(|s| vec![0f32; s.as_ref().unwrap().iter().product()])
+        .collect();
     let mut state = cm.new_state(threads);
     let ins = [TensorRef { shape, data: &x }];
     let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
@@ -64,8 +72,14 @@ fn no_allocation_on_the_hot_path_after_the_first_run() {
     let effnet = fixtures().join("models/efficientnet-lite0.onnx");
     for threads in [1, 2] {
         let a = allocations_of(&root.join("models/fmnist_mnv2.onnx"), &[1, 1, 28, 28], threads);
-        assert_eq!(a, 0, "fmnist_mnv2, {threads} thread(s): {a} allocations in 5 runs");
+        assert_eq!(
+            a, 0,
+            "fmnist_mnv2, {threads} thread(s): {a} allocations in 5 runs"
+        );
         let a = allocations_of(&effnet, &[1, 3, 224, 224], threads);
-        assert_eq!(a, 0, "EfficientNet-Lite0, {threads} thread(s): {a} allocations in 5 runs");
+        assert_eq!(
+            a, 0,
+            "EfficientNet-Lite0, {threads} thread(s): {a} allocations in 5 runs"
+        );
     }
 }

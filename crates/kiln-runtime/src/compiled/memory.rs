@@ -30,7 +30,12 @@ pub struct Buffer {
 /// Offsets (in elements) of `bufs`, in their order, and the arena length.
 pub fn plan_offsets(bufs: &[Buffer]) -> (Vec<usize>, usize) {
     let mut order: Vec<usize> = (0..bufs.len()).collect();
-    order.sort_by(|&a, &b| bufs[b].len.cmp(&bufs[a].len).then(bufs[a].first.cmp(&bufs[b].first)));
+    order.sort_by(|&a, &b| {
+        bufs[b]
+            .len
+            .cmp(&bufs[a].len)
+            .then(bufs[a].first.cmp(&bufs[b].first))
+    });
     let mut offs = vec![usize::MAX; bufs.len()];
     let mut placed: Vec<usize> = Vec::with_capacity(bufs.len());
     let mut total = 0usize;
@@ -66,7 +71,13 @@ mod tests {
     #[test]
     fn chain_reuses_memory() {
         // a -> b -> c -> d: each buffer dies when the next is written... one step later.
-        let bufs: Vec<Buffer> = (0..4).map(|i| Buffer { len: 100, first: i, last: i + 1 }).collect();
+        let bufs: Vec<Buffer> = (0..4)
+            .map(|i| Buffer {
+                len: 100,
+                first: i,
+                last: i + 1,
+            })
+            .collect();
         let (offs, total) = plan_offsets(&bufs);
         assert_eq!(total, 2 * 112, "{offs:?}");
     }

@@ -292,7 +292,12 @@ pub struct CompiledModel {
 
 impl std::fmt::Debug for CompiledModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CompiledModel({} nodes, isa {})", self.model.graph.nodes.len(), self.isa)
+        write!(
+            f,
+            "CompiledModel({} nodes, isa {})",
+            self.model.graph.nodes.len(),
+            self.isa
+        )
     }
 }
 
@@ -434,14 +439,19 @@ impl CompiledModel {
         {
             let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
             for p in plans.iter() {
-                if p.input_shapes.len() == shapes.len() && p.input_shapes.iter().zip(shapes).all(|(a, b)| a == b) {
+                if p.input_shapes.len() == shapes.len()
+                    && p.input_shapes.iter().zip(shapes).all(|(a, b)| a == b)
+                {
                     return Ok(p.clone());
                 }
             }
         }
         let owned: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
         let plan = Arc::new(self.build_plan(&owned)?);
-        self.plans.lock().unwrap_or_else(|e| e.into_inner()).push(plan.clone());
+        self.plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(plan.clone());
         Ok(plan)
     }
 
@@ -453,24 +463,18 @@ impl CompiledModel {
         let mut seen = HashSet::new();
         let mut fallback = Vec::new();
         for st in &p.steps {
-            match &st.kernel {
-                Kernel::Conv { w, .. } => {
-                    if seen.insert(Arc::as_ptr(w) as usize) {
-                        packed += w.iter().map(|b| b.bytes()).sum::<usize>();
-                    }
+            let (key, bytes) = match &st.kernel {
+                Kernel::Conv { w, .. } => (Arc::as_ptr(w) as usize, w.iter().map(|b| b.bytes()).sum::<usize>()),
+                Kernel::Dw { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
+                Kernel::Gemm { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
+                Kernel::Fallback { .. } => {
+                    fallback.push(st.info.op_type.clone());
+                    continue;
                 }
-                Kernel::Dw { w, .. } => {
-                    if seen.insert(Arc::as_ptr(w) as usize) {
-                        packed += w.bytes();
-                    }
-                }
-                Kernel::Gemm { w, .. } => {
-                    if seen.insert(Arc::as_ptr(w) as usize) {
-                        packed += w.bytes();
-                    }
-                }
-                Kernel::Fallback { .. } => fallback.push(st.info.op_type.clone()),
-                _ => {}
+                _ => continue,
+            };
+            if seen.insert(key) {
+                packed += bytes;
             }
         }
         let unshared = p
@@ -562,7 +566,14 @@ impl CompiledModel {
             }
         }
         let in_ptrs = |i: usize| inputs[i].data.as_ptr() as *mut f32;
-        self.exec(&plan, state, &in_ptrs, &mut |i| outputs[i].as_mut_ptr(), &[], None)
+        self.exec(
+            &plan,
+            state,
+            &in_ptrs,
+            &mut |i| outputs[i].as_mut_ptr(),
+            &[],
+            None,
+        )
     }
 
     /// Runs on owned tensors (any dtypes) and returns the outputs, like
@@ -605,7 +616,10 @@ impl CompiledModel {
         let out_ptrs: Vec<*mut f32> = outs
             .iter_mut()
             .map(|t| match t {
-                Some(t) => t.as_slice_mut::<f32>().map(|s| s.as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
+                Some(t) => t
+                    .as_slice_mut::<f32>()
+                    .map(|s| s.as_mut_ptr())
+                    .unwrap_or(std::ptr::null_mut()),
                 None => std::ptr::null_mut(),
             })
             .collect();
@@ -623,7 +637,14 @@ impl CompiledModel {
                 _ => None,
             })
             .collect();
-        self.exec(&plan, state, &in_ptrs, &mut |i| out_ptrs[i], &boxed_inputs, timings)?;
+        self.exec(
+            &plan,
+            state,
+            &in_ptrs,
+            &mut |i| out_ptrs[i],
+            &boxed_inputs,
+            timings,
+        )?;
         let mut res = Vec::with_capacity(outs.len());
         for (i, &v) in plan.outputs.iter().enumerate() {
             match outs[i].take() {
@@ -635,7 +656,9 @@ impl CompiledModel {
                         Loc::Const(k) => Some((*plan.consts[k]).clone()),
                         _ => None,
                     };
-                    res.push(t.ok_or_else(|| ir_err!(Internal, "graph output '{}' was not computed", val.name))?);
+                    res.push(
+                        t.ok_or_else(|| ir_err!(Internal, "graph output '{}' was not computed", val.name))?,
+                    );
                 }
             }
         }
@@ -695,7 +718,9 @@ impl CompiledModel {
 
     fn packed(&self, key: &str, make: impl FnOnce() -> PackedW) -> Arc<PackedW> {
         let mut m = self.packed.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(key.to_string()).or_insert_with(|| Arc::new(make())).clone()
+        m.entry(key.to_string())
+            .or_insert_with(|| Arc::new(make()))
+            .clone()
     }
 
     // ------------------------------------------------------------------
@@ -717,7 +742,12 @@ impl CompiledModel {
             ..Default::default()
         };
         if shapes.len() != m.graph.inputs.len() {
-            return Err(ir_err!(Internal, "plan for {} inputs, the model has {}", shapes.len(), m.graph.inputs.len()));
+            return Err(ir_err!(
+                Internal,
+                "plan for {} inputs, the model has {}",
+                shapes.len(),
+                m.graph.inputs.len()
+            ));
         }
         for (i, s) in m.graph.inputs.iter_mut().zip(shapes) {
             i.ty = ValueType::known(i.ty.dtype, s);
@@ -766,7 +796,12 @@ impl CompiledModel {
         }
         for (ni, node) in g.nodes.iter().enumerate() {
             // Nodes whose every output folded to a constant need no step.
-            if !node.outputs.is_empty() && node.outputs.iter().all(|o| o.is_empty() || b.folded.contains_key(o)) {
+            if !node.outputs.is_empty()
+                && node
+                    .outputs
+                    .iter()
+                    .all(|o| o.is_empty() || b.folded.contains_key(o))
+            {
                 continue;
             }
             if !b.lower_fast(node)? {
@@ -911,7 +946,11 @@ impl CompiledModel {
                 let scratch = ScratchPtrs {
                     base: st.scratch.as_mut_ptr() as usize,
                 };
-                let parts = if step.info.flops < 200_000 { 1 } else { threads.min(pix.div_ceil(16)) };
+                let parts = if step.info.flops < 200_000 {
+                    1
+                } else {
+                    threads.min(pix.div_ceil(16))
+                };
                 if g.is_pointwise() {
                     let mr = tile_rows(w[0].isa);
                     let panels = w[0].panels();
@@ -949,8 +988,14 @@ impl CompiledModel {
                     act: *act,
                 };
                 let rows = g.rows();
-                let parts = if step.info.flops < 100_000 { 1 } else { threads.min(rows) };
-                pool.run(parts, &|i| unsafe { dwconv_f32_raw(g, w, &a, split_range(rows, parts, i)) });
+                let parts = if step.info.flops < 100_000 {
+                    1
+                } else {
+                    threads.min(rows)
+                };
+                pool.run(parts, &|i| unsafe {
+                    dwconv_f32_raw(g, w, &a, split_range(rows, parts, i))
+                });
             }
             Kernel::Gemm { m, w, a, y, act } => {
                 let args = GemmArgs {
@@ -975,16 +1020,49 @@ impl CompiledModel {
                     }
                 });
             }
-            Kernel::Binary { op, a, b, y, act, len } => {
+            Kernel::Binary {
+                op,
+                a,
+                b,
+                y,
+                act,
+                len,
+            } => {
                 let (pa, pb, py) = (SendPtr(p(*a)), SendPtr(p(*b)), SendPtr(p(*y)));
                 let parts = if *len < 32_768 { 1 } else { threads };
                 let isa = self.isa;
                 pool.run(parts, &|i| unsafe {
-                    binary_f32(isa, *op, pa.get(), pb.get(), py.get(), *act, split_range(*len, parts, i));
+                    binary_f32(
+                        isa,
+                        *op,
+                        pa.get(),
+                        pb.get(),
+                        py.get(),
+                        *act,
+                        split_range(*len, parts, i),
+                    );
                 });
             }
-            Kernel::Channel { op, x, s, y, n, hw, c } => unsafe {
-                channel_f32(self.isa, *op, p(*x), p(*s), p(*y), *hw, *c, Activation::None, 0..*n);
+            Kernel::Channel {
+                op,
+                x,
+                s,
+                y,
+                n,
+                hw,
+                c,
+            } => unsafe {
+                channel_f32(
+                    self.isa,
+                    *op,
+                    p(*x),
+                    p(*s),
+                    p(*y),
+                    *hw,
+                    *c,
+                    Activation::None,
+                    0..*n,
+                );
             },
             Kernel::Act { act, x, y, len } => {
                 let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
@@ -1002,7 +1080,9 @@ impl CompiledModel {
                 let rows = g.n * g.oh;
                 let parts = threads.min(rows);
                 let isa = self.isa;
-                pool.run(parts, &|i| unsafe { pool2d_f32(isa, g, px.get(), py.get(), split_range(rows, parts, i)) });
+                pool.run(parts, &|i| unsafe {
+                    pool2d_f32(isa, g, px.get(), py.get(), split_range(rows, parts, i))
+                });
             }
             Kernel::Softmax { x, y, rows, cols } => unsafe {
                 softmax_rows(p(*x), p(*y), *rows, *cols);
@@ -1058,7 +1138,10 @@ impl CompiledModel {
                 (_, Some(t)) => Some(t),
                 (Some(v), None) => match plan.vals[*v].loc {
                     Loc::Boxed(k) => Some(st.boxed[k].as_ref().ok_or_else(|| {
-                        node.err(ErrorKind::Internal, format!("input '{}' was not computed", plan.vals[*v].name))
+                        node.err(
+                            ErrorKind::Internal,
+                            format!("input '{}' was not computed", plan.vals[*v].name),
+                        )
                     })?),
                     Loc::Const(k) => Some(&*plan.consts[k]),
                     _ => None,
@@ -1163,7 +1246,14 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn push_val(&mut self, name: &str, shape: Option<Vec<usize>>, dtype: DType, layout: Layout, loc: Loc) -> usize {
+    fn push_val(
+        &mut self,
+        name: &str,
+        shape: Option<Vec<usize>>,
+        dtype: DType,
+        layout: Layout,
+        loc: Loc,
+    ) -> usize {
         self.vals.push(Val {
             name: name.to_string(),
             shape,
@@ -1175,7 +1265,14 @@ impl Builder<'_> {
         self.vals.len() - 1
     }
 
-    fn push_step(&mut self, info: StepInfo, kernel: Kernel, reads: Vec<usize>, writes: Vec<usize>, inplace: Vec<usize>) {
+    fn push_step(
+        &mut self,
+        info: StepInfo,
+        kernel: Kernel,
+        reads: Vec<usize>,
+        writes: Vec<usize>,
+        inplace: Vec<usize>,
+    ) {
         self.steps.push(Step {
             info,
             kernel,
@@ -1227,7 +1324,13 @@ impl Builder<'_> {
                         self.consts.len() - 1
                     }
                 };
-                let id = self.push_val(name, Some(t.shape().to_vec()), t.dtype(), Layout::Nchw, Loc::Const(k));
+                let id = self.push_val(
+                    name,
+                    Some(t.shape().to_vec()),
+                    t.dtype(),
+                    Layout::Nchw,
+                    Loc::Const(k),
+                );
                 self.by_name.insert(name.to_string(), id);
                 id
             }
@@ -1295,7 +1398,9 @@ impl Builder<'_> {
             Some(o) if !o.is_empty() => o.clone(),
             _ => return Ok(false),
         };
-        let Some(ys) = self.f32_shape(&out0) else { return Ok(false) };
+        let Some(ys) = self.f32_shape(&out0) else {
+            return Ok(false);
+        };
         let fused = dom == ops::fused::DOMAIN;
         match (node.op_type.as_str(), fused) {
             ("Conv", false) | ("FusedConv", true) => self.lower_conv(node, fused, &out0),
@@ -1317,8 +1422,12 @@ impl Builder<'_> {
 
     fn lower_conv(&mut self, node: &Node, fused: bool, out: &str) -> Result<bool, RuntimeError> {
         let x = &node.inputs[0];
-        let Some(xs) = self.f32_shape(x) else { return Ok(false) };
-        let Some(w) = node.inputs.get(1).and_then(|w| self.const_tensor(w)) else { return Ok(false) };
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
+        let Some(w) = node.inputs.get(1).and_then(|w| self.const_tensor(w)) else {
+            return Ok(false);
+        };
         let bias = match node.inputs.get(2).filter(|b| !b.is_empty()) {
             Some(b) => match self.const_tensor(b) {
                 Some(t) => Some(t),
@@ -1326,7 +1435,8 @@ impl Builder<'_> {
             },
             None => None,
         };
-        if w.dtype() != DType::F32 || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) || xs.len() != 4 {
+        if w.dtype() != DType::F32 || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) || xs.len() != 4
+        {
             return Ok(false);
         }
         let z = if fused {
@@ -1339,7 +1449,14 @@ impl Builder<'_> {
         } else {
             Activation::None
         };
-        let Some(cs) = conv2d_shape(node, self.cm.opset, &xs, w.shape(), bias.as_ref().map(|b| b.len()))? else {
+        let Some(cs) = conv2d_shape(
+            node,
+            self.cm.opset,
+            &xs,
+            w.shape(),
+            bias.as_ref().map(|b| b.len()),
+        )?
+        else {
             return Ok(false);
         };
         let ys = vec![cs.n, cs.m, cs.output[0], cs.output[1]];
@@ -1383,17 +1500,13 @@ impl Builder<'_> {
             };
             macs = g.macs();
             let taps = g.kh * g.kw;
-            let pw = self.cm.packed(&node.name, || PackedW::Dw(Arc::new(PackedDw::pack(isa, cs.c, taps, wd, bd))));
+            let pw = self.cm.packed(&node.name, || {
+                PackedW::Dw(Arc::new(PackedDw::pack(isa, cs.c, taps, wd, bd)))
+            });
             let PackedW::Dw(pw) = &*pw else {
                 return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
             };
-            kname = format!(
-                "dwconv_f32_{}_{}x{}s{}",
-                isa,
-                g.kh,
-                g.kw,
-                g.sh
-            );
+            kname = format!("dwconv_f32_{}_{}x{}s{}", isa, g.kh, g.kw, g.sh);
             Kernel::Dw {
                 g,
                 w: pw.clone(),
@@ -1422,7 +1535,9 @@ impl Builder<'_> {
                 ow: cs.output[1],
             };
             macs = g.macs();
-            let pw = self.cm.packed(&node.name, || PackedW::Conv(Arc::new(pack_conv_weights(isa, &g, wd, bd))));
+            let pw = self.cm.packed(&node.name, || {
+                PackedW::Conv(Arc::new(pack_conv_weights(isa, &g, wd, bd)))
+            });
             let PackedW::Conv(pw) = &*pw else {
                 return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
             };
@@ -1445,10 +1560,20 @@ impl Builder<'_> {
         Ok(true)
     }
 
-    fn lower_gemm(&mut self, node: &Node, fused: bool, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+    fn lower_gemm(
+        &mut self,
+        node: &Node,
+        fused: bool,
+        out: &str,
+        ys: &[usize],
+    ) -> Result<bool, RuntimeError> {
         let a = &node.inputs[0];
-        let Some(as_) = self.f32_shape(a) else { return Ok(false) };
-        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else { return Ok(false) };
+        let Some(as_) = self.f32_shape(a) else {
+            return Ok(false);
+        };
+        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else {
+            return Ok(false);
+        };
         if as_.len() != 2 || bt.rank() != 2 || bt.dtype() != DType::F32 || node.attr_int("transA", 0)? != 0 {
             return Ok(false);
         }
@@ -1465,9 +1590,17 @@ impl Builder<'_> {
         }
         let c = match node.inputs.get(2).filter(|c| !c.is_empty()) {
             Some(c) => match self.const_tensor(c) {
-                Some(t) if t.dtype() == DType::F32 && (t.len() == n || t.len() == 1) && t.shape().iter().rev().skip(1).all(|&d| d == 1) => {
+                Some(t)
+                    if t.dtype() == DType::F32
+                        && (t.len() == n || t.len() == 1)
+                        && t.shape().iter().rev().skip(1).all(|&d| d == 1) =>
+                {
                     let v = t.as_slice::<f32>()?;
-                    Some((0..n).map(|j| beta * v[if v.len() == 1 { 0 } else { j }]).collect::<Vec<f32>>())
+                    Some(
+                        (0..n)
+                            .map(|j| beta * v[if v.len() == 1 { 0 } else { j }])
+                            .collect::<Vec<f32>>(),
+                    )
                 }
                 _ => return Ok(false),
             },
@@ -1495,7 +1628,12 @@ impl Builder<'_> {
         let ai = self.use_val(a, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
         let m = as_[0];
-        let info = self.info(node, format!("gemm_f32_{}_{}", isa, tile_name(isa)), ys, 2 * (m * k * n) as u64);
+        let info = self.info(
+            node,
+            format!("gemm_f32_{}_{}", isa, tile_name(isa)),
+            ys,
+            2 * (m * k * n) as u64,
+        );
         self.push_step(
             info,
             Kernel::Gemm {
@@ -1512,10 +1650,20 @@ impl Builder<'_> {
         Ok(true)
     }
 
-    fn lower_matmul(&mut self, node: &Node, fused: bool, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+    fn lower_matmul(
+        &mut self,
+        node: &Node,
+        fused: bool,
+        out: &str,
+        ys: &[usize],
+    ) -> Result<bool, RuntimeError> {
         let a = &node.inputs[0];
-        let Some(as_) = self.f32_shape(a) else { return Ok(false) };
-        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else { return Ok(false) };
+        let Some(as_) = self.f32_shape(a) else {
+            return Ok(false);
+        };
+        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else {
+            return Ok(false);
+        };
         if as_.len() < 2 || bt.rank() != 2 || bt.dtype() != DType::F32 || self.is_const(a) {
             return Ok(false);
         }
@@ -1531,13 +1679,20 @@ impl Builder<'_> {
         let m: usize = as_[..as_.len() - 1].iter().product();
         let bd = bt.as_slice::<f32>()?;
         let isa = self.isa();
-        let pw = self.cm.packed(&node.name, || PackedW::Gemm(Arc::new(PackedB::from_row_major(isa, k, n, bd, None))));
+        let pw = self.cm.packed(&node.name, || {
+            PackedW::Gemm(Arc::new(PackedB::from_row_major(isa, k, n, bd, None)))
+        });
         let PackedW::Gemm(pw) = &*pw else {
             return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
         };
         let ai = self.use_val(a, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
-        let info = self.info(node, format!("gemm_f32_{}_{}", isa, tile_name(isa)), ys, 2 * (m * k * n) as u64);
+        let info = self.info(
+            node,
+            format!("gemm_f32_{}_{}", isa, tile_name(isa)),
+            ys,
+            2 * (m * k * n) as u64,
+        );
         self.push_step(
             info,
             Kernel::Gemm {
@@ -1559,7 +1714,9 @@ impl Builder<'_> {
             return Ok(false);
         }
         let (an, bn) = (&node.inputs[0], &node.inputs[1]);
-        let (Some(sa), Some(sb)) = (self.f32_shape(an), self.f32_shape(bn)) else { return Ok(false) };
+        let (Some(sa), Some(sb)) = (self.f32_shape(an), self.f32_shape(bn)) else {
+            return Ok(false);
+        };
         let op = match node.op_type.as_str() {
             "Add" => BinOp::Add,
             "Sub" => BinOp::Sub,
@@ -1607,7 +1764,11 @@ impl Builder<'_> {
         } else {
             return Ok(false);
         };
-        if self.by_name.get(x).is_none_or(|&v| self.vals[v].layout != Layout::Nhwc) {
+        if self
+            .by_name
+            .get(x)
+            .is_none_or(|&v| self.vals[v].layout != Layout::Nhwc)
+        {
             return Ok(false);
         }
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
@@ -1648,7 +1809,9 @@ impl Builder<'_> {
                     for (i, bound) in [(1usize, &mut lo), (2, &mut hi)] {
                         if let Some(n) = node.inputs.get(i).filter(|n| !n.is_empty()) {
                             match self.const_tensor(n) {
-                                Some(t) if t.len() == 1 && t.dtype() == DType::F32 => *bound = t.as_slice::<f32>()?[0],
+                                Some(t) if t.len() == 1 && t.dtype() == DType::F32 => {
+                                    *bound = t.as_slice::<f32>()?[0]
+                                }
                                 _ => return Ok(false),
                             }
                         }
@@ -1669,13 +1832,21 @@ impl Builder<'_> {
         let y = self.out_val(out, ys.to_vec(), lay);
         let len = ys.iter().product();
         let info = self.info(node, format!("activation_f32_{}", self.isa()), ys, len as u64);
-        self.push_step(info, Kernel::Act { act, x: xi, y, len }, vec![xi], vec![y], vec![xi]);
+        self.push_step(
+            info,
+            Kernel::Act { act, x: xi, y, len },
+            vec![xi],
+            vec![y],
+            vec![xi],
+        );
         Ok(true)
     }
 
     fn lower_gap(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
         let x = &node.inputs[0];
-        let Some(xs) = self.f32_shape(x) else { return Ok(false) };
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
         if xs.len() != 4 {
             return Ok(false);
         }
@@ -1708,15 +1879,30 @@ impl Builder<'_> {
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
         let (n, c, hw) = (xs[0], xs[1], xs[2] * xs[3]);
-        let info = self.info(node, format!("global_avg_pool_f32_{}", self.isa()), ys, (n * c * hw) as u64);
-        self.push_step(info, Kernel::Gap { x: xi, y, n, hw, c }, vec![xi], vec![y], vec![]);
+        let info = self.info(
+            node,
+            format!("global_avg_pool_f32_{}", self.isa()),
+            ys,
+            (n * c * hw) as u64,
+        );
+        self.push_step(
+            info,
+            Kernel::Gap { x: xi, y, n, hw, c },
+            vec![xi],
+            vec![y],
+            vec![],
+        );
         Ok(true)
     }
 
     fn lower_pool(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
         let x = &node.inputs[0];
-        let Some(xs) = self.f32_shape(x) else { return Ok(false) };
-        let Some(ps) = pool2d_shape(node, self.cm.opset, &xs)? else { return Ok(false) };
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
+        let Some(ps) = pool2d_shape(node, self.cm.opset, &xs)? else {
+            return Ok(false);
+        };
         if ps.count_include_pad && ps.pads_begin != ps.pads_end {
             return Ok(false);
         }
@@ -1763,7 +1949,13 @@ impl Builder<'_> {
         let xi = self.use_val(x, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
         let info = self.info(node, "softmax_f32".into(), ys, 3 * (rows * cols) as u64);
-        self.push_step(info, Kernel::Softmax { x: xi, y, rows, cols }, vec![xi], vec![y], vec![xi]);
+        self.push_step(
+            info,
+            Kernel::Softmax { x: xi, y, rows, cols },
+            vec![xi],
+            vec![y],
+            vec![xi],
+        );
         Ok(true)
     }
 
@@ -1772,7 +1964,9 @@ impl Builder<'_> {
         if node.outputs.iter().skip(1).any(|o| !o.is_empty()) || self.is_const(x) {
             return Ok(false);
         }
-        let Some(xs) = self.f32_shape(x) else { return Ok(false) };
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
         if xs.iter().product::<usize>() != ys.iter().product::<usize>() {
             return Ok(false);
         }
@@ -1825,7 +2019,13 @@ impl Builder<'_> {
             .and_then(|v| self.vals[v].shape.clone())
             .unwrap_or_default();
         let info = self.info(node, "reference".into(), &shape, 0);
-        self.push_step(info, Kernel::Fallback { node: ni, ins, outs }, reads, writes, vec![]);
+        self.push_step(
+            info,
+            Kernel::Fallback { node: ni, ins, outs },
+            reads,
+            writes,
+            vec![],
+        );
         Ok(())
     }
 }
@@ -1926,4 +2126,3 @@ fn plan_memory(vals: &mut [Val], steps: &mut [Step], outputs: &[usize]) -> usize
     }
     total
 }
-
