@@ -96,6 +96,10 @@ pub struct PoolGeom {
     pub pt: usize,
     /// Padding at the left.
     pub pl: usize,
+    /// Padding at the bottom (used by `count_include_pad`).
+    pub pb: usize,
+    /// Padding at the right (used by `count_include_pad`).
+    pub pr: usize,
     /// Output height.
     pub oh: usize,
     /// Output width.
@@ -149,10 +153,10 @@ unsafe fn pool_body(g: &PoolGeom, x: *const f32, y: *mut f32, rows: Range<usize>
             if !g.max {
                 let cnt = if g.count_include_pad {
                     // the window clipped to the padded input
-                    let ye =
-                        ((oy * g.sh + g.kh) as isize).min((g.h + 2 * g.pt) as isize) - (oy * g.sh) as isize;
-                    let xe =
-                        ((ox * g.sw + g.kw) as isize).min((g.w + 2 * g.pl) as isize) - (ox * g.sw) as isize;
+                    let ye = ((oy * g.sh + g.kh) as isize).min((g.h + g.pt + g.pb) as isize)
+                        - (oy * g.sh) as isize;
+                    let xe = ((ox * g.sw + g.kw) as isize).min((g.w + g.pl + g.pr) as isize)
+                        - (ox * g.sw) as isize;
                     (ye.max(1) * xe.max(1)) as f32
                 } else {
                     (ys.len() * xs.len()).max(1) as f32

@@ -1190,6 +1190,8 @@ fn pool_property(
         sw,
         pt,
         pl,
+        pb,
+        pr,
         oh: onnx_out(h, kh, sh, 1, pt, pb),
         ow: onnx_out(w, kw, sw, 1, pl, pr),
         max,
@@ -1200,12 +1202,7 @@ fn pool_property(
     let out = n * g.oh * g.ow * c;
     let rows = n * g.oh;
     let reference = pool_run(Isa::Scalar, &g, &x, &[0..rows]);
-    // `PoolGeom` has no bottom/right pads: with count_include_pad the kernel
-    // clips windows to `h + 2*pt` (symmetric padding), which matches ONNX
-    // only when `pb <= pt` and `pr <= pl` (see the ignored test
-    // `pool_avg_count_include_pad_asymmetric_pads`).
-    let representable = max || !count_include_pad || (pb <= pt && pr <= pl);
-    if representable {
+    {
         expect_all(
             &format!("pool scalar reference vs naive, {g:?}, pb {pb} pr {pr}"),
             Isa::Scalar,
@@ -1821,6 +1818,8 @@ fn check_paths_run(isa: Isa) {
             sw: 2,
             pt: 1,
             pl: 1,
+            pb: 1,
+            pr: 1,
             oh: 3,
             ow: 3,
             max,
@@ -1988,15 +1987,10 @@ fn kiln_isa_env_caps_active_isa() {
     }
 }
 
-/// Documents a limitation rather than a tested guarantee: ONNX AveragePool
-/// with `count_include_pad = 1` divides by the whole window (`kh * kw` in
-/// floor mode), whatever the pads. `PoolGeom` carries only the top/left pads
-/// and the kernel clips windows to `h + 2*pt` / `w + 2*pl`, so with a larger
-/// bottom/right pad (e.g. SAME_UPPER `pads = [0, 0, 1, 1]`) the last
-/// row/column is divided by too small a count. Fixing it needs the bottom and
-/// right pads in `PoolGeom` (a public API change).
+/// Regression: AveragePool with `count_include_pad = 1` and a bottom pad
+/// larger than the top one (e.g. SAME_UPPER) divided the last window by too
+/// small a count while `PoolGeom` had no bottom/right pads.
 #[test]
-#[ignore = "PoolGeom cannot express bottom/right pads larger than top/left ones"]
 fn pool_avg_count_include_pad_asymmetric_pads() {
     // 1x4x1 input, kernel 3x1, pads top 0 / bottom 1: outputs rows 0..3; the
     // last window covers rows 2, 3 and one pad row: (3 + 4 + 0) / 3.
@@ -2011,6 +2005,8 @@ fn pool_avg_count_include_pad_asymmetric_pads() {
         sw: 1,
         pt: 0,
         pl: 0,
+        pb: 1,
+        pr: 0,
         oh: 3,
         ow: 1,
         max: false,
@@ -2018,5 +2014,6 @@ fn pool_avg_count_include_pad_asymmetric_pads() {
     };
     let x = [1.0f32, 2.0, 3.0, 4.0];
     let y = pool_run(Isa::Scalar, &g, &x, &[0..3]);
-    assert_eq!(&y[..3], &[2.0, 3.0, 7.0 / 3.0]);
+    // the kernel multiplies by the reciprocal of the count
+    assert_eq!(&y[..3], &[2.0, 3.0, 7.0 * (1.0f32 / 3.0)]);
 }

@@ -464,7 +464,10 @@ impl CompiledModel {
         let mut fallback = Vec::new();
         for st in &p.steps {
             let (key, bytes) = match &st.kernel {
-                Kernel::Conv { w, .. } => (Arc::as_ptr(w) as usize, w.iter().map(|b| b.bytes()).sum::<usize>()),
+                Kernel::Conv { w, .. } => (
+                    Arc::as_ptr(w) as usize,
+                    w.iter().map(|b| b.bytes()).sum::<usize>(),
+                ),
                 Kernel::Dw { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
                 Kernel::Gemm { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
                 Kernel::Fallback { .. } => {
@@ -1903,9 +1906,6 @@ impl Builder<'_> {
         let Some(ps) = pool2d_shape(node, self.cm.opset, &xs)? else {
             return Ok(false);
         };
-        if ps.count_include_pad && ps.pads_begin != ps.pads_end {
-            return Ok(false);
-        }
         let g = PoolGeom {
             n: xs[0],
             h: xs[2],
@@ -1917,6 +1917,8 @@ impl Builder<'_> {
             sw: ps.strides[1],
             pt: ps.pads_begin[0],
             pl: ps.pads_begin[1],
+            pb: ps.pads_end[0],
+            pr: ps.pads_end[1],
             oh: ps.output[0],
             ow: ps.output[1],
             max: ps.max,
