@@ -25,6 +25,21 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     let st = kiln::stats::model_stats(&model, &binds)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     let g = &model.graph;
+    // Peak activation memory: the compiled plan's arena for these shapes.
+    let plan = match kiln::shapes::bind_input_shapes(&g.inputs, &binds) {
+        Ok(dims) => {
+            let mut m = model.clone();
+            kiln::opt::optimize(&mut m, &kiln::opt::Options::default())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+            let cm = kiln::runtime::CompiledModel::compile(m, &Default::default())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+            Some(
+                cm.plan_info(&dims)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?,
+            )
+        }
+        Err(_) => None,
+    };
     if json {
         let io = |v: &[kiln::ir::ValueInfo]| {
             v.iter()
@@ -45,6 +60,11 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
                 "nodes": g.nodes.len(), "op_histogram": st.op_histogram,
                 "learnable_params": st.learnable_params, "total_params": st.total_params,
                 "weight_bytes": st.weight_bytes, "macs": st.macs,
+                "peak_activation_bytes": plan.as_ref().map(|p| p.arena_bytes),
+                "unshared_activation_bytes": plan.as_ref().map(|p| p.unshared_bytes),
+                "scratch_bytes_per_thread": plan.as_ref().map(|p| p.scratch_bytes),
+                "packed_weight_bytes": plan.as_ref().map(|p| p.packed_weight_bytes),
+                "fallback_ops": plan.as_ref().map(|p| p.fallback_ops.clone()),
             })
         );
         return Ok(());
@@ -96,6 +116,32 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
             thousands(m)
         ),
         None => println!("MACs: unknown: some dims are symbolic; bind them with --shape NAME=D,D,..."),
+    }
+    match &plan {
+        Some(p) => {
+            println!(
+                "peak activation memory: {} ({:.2} MiB) planned arena for inputs {:?}; {:.2} MiB without reuse; im2col scratch {:.1} KiB per thread",
+                thousands(p.arena_bytes as u64),
+                p.arena_bytes as f64 / (1 << 20) as f64,
+                p.input_shapes,
+                p.unshared_bytes as f64 / (1 << 20) as f64,
+                p.scratch_bytes as f64 / 1024.0
+            );
+            if !p.fallback_ops.is_empty() {
+                let mut ops = p.fallback_ops.clone();
+                ops.sort();
+                ops.dedup();
+                println!(
+                    "compiled runtime: {} of {} steps run the reference fallback ({})",
+                    p.fallback_ops.len(),
+                    p.steps.len(),
+                    ops.join(", ")
+                );
+            }
+        }
+        None => println!(
+            "peak activation memory: unknown: some dims are symbolic; bind them with --shape NAME=D,D,..."
+        ),
     }
     Ok(())
 }

@@ -77,16 +77,14 @@ impl PackedDw {
     /// and an optional bias of `C` values.
     pub fn pack(isa: Isa, c: usize, taps: usize, w: &[f32], bias: Option<&[f32]>) -> PackedDw {
         assert!(w.len() >= c * taps, "depthwise weights too short");
-        let lanes = match isa {
-            Isa::Avx512 => 16,
-            Isa::Avx2 => 8,
-            Isa::Scalar => 1,
-        };
+        let lanes = lanes(isa);
         let cpad = c.div_ceil(lanes) * lanes;
+        // Block-major: for each block of `lanes` channels, its taps in a row,
+        // so one block's whole kernel is contiguous (a few cache lines).
         let mut pw = vec![0f32; taps * cpad];
         for ch in 0..c {
             for t in 0..taps {
-                pw[t * cpad + ch] = w[ch * taps + t];
+                pw[(ch / lanes * taps + t) * lanes + ch % lanes] = w[ch * taps + t];
             }
         }
         let mut pb = vec![0f32; cpad];
@@ -102,9 +100,25 @@ impl PackedDw {
             bias: pb,
         }
     }
+
+    /// The packed weight of channel `ch`, tap `t`.
+    #[inline]
+    fn w_at(&self, ch: usize, t: usize) -> f32 {
+        let l = lanes(self.isa);
+        self.w[(ch / l * self.taps + t) * l + ch % l]
+    }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         (self.w.len() + self.bias.len()) * 4
+    }
+}
+
+/// Channels per register of `isa`'s kernel.
+fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        Isa::Scalar => 1,
     }
 }
 
@@ -178,7 +192,6 @@ pub unsafe fn dwconv_f32_raw(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range
 /// As [`dwconv_f32_raw`].
 pub unsafe fn dwconv_f32_scalar(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range<usize>) {
     let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let cp = wts.cpad;
     for row in rows {
         let (b, oy) = (row / g.oh, row % g.oh);
         let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
@@ -191,8 +204,8 @@ pub unsafe fn dwconv_f32_scalar(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Ra
                     let iy = oy * g.sh + ky * g.dh - g.pt;
                     for kx in kxs.clone() {
                         let ix = ox * g.sw + kx * g.dw - g.pl;
-                        acc += *a.x.add(((b * g.h + iy) * g.w + ix) * g.c + ch)
-                            * wts.w[(ky * g.kw + kx) * cp + ch];
+                        acc +=
+                            *a.x.add(((b * g.h + iy) * g.w + ix) * g.c + ch) * wts.w_at(ch, ky * g.kw + kx);
                     }
                 }
                 if !a.r.is_null() {
@@ -210,14 +223,22 @@ pub unsafe fn dwconv_f32_scalar(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Ra
 #[cfg(target_arch = "x86_64")]
 pub use x86::{dwconv_f32_avx2_8c, dwconv_f32_avx512_16c};
 
+/// Kernel widths whose border masks are precomputed per pixel group.
+#[cfg(target_arch = "x86_64")]
+const MAXKW: usize = 8;
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
     use crate::gemm::x86_mask8;
     use std::arch::x86_64::*;
 
-    /// AVX-512 depthwise convolution, 16 channels per register, 8 output
-    /// pixels at a time in the interior (8 independent accumulator chains).
+    /// AVX-512 depthwise convolution: 16 channels per register, 8 output
+    /// pixels of one row at a time (8 independent accumulator chains, each
+    /// weight vector loaded once for the 8). Channel blocks are the outer
+    /// loop so one block's kernel and input rows stay in L1. Windows that
+    /// reach into the padding use per-pixel load masks (masked-off lanes
+    /// read nothing), so borders take the same path.
     ///
     /// # Safety
     /// As [`dwconv_f32_raw`]; the CPU must support AVX-512 F.
@@ -226,7 +247,7 @@ mod x86 {
         const PX: usize = 8;
         let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let cp = wts.cpad;
+        let taps = g.kh * g.kw;
         let wp = wts.w.as_ptr();
         let bp = wts.bias.as_ptr();
         let blocks = g.c.div_ceil(16);
@@ -237,94 +258,102 @@ mod x86 {
             let (b, oy) = (row / g.oh, row % g.oh);
             let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
             let orow = ((b * g.oh + oy) * g.ow) * g.c;
-            let mut ox = 0;
-            while ox < g.ow {
-                let group = ox >= in_lo && ox + PX <= in_hi;
-                for cb in 0..blocks {
-                    let c0 = cb * 16;
-                    let m: u16 = if cb + 1 < blocks || tail == 0 {
-                        0xffff
+            for cb in 0..blocks {
+                let c0 = cb * 16;
+                let m: u16 = if cb + 1 < blocks || tail == 0 {
+                    0xffff
+                } else {
+                    ((1u32 << tail) - 1) as u16
+                };
+                let wb = wp.add(cb * taps * 16);
+                let bias = _mm512_loadu_ps(bp.add(c0));
+                let mut ox = 0;
+                while ox < g.ow {
+                    // Segments: left border, interior, right border; chunks of PX.
+                    let interior_px = ox >= in_lo && ox < in_hi;
+                    let seg_end = if ox < in_lo {
+                        in_lo
+                    } else if interior_px {
+                        in_hi
                     } else {
-                        ((1u32 << tail) - 1) as u16
+                        g.ow
                     };
-                    let bias = _mm512_loadu_ps(bp.add(c0));
-                    if group {
-                        let mut acc = [bias; PX];
+                    let npx = PX.min(seg_end - ox);
+                    let mut acc = [bias; PX];
+                    if interior_px {
                         for ky in kys.clone() {
                             let iy = oy * g.sh + ky * g.dh - g.pt;
                             let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wrow = wp.add(ky * g.kw * cp + c0);
+                            let wk = wb.add(ky * g.kw * 16);
                             for kx in 0..g.kw {
-                                let wv = _mm512_loadu_ps(wrow.add(kx * cp));
-                                let xb = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
-                                let mut xp = xb;
-                                for acc in acc.iter_mut() {
-                                    *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp), wv, *acc);
-                                    xp = xp.add(xstep);
+                                let wv = _mm512_loadu_ps(wk.add(kx * 16));
+                                let mut xp = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    if j < npx {
+                                        *acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp), wv, *acc);
+                                        xp = xp.add(xstep);
+                                    }
                                 }
                             }
                         }
-                        for (j, mut v) in acc.into_iter().enumerate() {
-                            let o = orow + (ox + j) * g.c + c0;
-                            if !a.r.is_null() {
-                                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a.r.add(o)));
+                    } else {
+                        // Per (kx, pixel): its load mask (0 outside the input:
+                        // masked-off lanes are not read, whatever the address)
+                        // and its offset, computed once for all ky.
+                        let mut masks = [[0u16; PX]; MAXKW];
+                        let mut offs = [[0isize; PX]; MAXKW];
+                        let kw = g.kw.min(MAXKW);
+                        for kx in 0..kw {
+                            for j in 0..PX {
+                                let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
+                                let ok = j < npx && ix >= 0 && ix < g.w as isize;
+                                masks[kx][j] = if ok { m } else { 0 };
+                                offs[kx][j] = if ok { ix * g.c as isize } else { 0 };
                             }
-                            v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-                            _mm512_mask_storeu_ps(a.y.add(o), m, v);
                         }
-                        continue;
-                    }
-                    if cb % 4 != 0 && !group {
-                        continue; // done with its group of four below
-                    }
-                    // Border pixel: up to four channel blocks at once
-                    // (independent accumulator chains).
-                    let nb = (blocks - cb).min(4);
-                    let kxs = tap_range(ox, g.sw, g.pl, g.dw, g.kw, g.w);
-                    let mut acc = [_mm512_setzero_ps(); 4];
-                    let mut ms = [0u16; 4];
-                    for j in 0..nb {
-                        let cbj = cb + j;
-                        ms[j] = if cbj + 1 < blocks || tail == 0 {
-                            0xffff
-                        } else {
-                            ((1u32 << tail) - 1) as u16
-                        };
-                        acc[j] = _mm512_loadu_ps(bp.add(cbj * 16));
-                    }
-                    for ky in kys.clone() {
-                        let iy = oy * g.sh + ky * g.dh - g.pt;
-                        let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                        let wrow = wp.add(ky * g.kw * cp + c0);
-                        for kx in kxs.clone() {
-                            let ix = ox * g.sw + kx * g.dw - g.pl;
-                            let xp = xrow.add(ix * g.c);
-                            let wq = wrow.add(kx * cp);
-                            for j in 0..4 {
-                                if j < nb {
-                                    let xv = _mm512_maskz_loadu_ps(ms[j], xp.add(j * 16));
-                                    acc[j] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(wq.add(j * 16)), acc[j]);
+                        for ky in kys.clone() {
+                            let iy = oy * g.sh + ky * g.dh - g.pt;
+                            let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
+                            let wk = wb.add(ky * g.kw * 16);
+                            for kx in 0..g.kw {
+                                let wv = _mm512_loadu_ps(wk.add(kx * 16));
+                                if kx < MAXKW {
+                                    for (j, acc) in acc.iter_mut().enumerate() {
+                                        if j < npx {
+                                            let xv =
+                                                _mm512_maskz_loadu_ps(masks[kx][j], xrow.offset(offs[kx][j]));
+                                            *acc = _mm512_fmadd_ps(xv, wv, *acc);
+                                        }
+                                    }
+                                } else {
+                                    for (j, acc) in acc.iter_mut().enumerate() {
+                                        let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
+                                        if j < npx && ix >= 0 && ix < g.w as isize {
+                                            let xv = _mm512_maskz_loadu_ps(m, xrow.offset(ix * g.c as isize));
+                                            *acc = _mm512_fmadd_ps(xv, wv, *acc);
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
-                    for j in 0..nb {
-                        let o = orow + ox * g.c + c0 + j * 16;
-                        let mut v = acc[j];
+                    for (j, mut v) in acc.into_iter().take(npx).enumerate() {
+                        let o = orow + (ox + j) * g.c + c0;
                         if !a.r.is_null() {
-                            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(ms[j], a.r.add(o)));
+                            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a.r.add(o)));
                         }
                         v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-                        _mm512_mask_storeu_ps(a.y.add(o), ms[j], v);
+                        _mm512_mask_storeu_ps(a.y.add(o), m, v);
                     }
+                    ox += npx;
                 }
-                ox += if group { PX } else { 1 };
             }
         }
     }
 
-    /// AVX2+FMA depthwise convolution, 8 channels per register, 4 output
-    /// pixels at a time in the interior.
+    /// AVX2+FMA depthwise convolution: 8 channels per register, 4 output
+    /// pixels at a time, as [`dwconv_f32_avx512_16c`] (AVX2 masked loads also
+    /// read nothing in masked-off lanes).
     ///
     /// # Safety
     /// As [`dwconv_f32_raw`]; the CPU must support AVX2 and FMA.
@@ -333,7 +362,7 @@ mod x86 {
         const PX: usize = 4;
         let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        let cp = wts.cpad;
+        let taps = g.kh * g.kw;
         let wp = wts.w.as_ptr();
         let bp = wts.bias.as_ptr();
         let blocks = g.c.div_ceil(8);
@@ -344,67 +373,106 @@ mod x86 {
             let (b, oy) = (row / g.oh, row % g.oh);
             let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
             let orow = ((b * g.oh + oy) * g.ow) * g.c;
-            let mut ox = 0;
-            while ox < g.ow {
-                let n = if ox >= in_lo && ox + PX <= in_hi { PX } else { 1 };
-                for cb in 0..blocks {
-                    let c0 = cb * 8;
-                    let full = cb + 1 < blocks || tail == 0;
-                    let m = x86_mask8(if full { 8 } else { tail });
-                    let ld = |p: *const f32| {
-                        if full {
-                            _mm256_loadu_ps(p)
-                        } else {
-                            _mm256_maskload_ps(p, m)
-                        }
+            for cb in 0..blocks {
+                let c0 = cb * 8;
+                let full = cb + 1 < blocks || tail == 0;
+                let m = x86_mask8(if full { 8 } else { tail });
+                let wb = wp.add(cb * taps * 8);
+                let bias = _mm256_loadu_ps(bp.add(c0));
+                let mut ox = 0;
+                while ox < g.ow {
+                    // Segments: left border, interior, right border; chunks of PX.
+                    let interior_px = ox >= in_lo && ox < in_hi;
+                    let seg_end = if ox < in_lo {
+                        in_lo
+                    } else if interior_px {
+                        in_hi
+                    } else {
+                        g.ow
                     };
-                    let bias = _mm256_loadu_ps(bp.add(c0));
+                    let npx = PX.min(seg_end - ox);
                     let mut acc = [bias; PX];
-                    if n == PX {
+                    if interior_px {
                         for ky in kys.clone() {
                             let iy = oy * g.sh + ky * g.dh - g.pt;
                             let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wrow = wp.add(ky * g.kw * cp + c0);
+                            let wk = wb.add(ky * g.kw * 8);
                             for kx in 0..g.kw {
-                                let wv = _mm256_loadu_ps(wrow.add(kx * cp));
-                                let xb = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
-                                let mut xp = xb;
-                                for acc in acc.iter_mut() {
-                                    *acc = _mm256_fmadd_ps(ld(xp), wv, *acc);
-                                    xp = xp.add(xstep);
+                                let wv = _mm256_loadu_ps(wk.add(kx * 8));
+                                let mut xp = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    if j < npx {
+                                        let xv = if full {
+                                            _mm256_loadu_ps(xp)
+                                        } else {
+                                            _mm256_maskload_ps(xp, m)
+                                        };
+                                        *acc = _mm256_fmadd_ps(xv, wv, *acc);
+                                        xp = xp.add(xstep);
+                                    }
                                 }
                             }
                         }
                     } else {
-                        let kxs = tap_range(ox, g.sw, g.pl, g.dw, g.kw, g.w);
+                        let mut ok = [[false; PX]; MAXKW];
+                        let mut offs = [[0isize; PX]; MAXKW];
+                        let kw = g.kw.min(MAXKW);
+                        for kx in 0..kw {
+                            for j in 0..PX {
+                                let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
+                                ok[kx][j] = j < npx && ix >= 0 && ix < g.w as isize;
+                                offs[kx][j] = if ok[kx][j] { ix * g.c as isize } else { 0 };
+                            }
+                        }
                         for ky in kys.clone() {
                             let iy = oy * g.sh + ky * g.dh - g.pt;
                             let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wrow = wp.add(ky * g.kw * cp + c0);
-                            for kx in kxs.clone() {
-                                let ix = ox * g.sw + kx * g.dw - g.pl;
-                                acc[0] = _mm256_fmadd_ps(
-                                    ld(xrow.add(ix * g.c)),
-                                    _mm256_loadu_ps(wrow.add(kx * cp)),
-                                    acc[0],
-                                );
+                            let wk = wb.add(ky * g.kw * 8);
+                            for kx in 0..g.kw {
+                                let wv = _mm256_loadu_ps(wk.add(kx * 8));
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    let (valid, off) = if kx < MAXKW {
+                                        (ok[kx][j], offs[kx][j])
+                                    } else {
+                                        let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
+                                        (j < npx && ix >= 0 && ix < g.w as isize, ix * g.c as isize)
+                                    };
+                                    if valid {
+                                        let xp = xrow.offset(off);
+                                        let xv = if full {
+                                            _mm256_loadu_ps(xp)
+                                        } else {
+                                            _mm256_maskload_ps(xp, m)
+                                        };
+                                        *acc = _mm256_fmadd_ps(xv, wv, *acc);
+                                    }
+                                }
                             }
                         }
                     }
-                    for (j, mut v) in acc.into_iter().take(n).enumerate() {
+                    for (j, mut v) in acc.into_iter().take(npx).enumerate() {
                         let o = orow + (ox + j) * g.c + c0;
+                        let yp = a.y.add(o);
                         if !a.r.is_null() {
-                            v = _mm256_add_ps(v, ld(a.r.add(o)));
+                            let rp = a.r.add(o);
+                            v = _mm256_add_ps(
+                                v,
+                                if full {
+                                    _mm256_loadu_ps(rp)
+                                } else {
+                                    _mm256_maskload_ps(rp, m)
+                                },
+                            );
                         }
                         v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
                         if full {
-                            _mm256_storeu_ps(a.y.add(o), v);
+                            _mm256_storeu_ps(yp, v);
                         } else {
-                            _mm256_maskstore_ps(a.y.add(o), m, v);
+                            _mm256_maskstore_ps(yp, m, v);
                         }
                     }
+                    ox += npx;
                 }
-                ox += n;
             }
         }
     }

@@ -131,6 +131,29 @@ multiversion!(
 );
 
 #[inline(always)]
+unsafe fn scalar_body(
+    op: BinOp,
+    x: *const f32,
+    s: f32,
+    scalar_first: bool,
+    y: *mut f32,
+    range: Range<usize>,
+) {
+    for i in range {
+        let v = *x.add(i);
+        *y.add(i) = if scalar_first { op.f(s, v) } else { op.f(v, s) };
+    }
+}
+
+multiversion!(
+    /// `y[i] = x[i] op s` (or `s op x[i]` with `scalar_first`) for `i` in
+    /// `range`: a binary op with a one-element operand (ONNX broadcasting),
+    /// in any layout.
+    scalar_f32, scalar_f32_scalar, scalar_body,
+    (op: BinOp, x: *const f32, s: f32, scalar_first: bool, y: *mut f32, range: Range<usize>)
+);
+
+#[inline(always)]
 unsafe fn act_body(act: Activation, x: *const f32, y: *mut f32, range: Range<usize>) {
     let clamp = act.clamp_bounds();
     for i in range {

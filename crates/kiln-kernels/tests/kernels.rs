@@ -33,7 +33,7 @@
 
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
-use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, BinOp};
+use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32, gemm_f32_raw, panel_width, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
 use kiln_kernels::{active_isa, set_max_isa, Activation, Isa};
@@ -1423,6 +1423,28 @@ fn channel_run(
     y
 }
 
+fn scalar_run(
+    isa: Isa,
+    op: BinOp,
+    x: &[f32],
+    sv: f32,
+    first: bool,
+    parts: &[Range<usize>],
+    in_place: bool,
+) -> Vec<f32> {
+    let mut y = vec![SENTINEL; x.len() + GUARD];
+    if in_place {
+        y[..x.len()].copy_from_slice(x);
+    }
+    let yp = y.as_mut_ptr();
+    let xp = if in_place { yp as *const f32 } else { x.as_ptr() };
+    for r in parts {
+        // SAFETY: x and y hold x.len() values; y aliases x only exactly.
+        unsafe { scalar_f32(isa, op, xp, sv, first, yp, r.clone()) };
+    }
+    y
+}
+
 fn act_run(isa: Isa, act: Activation, x: &[f32], parts: &[Range<usize>], in_place: bool) -> Vec<f32> {
     let mut y = vec![SENTINEL; x.len() + GUARD];
     if in_place {
@@ -1485,6 +1507,47 @@ proptest! {
             expect_exact(&format!("binary {op:?} {act:?} vs scalar reference (exact)"), isa, &whole, &reference)?;
             let split = binary_run(isa, op, &a, &b, act, &[mid..hi, lo..mid], out);
             expect_bits("binary split", isa, &split, &whole)?;
+            mark(isa);
+        }
+    }
+
+    /// `scalar_f32` (`x op s` / `s op x`) on a sub-range, in place or not,
+    /// with special values in x and as the scalar.
+    #[test]
+    fn scalar_matches_scalar_reference_on_every_isa(
+        len in 1usize..=300,
+        (op, first, in_place) in (0..OPS.len(), any::<bool>(), any::<bool>()),
+        cuts in (0u32..=1000, 0u32..=1000, 0u32..=1000),
+        seed in any::<u64>(),
+    ) {
+        let op = OPS[op];
+        let mut rng = Rng::new(seed);
+        let x = rng.vec_special(len, 8);
+        let sv = rng.vec_special(1, 4)[0];
+        let mut cs = [cut(len, cuts.0), cut(len, cuts.1), cut(len, cuts.2)];
+        cs.sort_unstable();
+        let (lo, mid, hi) = (cs[0], cs[1], cs[2]);
+        let reference = scalar_run(Isa::Scalar, op, &x, sv, first, &[lo..hi], in_place);
+        let init = if in_place { Some(&x[..]) } else { None };
+        expect_all(
+            &format!("scalar {op:?} first={first} reference vs naive"),
+            Isa::Scalar,
+            reference.len(),
+            |i| {
+                if (lo..hi).contains(&i) {
+                    let want = if first { op_f32(op, sv, x[i]) } else { op_f32(op, x[i], sv) };
+                    naive_close(reference[i], want as f64, 0.0)
+                } else {
+                    reference[i].to_bits() == untouched(init, i).to_bits()
+                }
+            },
+            |i| format!("y[{i}] = {:e} for {:e}, s {:e}", reference[i], x[i], sv),
+        )?;
+        for isa in Isa::runnable() {
+            let whole = scalar_run(isa, op, &x, sv, first, &[lo..hi], in_place);
+            expect_exact(&format!("scalar {op:?} vs scalar reference (exact)"), isa, &whole, &reference)?;
+            let split = scalar_run(isa, op, &x, sv, first, &[mid..hi, lo..mid], in_place);
+            expect_bits("scalar split", isa, &split, &whole)?;
             mark(isa);
         }
     }

@@ -55,7 +55,7 @@ use kiln_ir::ops::{self, OpCtx};
 use kiln_ir::{ir_err, DType, ErrorKind, Model, Node, Tensor, ValueType};
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
-use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, BinOp};
+use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32_raw, tile_rows, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
 use kiln_kernels::{split_range, Activation, Isa};
@@ -142,6 +142,14 @@ enum Kernel {
         b: usize,
         y: usize,
         act: Activation,
+        len: usize,
+    },
+    Scalar {
+        op: BinOp,
+        x: usize,
+        s: f32,
+        scalar_first: bool,
+        y: usize,
         len: usize,
     },
     Channel {
@@ -1046,6 +1054,29 @@ impl CompiledModel {
                     );
                 });
             }
+            Kernel::Scalar {
+                op,
+                x,
+                s,
+                scalar_first,
+                y,
+                len,
+            } => {
+                let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
+                let parts = if *len < 32_768 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    scalar_f32(
+                        isa,
+                        *op,
+                        px.get(),
+                        *s,
+                        *scalar_first,
+                        py.get(),
+                        split_range(*len, parts, i),
+                    );
+                });
+            }
             Kernel::Channel {
                 op,
                 x,
@@ -1746,6 +1777,35 @@ impl Builder<'_> {
                 vec![a, b],
                 vec![y],
                 vec![a, b],
+            );
+            return Ok(true);
+        }
+        // A one-element constant operand: layout-free.
+        for (x, sc, scalar_first) in [(an, bn, false), (bn, an, true)] {
+            let (Some(xs), Some(t)) = (self.f32_shape(x), self.const_tensor(sc)) else {
+                continue;
+            };
+            if t.len() != 1 || t.dtype() != DType::F32 || xs != ys || self.is_const(x) {
+                continue;
+            }
+            let sv = t.as_slice::<f32>()?[0];
+            let xi = self.use_val(x, None)?;
+            let lay = self.vals[xi].layout;
+            let y = self.out_val(out, ys.to_vec(), lay);
+            let info = self.info(node, format!("scalar_f32_{}", self.isa()), ys, len as u64);
+            self.push_step(
+                info,
+                Kernel::Scalar {
+                    op,
+                    x: xi,
+                    s: sv,
+                    scalar_first,
+                    y,
+                    len,
+                },
+                vec![xi],
+                vec![y],
+                vec![xi],
             );
             return Ok(true);
         }
