@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with one readable line on stderr (no panics,
 //! no backtraces); see `kiln --help`.
 
+mod bench_server;
 mod conformance;
 mod eval;
 mod inspect;
@@ -97,6 +98,10 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// After warm-up, read iteration counts N from stdin, one a line, and
+        /// answer each with N timed runs as `{"ms":[...]}` (used by scripts/bench).
+        #[arg(long, conflicts_with_all = ["profile", "json"])]
+        server: bool,
     },
     /// Measure a classifier over a dataset: top-1/top-5 accuracy and, with
     /// --compare, the top-1 agreement, logit difference and SQNR of a second model.
@@ -412,8 +417,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             profile,
             json,
+            server,
         } => bench(
-            &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json,
+            &model, &inputs, &shapes, &preset, warmup, runs, threads, profile, json, server,
         ),
         Cmd::Optimize {
             model,
@@ -865,6 +871,7 @@ fn bench(
     threads: usize,
     profile: bool,
     json: bool,
+    server: bool,
 ) -> Result<()> {
     if threads == 0 {
         bail!("--threads must be at least 1");
@@ -897,6 +904,10 @@ fn bench(
     };
     for _ in 0..warmup {
         run_checked(&session, model, tensors.clone())?;
+    }
+    if server {
+        let mut one = || run_checked(&session, model, tensors.clone()).map(drop);
+        return bench_server::serve(&mut one, std::io::stdin().lock(), std::io::stdout().lock());
     }
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
