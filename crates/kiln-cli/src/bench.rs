@@ -23,6 +23,8 @@ pub(crate) struct BenchArgs<'a> {
     pub reference: bool,
     pub isa: Option<&'a str>,
     pub json: bool,
+    /// Answer timing requests on stdin after warm-up (`scripts/bench`).
+    pub server: bool,
 }
 
 /// One timed run, whatever the engine.
@@ -87,6 +89,9 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 .map_err(|e| anyhow!("{}: {e}", model.display()))?;
             Ok(())
         });
+        if a.server {
+            return serve(&mut run, a.warmup);
+        }
         let ms = time_runs(&mut run, a.warmup, a.runs)?;
         let prof = if a.profile {
             let (_, t) = session
@@ -152,6 +157,9 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             Ok(())
         })
     };
+    if a.server {
+        return serve(&mut run, a.warmup);
+    }
     let ms = time_runs(&mut run, a.warmup, a.runs)?;
     drop(run);
     let mut prof = Vec::new();
@@ -185,6 +193,14 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     }
     let isa = cm.isa().name();
     report(a, isa, ms, prof, Some(&info))
+}
+
+/// Warm-up, then [`crate::bench_server::serve`] on stdin/stdout.
+fn serve(run: &mut RunOnce, warmup: usize) -> Result<()> {
+    for _ in 0..warmup {
+        run()?;
+    }
+    crate::bench_server::serve(&mut **run, std::io::stdin().lock(), std::io::stdout().lock())
 }
 
 /// Warm-up, then `runs` timed runs; milliseconds, sorted.

@@ -4,6 +4,7 @@
 //! no backtraces); see `kiln --help`.
 
 mod bench;
+mod bench_server;
 mod conformance;
 mod eval;
 mod inspect;
@@ -106,6 +107,10 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// After warm-up, read iteration counts N from stdin, one a line, and
+        /// answer each with N timed runs as `{"ms":[...]}` (used by scripts/bench).
+        #[arg(long, conflicts_with_all = ["profile", "json"])]
+        server: bool,
     },
     /// Measure a classifier over a dataset: top-1/top-5 accuracy and, with
     /// --compare, the top-1 agreement, logit difference and SQNR of a second model.
@@ -423,6 +428,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             reference,
             isa,
             json,
+            server,
         } => bench::bench(&bench::BenchArgs {
             model: &model,
             inputs: &inputs,
@@ -435,6 +441,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             reference,
             isa: isa.as_deref(),
             json,
+            server,
         }),
         Cmd::Optimize {
             model,

@@ -231,3 +231,37 @@ fn bench_with_huge_shape_fails_cleanly() {
         assert_one_line_error(&o, &det, &["too large"]);
     }
 }
+
+/// `kiln bench --server` (scripts/bench): one `{"ms":[...]}` line per
+/// requested count, then a clean exit at end of input.
+#[test]
+fn bench_server_answers_each_request() {
+    use std::io::Write;
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            OsStr::new("bench"),
+            model.as_os_str(),
+            OsStr::new("--warmup"),
+            OsStr::new("1"),
+        ])
+        .arg("--server")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    child.stdin.take().unwrap().write_all(b"3\n\n1\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lens: Vec<usize> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let ms = v["ms"].as_array().unwrap();
+            assert!(ms.iter().all(|t| t.as_f64().is_some_and(|t| t > 0.0)));
+            ms.len()
+        })
+        .collect();
+    assert_eq!(lens, [3, 1]);
+}
