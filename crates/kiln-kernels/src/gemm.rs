@@ -276,9 +276,37 @@ mod x86 {
         let mut r0 = rows.start;
         while r0 < rows.end {
             let r1 = (r0 + mb).min(rows.end);
+            if r1 - r0 == 1 {
+                // One row (a fully connected layer at batch 1): a GEMV over
+                // four panels at once, four weight streams in flight.
+                gemv512(args, b, r0, panels.clone());
+                r0 = r1;
+                continue;
+            }
             for p in panels.clone() {
                 let cols = 32.min(b.n - p * 32);
                 let mask = if cols == 32 { u32::MAX } else { (1u32 << cols) - 1 };
+                if cols <= 16 {
+                    // A narrow last panel: half the FMAs of a full tile.
+                    for_tiles(r0..r1, 12, |i0, mr| {
+                        let t = Tile { i0, p, mask };
+                        match mr {
+                            1 => tile512n::<1>(args, b, t),
+                            2 => tile512n::<2>(args, b, t),
+                            3 => tile512n::<3>(args, b, t),
+                            4 => tile512n::<4>(args, b, t),
+                            5 => tile512n::<5>(args, b, t),
+                            6 => tile512n::<6>(args, b, t),
+                            7 => tile512n::<7>(args, b, t),
+                            8 => tile512n::<8>(args, b, t),
+                            9 => tile512n::<9>(args, b, t),
+                            10 => tile512n::<10>(args, b, t),
+                            11 => tile512n::<11>(args, b, t),
+                            _ => tile512n::<12>(args, b, t),
+                        }
+                    });
+                    continue;
+                }
                 for_tiles(r0..r1, 12, |i0, mr| {
                     let t = Tile { i0, p, mask };
                     match mr {
@@ -354,6 +382,88 @@ mod x86 {
             let cp = args.c.add(row * args.ldc + col);
             _mm512_mask_storeu_ps(cp, m0, x0);
             _mm512_mask_storeu_ps(cp.add(16), m1, x1);
+        }
+    }
+
+    /// The 16-column variant of [`tile512`] for a last panel of at most 16
+    /// valid columns (the packed panel is 32 wide; its zero half is skipped).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile512n<const MR: usize>(args: &GemmArgs, b: &PackedB, t: Tile) {
+        let k = b.k;
+        let bp = b.data.as_ptr().add(t.p * k * 32);
+        let m0 = t.mask as u16;
+        let mut acc = [_mm512_loadu_ps(b.bias.as_ptr().add(t.p * 32)); MR];
+        let mut ap = [std::ptr::null::<f32>(); MR];
+        for (i, a) in ap.iter_mut().enumerate() {
+            *a = args.a.add((t.i0 + i) * args.lda);
+        }
+        for kk in 0..k {
+            let w0 = _mm512_loadu_ps(bp.add(kk * 32));
+            for i in 0..MR {
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*ap[i].add(kk)), w0, acc[i]);
+            }
+        }
+        let (lo, hi) = args.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let col = t.p * 32;
+        for (i, mut x) in acc.into_iter().enumerate() {
+            let row = t.i0 + i;
+            if !args.r.is_null() {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m0, args.r.add(row * args.ldr + col)));
+            }
+            x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+            _mm512_mask_storeu_ps(args.c.add(row * args.ldc + col), m0, x);
+        }
+    }
+
+    /// Row `row` of C for `panels`, four panels at a time (M = 1).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gemv512(args: &GemmArgs, b: &PackedB, row: usize, panels: Range<usize>) {
+        const Q: usize = 4;
+        let k = b.k;
+        let ar = args.a.add(row * args.lda);
+        let (lo, hi) = args.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let mut p0 = panels.start;
+        while p0 < panels.end {
+            let np = Q.min(panels.end - p0);
+            let mut acc0 = [_mm512_setzero_ps(); Q];
+            let mut acc1 = [_mm512_setzero_ps(); Q];
+            let mut bp = [std::ptr::null::<f32>(); Q];
+            for q in 0..Q {
+                let p = p0 + q.min(np - 1);
+                bp[q] = b.data.as_ptr().add(p * k * 32);
+                acc0[q] = _mm512_loadu_ps(b.bias.as_ptr().add(p * 32));
+                acc1[q] = _mm512_loadu_ps(b.bias.as_ptr().add(p * 32 + 16));
+            }
+            for kk in 0..k {
+                let av = _mm512_set1_ps(*ar.add(kk));
+                for q in 0..Q {
+                    if q < np {
+                        acc0[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp[q].add(kk * 32)), acc0[q]);
+                        acc1[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp[q].add(kk * 32 + 16)), acc1[q]);
+                    }
+                }
+            }
+            for q in 0..np {
+                let p = p0 + q;
+                let cols = 32.min(b.n - p * 32);
+                let mask = if cols == 32 { u32::MAX } else { (1u32 << cols) - 1 };
+                let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+                let col = p * 32;
+                let (mut x0, mut x1) = (acc0[q], acc1[q]);
+                if !args.r.is_null() {
+                    let rp = args.r.add(row * args.ldr + col);
+                    x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, rp));
+                    x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, rp.add(16)));
+                }
+                x0 = _mm512_min_ps(hi, _mm512_max_ps(lo, x0));
+                x1 = _mm512_min_ps(hi, _mm512_max_ps(lo, x1));
+                let cp = args.c.add(row * args.ldc + col);
+                _mm512_mask_storeu_ps(cp, m0, x0);
+                _mm512_mask_storeu_ps(cp.add(16), m1, x1);
+            }
+            p0 += np;
         }
     }
 

@@ -105,7 +105,10 @@ impl ThreadPool {
         }
         s.parts.store(parts, Ordering::Relaxed);
         let g = s.gen.load(Ordering::Relaxed) + 1;
-        s.gen.store(g, Ordering::Release);
+        // SeqCst (not Release): the store must be visible before `sleepers`
+        // is read, or a worker going to sleep between the two is never woken
+        // (a store-load reordering; regression test `no_lost_wakeup_...`).
+        s.gen.store(g, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.cv.notify_all();
@@ -207,6 +210,25 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 50));
             }
         }
+    }
+
+    /// Regression: the worker parks while the owner publishes a job; with a
+    /// Release store of the generation, the owner could read `sleepers == 0`
+    /// before its store was visible and never wake the worker (a hang seen
+    /// in `kiln bench --server` at 2 threads). Jobs are published right as
+    /// the worker's spin budget runs out, many times.
+    #[test]
+    fn no_lost_wakeup_when_the_worker_parks_during_publish() {
+        let pool = ThreadPool::new(2);
+        let n = AtomicUsize::new(0);
+        for i in 0..300u64 {
+            // Sleep around the worker's spin budget (up to a few ms), varying.
+            std::thread::sleep(std::time::Duration::from_micros((i * 37) % 2000));
+            pool.run(2, &|_| {
+                n.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(n.load(Ordering::Relaxed), 600);
     }
 
     #[test]
