@@ -199,6 +199,11 @@ pub unsafe fn conv_f32_raw(
         return;
     }
     let k = g.k();
+    #[cfg(target_arch = "x86_64")]
+    if wts[0].isa == Isa::Avx512 {
+        x86::conv_avx512(g, wts, a, pix, scratch);
+        return;
+    }
     let mut p0 = pix.start;
     while p0 < pix.end {
         let p1 = (p0 + CHUNK).min(pix.end);
@@ -218,5 +223,151 @@ pub unsafe fn conv_f32_raw(
             gemm_f32_raw(&args, wg, 0..p1 - p0, 0..wg.panels());
         }
         p0 = p1;
+    }
+}
+
+/// True when output pixel `p`'s window lies inside the input (no padding taps).
+#[inline]
+fn interior(g: &ConvGeom, p: usize) -> bool {
+    let oy = (p / g.ow) % g.oh;
+    let ox = p % g.ow;
+    oy * g.sh >= g.pt
+        && ox * g.sw >= g.pl
+        && oy * g.sh - g.pt + (g.kh - 1) * g.dh < g.h
+        && ox * g.sw - g.pl + (g.kw - 1) * g.dw < g.w
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use crate::gemm::GemmArgs;
+    use std::arch::x86_64::*;
+
+    /// AVX-512 convolution by tiles of up to 12 output pixels: a tile whose
+    /// windows all lie inside the input is computed straight from the NHWC
+    /// input (implicit GEMM: each row of A is read in place, `(ky, kx)`
+    /// blocks of `ci/group` contiguous values); a tile touching the padding
+    /// is gathered by im2col first. Both paths do the same multiply-adds in
+    /// the same order, so the result does not depend on the tiling.
+    pub(super) unsafe fn conv_avx512(
+        g: &ConvGeom,
+        wts: &[PackedB],
+        a: &ConvArgs,
+        pix: Range<usize>,
+        scratch: &mut [f32],
+    ) {
+        let k = g.k();
+        let cog = g.co / g.group;
+        let cig = g.ci / g.group;
+        let len = pix.len();
+        let tiles = len.div_ceil(12);
+        for t in 0..tiles {
+            let r = crate::split_range(len, tiles, t);
+            let (i0, mr) = (pix.start + r.start, r.len());
+            let direct = (i0..i0 + mr).all(|p| interior(g, p));
+            for (gi, wg) in wts.iter().enumerate() {
+                let off = i0 * g.co + gi * cog;
+                let c = a.y.add(off);
+                let rr = if a.r.is_null() { a.r } else { a.r.add(off) };
+                if direct {
+                    let mut bases = [std::ptr::null::<f32>(); 12];
+                    for (i, b) in bases.iter_mut().enumerate().take(mr) {
+                        let p = i0 + i;
+                        let (n, oy, ox) = (p / (g.oh * g.ow), (p / g.ow) % g.oh, p % g.ow);
+                        let (iy, ix) = (oy * g.sh - g.pt, ox * g.sw - g.pl);
+                        *b = a.x.add(((n * g.h + iy) * g.w + ix) * g.ci + gi * cig);
+                    }
+                    for p in 0..wg.panels() {
+                        match mr {
+                            1 => direct_tile::<1>(g, wg, &bases, p, c, rr, a.act),
+                            2 => direct_tile::<2>(g, wg, &bases, p, c, rr, a.act),
+                            3 => direct_tile::<3>(g, wg, &bases, p, c, rr, a.act),
+                            4 => direct_tile::<4>(g, wg, &bases, p, c, rr, a.act),
+                            5 => direct_tile::<5>(g, wg, &bases, p, c, rr, a.act),
+                            6 => direct_tile::<6>(g, wg, &bases, p, c, rr, a.act),
+                            7 => direct_tile::<7>(g, wg, &bases, p, c, rr, a.act),
+                            8 => direct_tile::<8>(g, wg, &bases, p, c, rr, a.act),
+                            9 => direct_tile::<9>(g, wg, &bases, p, c, rr, a.act),
+                            10 => direct_tile::<10>(g, wg, &bases, p, c, rr, a.act),
+                            11 => direct_tile::<11>(g, wg, &bases, p, c, rr, a.act),
+                            _ => direct_tile::<12>(g, wg, &bases, p, c, rr, a.act),
+                        }
+                    }
+                    if a.act.clamp_bounds().is_none() {
+                        for i in 0..mr {
+                            let row = std::slice::from_raw_parts_mut(c.add(i * g.co), cog);
+                            a.act.apply_slice(row);
+                        }
+                    }
+                } else {
+                    im2col_nhwc(g, a.x, gi, i0..i0 + mr, &mut scratch[..mr * k]);
+                    let args = GemmArgs {
+                        m: mr,
+                        a: scratch.as_ptr(),
+                        lda: k,
+                        r: rr,
+                        ldr: g.co,
+                        c,
+                        ldc: g.co,
+                        act: a.act,
+                    };
+                    gemm_f32_raw(&args, wg, 0..mr, 0..wg.panels());
+                }
+            }
+        }
+    }
+
+    /// One MR x 32 tile of panel `p`, A read in place from the input.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn direct_tile<const MR: usize>(
+        g: &ConvGeom,
+        wg: &PackedB,
+        bases: &[*const f32; 12],
+        p: usize,
+        c: *mut f32,
+        r: *const f32,
+        act: Activation,
+    ) {
+        let k = wg.k;
+        let cig = g.ci / g.group;
+        let cog = g.co / g.group;
+        let bp = wg.panel_ptr(p);
+        let bias = wg.bias_ptr(p);
+        let mut acc0 = [_mm512_loadu_ps(bias); MR];
+        let mut acc1 = [_mm512_loadu_ps(bias.add(16)); MR];
+        let mut kk = 0;
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let off = (ky * g.dh * g.w + kx * g.dw) * g.ci;
+                for ci in 0..cig {
+                    let w0 = _mm512_loadu_ps(bp.add(kk * 32));
+                    let w1 = _mm512_loadu_ps(bp.add(kk * 32 + 16));
+                    for i in 0..MR {
+                        let av = _mm512_set1_ps(*bases[i].add(off + ci));
+                        acc0[i] = _mm512_fmadd_ps(av, w0, acc0[i]);
+                        acc1[i] = _mm512_fmadd_ps(av, w1, acc1[i]);
+                    }
+                    kk += 1;
+                }
+            }
+        }
+        debug_assert_eq!(kk, k);
+        let cols = 32.min(cog - p * 32);
+        let mask: u32 = if cols == 32 { u32::MAX } else { (1u32 << cols) - 1 };
+        let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+        let (lo, hi) = act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for i in 0..MR {
+            let o = i * g.co + p * 32;
+            let (mut x0, mut x1) = (acc0[i], acc1[i]);
+            if !r.is_null() {
+                x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, r.add(o)));
+                x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, r.add(o + 16)));
+            }
+            x0 = _mm512_min_ps(hi, _mm512_max_ps(lo, x0));
+            x1 = _mm512_min_ps(hi, _mm512_max_ps(lo, x1));
+            _mm512_mask_storeu_ps(c.add(o), m0, x0);
+            _mm512_mask_storeu_ps(c.add(o + 16), m1, x1);
+        }
     }
 }

@@ -79,12 +79,11 @@ impl PackedDw {
         assert!(w.len() >= c * taps, "depthwise weights too short");
         let lanes = lanes(isa);
         let cpad = c.div_ceil(lanes) * lanes;
-        // Block-major: for each block of `lanes` channels, its taps in a row,
-        // so one block's whole kernel is contiguous (a few cache lines).
+        // Tap-major: one tap's weights for all channels are contiguous.
         let mut pw = vec![0f32; taps * cpad];
         for ch in 0..c {
             for t in 0..taps {
-                pw[(ch / lanes * taps + t) * lanes + ch % lanes] = w[ch * taps + t];
+                pw[t * cpad + ch] = w[ch * taps + t];
             }
         }
         let mut pb = vec![0f32; cpad];
@@ -104,8 +103,7 @@ impl PackedDw {
     /// The packed weight of channel `ch`, tap `t`.
     #[inline]
     fn w_at(&self, ch: usize, t: usize) -> f32 {
-        let l = lanes(self.isa);
-        self.w[(ch / l * self.taps + t) * l + ch % l]
+        self.w[t * self.cpad + ch]
     }
     /// Bytes held.
     pub fn bytes(&self) -> usize {
@@ -223,6 +221,39 @@ pub unsafe fn dwconv_f32_scalar(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Ra
 #[cfg(target_arch = "x86_64")]
 pub use x86::{dwconv_f32_avx2_8c, dwconv_f32_avx512_16c};
 
+/// Most taps (`kh * kw`) the SIMD kernels take; larger kernels use the scalar one.
+#[cfg(target_arch = "x86_64")]
+const MAXT: usize = 64;
+
+/// The valid taps of output pixel `(b, oy, ox)`: input pixel pointers and the
+/// matching weight rows, in `(ky, kx)` order. Padding taps are skipped (they
+/// add zero). Returns the count.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pixel_taps(
+    g: &DwGeom,
+    x: *const f32,
+    w: *const f32,
+    cpad: usize,
+    (b, oy, ox): (usize, usize, usize),
+    tp: &mut [*const f32; MAXT],
+    tw: &mut [*const f32; MAXT],
+) -> usize {
+    let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
+    let kxs = tap_range(ox, g.sw, g.pl, g.dw, g.kw, g.w);
+    let mut nt = 0;
+    for ky in kys {
+        let iy = oy * g.sh + ky * g.dh - g.pt;
+        for kx in kxs.clone() {
+            let ix = ox * g.sw + kx * g.dw - g.pl;
+            tp[nt] = x.add(((b * g.h + iy) * g.w + ix) * g.c);
+            tw[nt] = w.add((ky * g.kw + kx) * cpad);
+            nt += 1;
+        }
+    }
+    nt
+}
+
 /// Kernel widths whose border masks are precomputed per pixel group.
 #[cfg(target_arch = "x86_64")]
 const MAXKW: usize = 8;
@@ -233,8 +264,94 @@ mod x86 {
     use crate::gemm::x86_mask8;
     use std::arch::x86_64::*;
 
-    /// AVX-512 depthwise convolution: 16 channels per register, 8 output
-    /// pixels of one row at a time (8 independent accumulator chains, each
+    /// AVX-512 depthwise convolution, one output pixel at a time over its
+    /// valid taps (padding taps skipped), channels in chunks of up to 128
+    /// (8 registers: 8 independent accumulator chains), the last 16-channel
+    /// block masked.
+    ///
+    /// # Safety
+    /// As [`dwconv_f32_raw`]; the CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dwconv_f32_avx512_16c(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range<usize>) {
+        if g.kh * g.kw > MAXT {
+            return dwconv_f32_scalar(g, wts, a, rows);
+        }
+        if g.c <= 64 {
+            // Too few channels for independent chains across channels:
+            // chains across the pixels of a row instead.
+            return dwconv_f32_avx512_rows8(g, wts, a, rows);
+        }
+        let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let mut tp = [std::ptr::null::<f32>(); MAXT];
+        let mut tw = [std::ptr::null::<f32>(); MAXT];
+        let blocks = g.c.div_ceil(16);
+        let tail = g.c % 16;
+        let last: u16 = if tail == 0 {
+            0xffff
+        } else {
+            ((1u32 << tail) - 1) as u16
+        };
+        let pair_off = (g.sw * g.c) as isize;
+        for row in rows {
+            let (b, oy) = (row / g.oh, row % g.oh);
+            let mut ox = 0;
+            while ox < g.ow {
+                let nt = pixel_taps(g, a.x, wts.w.as_ptr(), wts.cpad, (b, oy, ox), &mut tp, &mut tw);
+                // Two neighbours with the same valid taps share every weight load.
+                let pair = ox + 1 < g.ow
+                    && tap_range(ox, g.sw, g.pl, g.dw, g.kw, g.w)
+                        == tap_range(ox + 1, g.sw, g.pl, g.dw, g.kw, g.w);
+                let o = ((b * g.oh + oy) * g.ow + ox) * g.c;
+                let px = Px {
+                    tp: &tp,
+                    tw: &tw,
+                    nt,
+                    bias: wts.bias.as_ptr(),
+                    y: a.y.add(o),
+                    r: if a.r.is_null() { a.r } else { a.r.add(o) },
+                    lo,
+                    hi,
+                };
+                let mut cb = 0;
+                while cb < blocks {
+                    let left = blocks - cb;
+                    let m = |nb: usize| if cb + nb == blocks { last } else { 0xffff };
+                    if pair {
+                        if left >= 8 {
+                            pair512::<8>(&px, cb * 16, m(8), pair_off, g.c);
+                            cb += 8;
+                        } else if left >= 4 {
+                            pair512::<4>(&px, cb * 16, m(4), pair_off, g.c);
+                            cb += 4;
+                        } else if left >= 2 {
+                            pair512::<2>(&px, cb * 16, m(2), pair_off, g.c);
+                            cb += 2;
+                        } else {
+                            pair512::<1>(&px, cb * 16, m(1), pair_off, g.c);
+                            cb += 1;
+                        }
+                    } else if left >= 8 {
+                        chunk512::<8>(&px, cb * 16, m(8));
+                        cb += 8;
+                    } else if left >= 4 {
+                        chunk512::<4>(&px, cb * 16, m(4));
+                        cb += 4;
+                    } else if left >= 2 {
+                        chunk512::<2>(&px, cb * 16, m(2));
+                        cb += 2;
+                    } else {
+                        chunk512::<1>(&px, cb * 16, m(1));
+                        cb += 1;
+                    }
+                }
+                ox += if pair { 2 } else { 1 };
+            }
+        }
+    }
+
+    /// AVX-512 depthwise convolution for few channels (at most 64): 16
+    /// channels per register, 8 output pixels of one row at a time (8 independent accumulator chains, each
     /// weight vector loaded once for the 8). Channel blocks are the outer
     /// loop so one block's kernel and input rows stay in L1. Windows that
     /// reach into the padding use per-pixel load masks (masked-off lanes
@@ -243,11 +360,11 @@ mod x86 {
     /// # Safety
     /// As [`dwconv_f32_raw`]; the CPU must support AVX-512 F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn dwconv_f32_avx512_16c(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range<usize>) {
+    pub unsafe fn dwconv_f32_avx512_rows8(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range<usize>) {
         const PX: usize = 8;
         let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let taps = g.kh * g.kw;
+        let cpad = wts.cpad;
         let wp = wts.w.as_ptr();
         let bp = wts.bias.as_ptr();
         let blocks = g.c.div_ceil(16);
@@ -265,7 +382,7 @@ mod x86 {
                 } else {
                     ((1u32 << tail) - 1) as u16
                 };
-                let wb = wp.add(cb * taps * 16);
+                let wb = wp.add(c0);
                 let bias = _mm512_loadu_ps(bp.add(c0));
                 let mut ox = 0;
                 while ox < g.ow {
@@ -284,9 +401,9 @@ mod x86 {
                         for ky in kys.clone() {
                             let iy = oy * g.sh + ky * g.dh - g.pt;
                             let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wk = wb.add(ky * g.kw * 16);
+                            let wk = wb.add(ky * g.kw * cpad);
                             for kx in 0..g.kw {
-                                let wv = _mm512_loadu_ps(wk.add(kx * 16));
+                                let wv = _mm512_loadu_ps(wk.add(kx * cpad));
                                 let mut xp = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
                                 for (j, acc) in acc.iter_mut().enumerate() {
                                     if j < npx {
@@ -314,9 +431,9 @@ mod x86 {
                         for ky in kys.clone() {
                             let iy = oy * g.sh + ky * g.dh - g.pt;
                             let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wk = wb.add(ky * g.kw * 16);
+                            let wk = wb.add(ky * g.kw * cpad);
                             for kx in 0..g.kw {
-                                let wv = _mm512_loadu_ps(wk.add(kx * 16));
+                                let wv = _mm512_loadu_ps(wk.add(kx * cpad));
                                 if kx < MAXKW {
                                     for (j, acc) in acc.iter_mut().enumerate() {
                                         if j < npx {
@@ -351,128 +468,165 @@ mod x86 {
         }
     }
 
-    /// AVX2+FMA depthwise convolution: 8 channels per register, 4 output
-    /// pixels at a time, as [`dwconv_f32_avx512_16c`] (AVX2 masked loads also
-    /// read nothing in masked-off lanes).
+    struct Px<'a, V> {
+        tp: &'a [*const f32; MAXT],
+        tw: &'a [*const f32; MAXT],
+        nt: usize,
+        bias: *const f32,
+        y: *mut f32,
+        r: *const f32,
+        lo: V,
+        hi: V,
+    }
+
+    /// `NB` 16-channel blocks from channel `c0`; the last one masked by `last`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chunk512<const NB: usize>(px: &Px<__m512>, c0: usize, last: u16) {
+        let mut acc = [_mm512_setzero_ps(); NB];
+        for (q, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm512_loadu_ps(px.bias.add(c0 + 16 * q));
+        }
+        for t in 0..px.nt {
+            let xp = px.tp[t].add(c0);
+            let wp = px.tw[t].add(c0);
+            for (q, acc) in acc.iter_mut().enumerate() {
+                let m = if q + 1 == NB { last } else { 0xffff };
+                let xv = _mm512_maskz_loadu_ps(m, xp.add(16 * q));
+                *acc = _mm512_fmadd_ps(xv, _mm512_loadu_ps(wp.add(16 * q)), *acc);
+            }
+        }
+        for (q, mut v) in acc.into_iter().enumerate() {
+            let m = if q + 1 == NB { last } else { 0xffff };
+            let off = c0 + 16 * q;
+            if !px.r.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, px.r.add(off)));
+            }
+            v = _mm512_min_ps(px.hi, _mm512_max_ps(px.lo, v));
+            _mm512_mask_storeu_ps(px.y.add(off), m, v);
+        }
+    }
+
+    /// [`chunk512`] for two horizontally adjacent pixels with the same taps
+    /// (the second's input `xoff` further, its output `c` further).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pair512<const NB: usize>(px: &Px<__m512>, c0: usize, last: u16, xoff: isize, c: usize) {
+        let mut acc0 = [_mm512_setzero_ps(); NB];
+        for (q, acc) in acc0.iter_mut().enumerate() {
+            *acc = _mm512_loadu_ps(px.bias.add(c0 + 16 * q));
+        }
+        let mut acc1 = acc0;
+        for t in 0..px.nt {
+            let xp = px.tp[t].add(c0);
+            let xq = xp.offset(xoff);
+            let wp = px.tw[t].add(c0);
+            for q in 0..NB {
+                let m = if q + 1 == NB { last } else { 0xffff };
+                let wv = _mm512_loadu_ps(wp.add(16 * q));
+                acc0[q] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xp.add(16 * q)), wv, acc0[q]);
+                acc1[q] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, xq.add(16 * q)), wv, acc1[q]);
+            }
+        }
+        for (j, acc) in [acc0, acc1].into_iter().enumerate() {
+            for (q, mut v) in acc.into_iter().enumerate() {
+                let m = if q + 1 == NB { last } else { 0xffff };
+                let off = j * c + c0 + 16 * q;
+                if !px.r.is_null() {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, px.r.add(off)));
+                }
+                v = _mm512_min_ps(px.hi, _mm512_max_ps(px.lo, v));
+                _mm512_mask_storeu_ps(px.y.add(off), m, v);
+            }
+        }
+    }
+
+    /// AVX2+FMA depthwise convolution, as [`dwconv_f32_avx512_16c`] with
+    /// 8-channel registers, chunks of up to 64 channels.
     ///
     /// # Safety
     /// As [`dwconv_f32_raw`]; the CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dwconv_f32_avx2_8c(g: &DwGeom, wts: &PackedDw, a: &DwArgs, rows: Range<usize>) {
-        const PX: usize = 4;
+        if g.kh * g.kw > MAXT {
+            return dwconv_f32_scalar(g, wts, a, rows);
+        }
         let (lo, hi) = a.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        let taps = g.kh * g.kw;
-        let wp = wts.w.as_ptr();
-        let bp = wts.bias.as_ptr();
+        let mut tp = [std::ptr::null::<f32>(); MAXT];
+        let mut tw = [std::ptr::null::<f32>(); MAXT];
         let blocks = g.c.div_ceil(8);
         let tail = g.c % 8;
-        let (in_lo, in_hi) = interior(g);
-        let xstep = g.sw * g.c;
         for row in rows {
             let (b, oy) = (row / g.oh, row % g.oh);
-            let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
-            let orow = ((b * g.oh + oy) * g.ow) * g.c;
-            for cb in 0..blocks {
-                let c0 = cb * 8;
-                let full = cb + 1 < blocks || tail == 0;
-                let m = x86_mask8(if full { 8 } else { tail });
-                let wb = wp.add(cb * taps * 8);
-                let bias = _mm256_loadu_ps(bp.add(c0));
-                let mut ox = 0;
-                while ox < g.ow {
-                    // Segments: left border, interior, right border; chunks of PX.
-                    let interior_px = ox >= in_lo && ox < in_hi;
-                    let seg_end = if ox < in_lo {
-                        in_lo
-                    } else if interior_px {
-                        in_hi
+            for ox in 0..g.ow {
+                let nt = pixel_taps(g, a.x, wts.w.as_ptr(), wts.cpad, (b, oy, ox), &mut tp, &mut tw);
+                let o = ((b * g.oh + oy) * g.ow + ox) * g.c;
+                let px = Px {
+                    tp: &tp,
+                    tw: &tw,
+                    nt,
+                    bias: wts.bias.as_ptr(),
+                    y: a.y.add(o),
+                    r: if a.r.is_null() { a.r } else { a.r.add(o) },
+                    lo,
+                    hi,
+                };
+                let mut cb = 0;
+                while cb < blocks {
+                    let left = blocks - cb;
+                    let nb = if left >= 4 {
+                        4
+                    } else if left >= 2 {
+                        2
                     } else {
-                        g.ow
+                        1
                     };
-                    let npx = PX.min(seg_end - ox);
-                    let mut acc = [bias; PX];
-                    if interior_px {
-                        for ky in kys.clone() {
-                            let iy = oy * g.sh + ky * g.dh - g.pt;
-                            let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wk = wb.add(ky * g.kw * 8);
-                            for kx in 0..g.kw {
-                                let wv = _mm256_loadu_ps(wk.add(kx * 8));
-                                let mut xp = xrow.add((ox * g.sw + kx * g.dw - g.pl) * g.c);
-                                for (j, acc) in acc.iter_mut().enumerate() {
-                                    if j < npx {
-                                        let xv = if full {
-                                            _mm256_loadu_ps(xp)
-                                        } else {
-                                            _mm256_maskload_ps(xp, m)
-                                        };
-                                        *acc = _mm256_fmadd_ps(xv, wv, *acc);
-                                        xp = xp.add(xstep);
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        let mut ok = [[false; PX]; MAXKW];
-                        let mut offs = [[0isize; PX]; MAXKW];
-                        let kw = g.kw.min(MAXKW);
-                        for kx in 0..kw {
-                            for j in 0..PX {
-                                let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
-                                ok[kx][j] = j < npx && ix >= 0 && ix < g.w as isize;
-                                offs[kx][j] = if ok[kx][j] { ix * g.c as isize } else { 0 };
-                            }
-                        }
-                        for ky in kys.clone() {
-                            let iy = oy * g.sh + ky * g.dh - g.pt;
-                            let xrow = a.x.add((b * g.h + iy) * g.w * g.c + c0);
-                            let wk = wb.add(ky * g.kw * 8);
-                            for kx in 0..g.kw {
-                                let wv = _mm256_loadu_ps(wk.add(kx * 8));
-                                for (j, acc) in acc.iter_mut().enumerate() {
-                                    let (valid, off) = if kx < MAXKW {
-                                        (ok[kx][j], offs[kx][j])
-                                    } else {
-                                        let ix = ((ox + j) * g.sw + kx * g.dw) as isize - g.pl as isize;
-                                        (j < npx && ix >= 0 && ix < g.w as isize, ix * g.c as isize)
-                                    };
-                                    if valid {
-                                        let xp = xrow.offset(off);
-                                        let xv = if full {
-                                            _mm256_loadu_ps(xp)
-                                        } else {
-                                            _mm256_maskload_ps(xp, m)
-                                        };
-                                        *acc = _mm256_fmadd_ps(xv, wv, *acc);
-                                    }
-                                }
-                            }
-                        }
+                    let tail_here = if cb + nb == blocks { tail } else { 0 };
+                    match nb {
+                        4 => chunk256::<4>(&px, cb * 8, tail_here),
+                        2 => chunk256::<2>(&px, cb * 8, tail_here),
+                        _ => chunk256::<1>(&px, cb * 8, tail_here),
                     }
-                    for (j, mut v) in acc.into_iter().take(npx).enumerate() {
-                        let o = orow + (ox + j) * g.c + c0;
-                        let yp = a.y.add(o);
-                        if !a.r.is_null() {
-                            let rp = a.r.add(o);
-                            v = _mm256_add_ps(
-                                v,
-                                if full {
-                                    _mm256_loadu_ps(rp)
-                                } else {
-                                    _mm256_maskload_ps(rp, m)
-                                },
-                            );
-                        }
-                        v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-                        if full {
-                            _mm256_storeu_ps(yp, v);
-                        } else {
-                            _mm256_maskstore_ps(yp, m, v);
-                        }
-                    }
-                    ox += npx;
+                    cb += nb;
                 }
+            }
+        }
+    }
+
+    /// `NB` 8-channel blocks from `c0`; the last has `tail` valid lanes (0 = all).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn chunk256<const NB: usize>(px: &Px<__m256>, c0: usize, tail: usize) {
+        let m = x86_mask8(if tail == 0 { 8 } else { tail });
+        let ld = |p: *const f32, q: usize| {
+            if q + 1 == NB && tail != 0 {
+                _mm256_maskload_ps(p, m)
+            } else {
+                _mm256_loadu_ps(p)
+            }
+        };
+        let mut acc = [_mm256_setzero_ps(); NB];
+        for (q, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_loadu_ps(px.bias.add(c0 + 8 * q));
+        }
+        for t in 0..px.nt {
+            let xp = px.tp[t].add(c0);
+            let wp = px.tw[t].add(c0);
+            for (q, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(ld(xp.add(8 * q), q), _mm256_loadu_ps(wp.add(8 * q)), *acc);
+            }
+        }
+        for (q, mut v) in acc.into_iter().enumerate() {
+            let off = c0 + 8 * q;
+            if !px.r.is_null() {
+                v = _mm256_add_ps(v, ld(px.r.add(off), q));
+            }
+            v = _mm256_min_ps(px.hi, _mm256_max_ps(px.lo, v));
+            if q + 1 == NB && tail != 0 {
+                _mm256_maskstore_ps(px.y.add(off), m, v);
+            } else {
+                _mm256_storeu_ps(px.y.add(off), v);
             }
         }
     }

@@ -104,6 +104,16 @@ impl PackedB {
     pub fn bytes(&self) -> usize {
         (self.data.len() + self.bias.len()) * 4
     }
+
+    /// Start of panel `p` (`k x nr` values).
+    pub(crate) fn panel_ptr(&self, p: usize) -> *const f32 {
+        self.data[p * self.k * self.nr..].as_ptr()
+    }
+
+    /// Bias of panel `p` (`nr` values, zero-padded).
+    pub(crate) fn bias_ptr(&self, p: usize) -> *const f32 {
+        self.bias[p * self.nr..].as_ptr()
+    }
 }
 
 /// Raw operands of one GEMM call; see the module docs for shapes.
@@ -403,7 +413,10 @@ mod x86 {
                 acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*ap[i].add(kk)), w0, acc[i]);
             }
         }
-        let (lo, hi) = args.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = args
+            .act
+            .clamp_bounds()
+            .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         let col = t.p * 32;
         for (i, mut x) in acc.into_iter().enumerate() {
@@ -422,7 +435,10 @@ mod x86 {
         const Q: usize = 4;
         let k = b.k;
         let ar = args.a.add(row * args.lda);
-        let (lo, hi) = args.act.clamp_bounds().unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (lo, hi) = args
+            .act
+            .clamp_bounds()
+            .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         let mut p0 = panels.start;
         while p0 < panels.end {

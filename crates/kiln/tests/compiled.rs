@@ -140,10 +140,16 @@ fn mobilenetv2_matches_reference() {
     let f = fixtures();
     let x = Tensor::from_vec(
         vec![1, 3, 224, 224],
-        (0..3 * 224 * 224).map(|i| (((i * 7919) % 2001) as f32 - 1000.0) / 1000.0).collect(),
+        (0..3 * 224 * 224)
+            .map(|i| (((i * 7919) % 2001) as f32 - 1000.0) / 1000.0)
+            .collect(),
     )
     .unwrap();
     let cm = check(&f.join("models/mobilenetv2-1.0.onnx"), vec![x]);
     let info = cm.plan_info(&[vec![1, 3, 224, 224]]).unwrap();
-    assert!(info.fallback_ops.is_empty(), "MobileNetV2 should run entirely on kernels: {:?}", info.fallback_ops);
+    assert!(
+        info.fallback_ops.is_empty(),
+        "MobileNetV2 should run entirely on kernels: {:?}",
+        info.fallback_ops
+    );
 }
