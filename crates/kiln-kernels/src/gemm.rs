@@ -361,7 +361,12 @@ mod x86 {
         for (i, a) in ap.iter_mut().enumerate() {
             *a = args.a.add((t.i0 + i) * args.lda);
         }
+        // The next panel's row kk (two cache lines), fetched while this one
+        // is computed: weights stream from L3 once per inference.
+        let next = bp.add(k * 32);
         for kk in 0..k {
+            _mm_prefetch::<_MM_HINT_T0>(next.add(kk * 32) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(next.add(kk * 32 + 16) as *const i8);
             let w0 = _mm512_loadu_ps(bp.add(kk * 32));
             let w1 = _mm512_loadu_ps(bp.add(kk * 32 + 16));
             for i in 0..MR {
@@ -456,6 +461,9 @@ mod x86 {
                 let av = _mm512_set1_ps(*ar.add(kk));
                 for q in 0..Q {
                     if q < np {
+                        // Each weight stream is read once: fetch 16 rows ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(bp[q].wrapping_add((kk + 16) * 32) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(bp[q].wrapping_add((kk + 16) * 32 + 16) as *const i8);
                         acc0[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp[q].add(kk * 32)), acc0[q]);
                         acc1[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp[q].add(kk * 32 + 16)), acc1[q]);
                     }
