@@ -693,3 +693,37 @@ fn float16_conv_relu_fuses() {
     assert_fused(&opt, "FusedConv", "n_y", Activation::Relu, "r");
     assert_close(&run(&opt, &inputs), &before, 1e-3);
 }
+
+const HSWISH: &str = "fuse-decomposed-hardswish-into-conv";
+
+/// `y * Clip(y + 3, 0, 6) / 6` after the conv, as paddle2onnx writes it.
+fn decomposed_hardswish(three: f32, six: f32, add_first: bool, mul_first: bool) -> Model {
+    let mut g = conv_base(12, true);
+    g.init("three", Tensor::scalar(three))
+        .init("zero", Tensor::scalar(0f32))
+        .init("six", Tensor::scalar(6f32))
+        .init("six_div", Tensor::scalar(six));
+    let add = if add_first { ["y", "three"] } else { ["three", "y"] };
+    g.node("Add", &add, &["t"], vec![]);
+    g.node("Clip", &["t", "zero", "six"], &["gate"], vec![]);
+    let mul = if mul_first { ["y", "gate"] } else { ["gate", "y"] };
+    g.node("Mul", &mul, &["u"], vec![]);
+    g.node("Div", &["u", "six_div"], &["out"], vec![]);
+    g.output("out").build()
+}
+
+#[test]
+fn decomposed_hardswish_fuses_in_every_operand_order() {
+    for (add_first, mul_first) in [(true, true), (false, true), (true, false), (false, false)] {
+        let m = decomposed_hardswish(3.0, 6.0, add_first, mul_first);
+        let (opt, rep) = check_rules(&m, &[HSWISH], 4);
+        assert_eq!(rep.applied().get(HSWISH), Some(&1));
+        assert_fused(&opt, "FusedConv", "n_y", Activation::HardSwish, "out");
+    }
+}
+
+#[test]
+fn decomposed_hardswish_with_other_constants_does_not_fuse() {
+    check_rules(&decomposed_hardswish(2.0, 6.0, true, true), &[HSWISH], 0);
+    check_rules(&decomposed_hardswish(3.0, 5.0, true, true), &[HSWISH], 0);
+}

@@ -23,6 +23,7 @@ pub fn rules() -> Vec<Box<dyn Rule>> {
     vec![
         Box::new(FuseResidualAddIntoConv),
         Box::new(FuseSiluIntoConv),
+        Box::new(FuseDecomposedHardSwishIntoConv),
         Box::new(FuseActivationIntoConv),
         Box::new(FuseActivationIntoGemm),
         Box::new(FuseActivationIntoMatMul),
@@ -311,6 +312,102 @@ impl Rule for FuseSiluIntoConv {
         let out = mn.outputs[0].clone();
         make_fused(cx, node, CONV, act, &out);
         cx.remove_nodes(&[g, m]);
+        Ok(true)
+    }
+}
+
+/// `fuse-decomposed-hardswish-into-conv`: `x * Clip(x + 3, 0, 6) / 6` after
+/// a Conv: HardSwish as exporters without the op write it (PaddlePaddle's
+/// paddle2onnx at opset < 14: `Add`, `Clip`, `Mul`, `Div`).
+///
+/// Guards: the node is a `Conv` or a `kiln::FusedConv` without activation,
+/// with a float output `x` that is not a graph output and is read by exactly
+/// two nodes: `t = Add(x, 3)` (either order, a scalar constant equal to 3)
+/// and `u = Mul(x, g)` (either order); `t` is read only by `g = Clip(t, 0, 6)`
+/// (constant bounds), `g` only by that Mul, and `u` only by `y = Div(u, 6)`
+/// (a scalar constant equal to 6); none of `t`, `g`, `u` is a graph output.
+///
+/// Patch: the node becomes `kiln::FusedConv` (same name) with activation
+/// `HardSwish`, writing `y`; the four nodes are removed. (ONNX HardSwish is
+/// `x * max(0, min(1, x/6 + 0.5))`, equal up to rounding.)
+pub struct FuseDecomposedHardSwishIntoConv;
+
+impl Rule for FuseDecomposedHardSwishIntoConv {
+    fn name(&self) -> &'static str {
+        "fuse-decomposed-hardswish-into-conv"
+    }
+    fn level(&self) -> Level {
+        Level::Extended
+    }
+    fn describe(&self) -> &'static str {
+        "Conv + x*Clip(x+3, 0, 6)/6 -> kiln::FusedConv with HardSwish"
+    }
+    fn apply(&self, cx: &mut Ctx, node: usize) -> Result<bool, IrError> {
+        let Some(x) = fusable_base(cx, node, CONV)? else {
+            return Ok(false);
+        };
+        if cx.is_graph_output(&x) {
+            return Ok(false);
+        }
+        let [c0, c1] = *cx.consumers(&x) else {
+            return Ok(false);
+        };
+        let (a, m) = if is_onnx(cx.node(c0), "Add") {
+            (c0, c1)
+        } else {
+            (c1, c0)
+        };
+        let (an, mn) = (cx.node(a), cx.node(m));
+        if !is_onnx(an, "Add") || !is_onnx(mn, "Mul") || an.inputs.len() != 2 || mn.inputs.len() != 2 {
+            return Ok(false);
+        }
+        if an.outputs.len() != 1 || mn.outputs.len() != 1 {
+            return Ok(false);
+        }
+        let other = |n: &Node| -> Option<String> {
+            match (n.inputs[0] == x, n.inputs[1] == x) {
+                (true, false) => Some(n.inputs[1].clone()),
+                (false, true) => Some(n.inputs[0].clone()),
+                _ => None,
+            }
+        };
+        let Some(three) = other(an) else { return Ok(false) };
+        if scalar_constant(cx, &three) != Some(3.0) {
+            return Ok(false);
+        }
+        let t = an.outputs[0].clone();
+        let Some(c) = cx.sole_consumer(&t) else {
+            return Ok(false);
+        };
+        let cn = cx.node(c);
+        if !is_onnx(cn, "Clip") || cn.inputs.first() != Some(&t) {
+            return Ok(false);
+        }
+        if activation_of(cx, c)? != Some(Activation::Clip { min: 0.0, max: 6.0 }) {
+            return Ok(false);
+        }
+        let g = cx.node(c).outputs[0].clone();
+        let mn = cx.node(m);
+        if other(mn) != Some(g.clone()) || cx.sole_consumer(&g) != Some(m) {
+            return Ok(false);
+        }
+        let u = mn.outputs[0].clone();
+        let Some(d) = cx.sole_consumer(&u) else {
+            return Ok(false);
+        };
+        let dn = cx.node(d);
+        if !is_onnx(dn, "Div") || dn.inputs.len() != 2 || dn.inputs[0] != u || dn.outputs.len() != 1 {
+            return Ok(false);
+        }
+        if scalar_constant(cx, &dn.inputs[1]) != Some(6.0) {
+            return Ok(false);
+        }
+        if [&t, &g, &u].iter().any(|v| cx.is_graph_output(v)) {
+            return Ok(false);
+        }
+        let out = dn.outputs[0].clone();
+        make_fused(cx, node, CONV, Activation::HardSwish, &out);
+        cx.remove_nodes(&[a, c, m, d]);
         Ok(true)
     }
 }
