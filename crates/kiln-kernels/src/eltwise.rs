@@ -116,8 +116,16 @@ unsafe fn channel_body(
         let sv = std::slice::from_raw_parts(s.add(b * c), c);
         for p in 0..hw {
             let o = (b * hw + p) * c;
-            for (j, sj) in sv.iter().enumerate() {
-                *y.add(o + j) = act.apply(op.f(*x.add(o + j), *sj));
+            if act == Activation::None {
+                // The common case (a BatchNormalization scale or shift): no
+                // per-element activation dispatch, so the loop vectorizes.
+                for (j, sj) in sv.iter().enumerate() {
+                    *y.add(o + j) = op.f(*x.add(o + j), *sj);
+                }
+            } else {
+                for (j, sj) in sv.iter().enumerate() {
+                    *y.add(o + j) = act.apply(op.f(*x.add(o + j), *sj));
+                }
             }
         }
     }

@@ -35,3 +35,41 @@ unsafe fn transpose_batched(x: *const f32, y: *mut f32, n: usize, rows: usize, c
         }
     }
 }
+
+/// Copies `rows` rows of `cols` values: row `i` from `x + i*xs` to `y + i*ys`
+/// (a channel slice of an NHWC tensor: concatenation along channels).
+///
+/// # Safety
+/// Both regions valid and disjoint.
+pub unsafe fn copy_rows(x: *const f32, xs: usize, y: *mut f32, ys: usize, rows: usize, cols: usize) {
+    for i in 0..rows {
+        std::ptr::copy_nonoverlapping(x.add(i * xs), y.add(i * ys), cols);
+    }
+}
+
+/// Nearest-neighbour upsampling by integer factors, NHWC:
+/// `y[n, oy, ox, :] = x[n, oy / fy, ox / fx, :]` (ONNX `Resize`, mode
+/// `nearest`, `asymmetric` coordinates, `floor` rounding, integer scales)
+/// for output rows `rows` (indices into `n * h * fy`).
+///
+/// # Safety
+/// `x` holds `[n, h, w, c]`, `y` holds `[n, h*fy, w*fx, c]`, disjoint.
+pub unsafe fn upsample_nearest_nhwc(
+    x: *const f32,
+    y: *mut f32,
+    (h, w, c): (usize, usize, usize),
+    (fy, fx): (usize, usize),
+    rows: std::ops::Range<usize>,
+) {
+    let (oh, ow) = (h * fy, w * fx);
+    for r in rows {
+        let (b, oy) = (r / oh, r % oh);
+        let src = x.add((b * h + oy / fy) * w * c);
+        let dst = y.add((b * oh + oy) * ow * c);
+        for ix in 0..w {
+            for j in 0..fx {
+                std::ptr::copy_nonoverlapping(src.add(ix * c), dst.add((ix * fx + j) * c), c);
+            }
+        }
+    }
+}

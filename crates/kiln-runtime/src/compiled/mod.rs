@@ -161,6 +161,50 @@ enum Kernel {
         hw: usize,
         c: usize,
     },
+    /// NCHW per-channel operand: `y[n, c, p] = x[n, c, p] op s[n?, c]`.
+    ChannelNchw {
+        op: BinOp,
+        x: usize,
+        s: usize,
+        /// `s` holds one value per (n, c) (true) or per c (false).
+        per_batch: bool,
+        y: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+    },
+    /// ConvTranspose with kernel == stride, no padding: one GEMM per input
+    /// row and tap, written with a stride into the output.
+    ConvTransposeStrided {
+        taps: Arc<Vec<PackedB>>,
+        x: usize,
+        y: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+        ci: usize,
+        co: usize,
+        kh: usize,
+        kw: usize,
+    },
+    /// Concatenation along channels of NHWC values.
+    ConcatC {
+        xs: Vec<(usize, usize)>,
+        y: usize,
+        pixels: usize,
+        c: usize,
+    },
+    /// Nearest upsampling by integer factors, NHWC.
+    Upsample {
+        x: usize,
+        y: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        fy: usize,
+        fx: usize,
+    },
     Act {
         act: Activation,
         x: usize,
@@ -1106,6 +1150,100 @@ impl CompiledModel {
                     activation_f32(isa, *act, px.get(), py.get(), split_range(*len, parts, i));
                 });
             }
+            Kernel::ChannelNchw {
+                op,
+                x,
+                s,
+                per_batch,
+                y,
+                n,
+                c,
+                hw,
+            } => {
+                let (px, ps, py) = (SendPtr(p(*x)), SendPtr(p(*s)), SendPtr(p(*y)));
+                let planes = n * c;
+                let parts = if planes * hw < 32_768 {
+                    1
+                } else {
+                    threads.min(planes)
+                };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    for pl in split_range(planes, parts, i) {
+                        let sv = *ps.get().add(if *per_batch { pl } else { pl % c });
+                        let o = pl * hw;
+                        scalar_f32(isa, *op, px.get().add(o), sv, false, py.get().add(o), 0..*hw);
+                    }
+                });
+            }
+            Kernel::ConvTransposeStrided {
+                taps,
+                x,
+                y,
+                n,
+                h,
+                w,
+                ci,
+                co,
+                kh,
+                kw,
+            } => {
+                let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
+                let rows = n * h;
+                let parts = threads.min(rows);
+                let (oh, ow) = (h * kh, w * kw);
+                pool.run(parts, &|i| unsafe {
+                    for r in split_range(rows, parts, i) {
+                        let (b, iy) = (r / h, r % h);
+                        for ky in 0..*kh {
+                            for kx in 0..*kw {
+                                let t = &taps[ky * kw + kx];
+                                let args = GemmArgs {
+                                    m: *w,
+                                    a: px.get().add(r * w * ci),
+                                    lda: *ci,
+                                    r: std::ptr::null(),
+                                    ldr: 0,
+                                    c: py.get().add(((b * oh + iy * kh + ky) * ow + kx) * co),
+                                    ldc: kw * co,
+                                    act: Activation::None,
+                                };
+                                gemm_f32_raw(&args, t, 0..*w, 0..t.panels());
+                            }
+                        }
+                    }
+                });
+            }
+            Kernel::ConcatC { xs, y, pixels, c } => {
+                let mut off = 0;
+                for &(x, ci) in xs {
+                    unsafe { kiln_kernels::layout::copy_rows(p(x), ci, p(*y).add(off), *c, *pixels, ci) };
+                    off += ci;
+                }
+            }
+            Kernel::Upsample {
+                x,
+                y,
+                n,
+                h,
+                w,
+                c,
+                fy,
+                fx,
+            } => {
+                let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
+                let rows = n * h * fy;
+                let parts = threads.min(rows);
+                pool.run(parts, &|i| unsafe {
+                    kiln_kernels::layout::upsample_nearest_nhwc(
+                        px.get(),
+                        py.get(),
+                        (*h, *w, *c),
+                        (*fy, *fx),
+                        split_range(rows, parts, i),
+                    );
+                });
+            }
             Kernel::Gap { x, y, n, hw, c } => unsafe {
                 global_avg_pool_f32(self.isa, p(*x), p(*y), *hw, *c, 0..*n);
             },
@@ -1447,6 +1585,9 @@ impl Builder<'_> {
             ("GlobalAveragePool" | "ReduceMean", false) => self.lower_gap(node, &out0, &ys),
             ("MaxPool" | "AveragePool", false) => self.lower_pool(node, &out0, &ys),
             ("Softmax", false) => self.lower_softmax(node, &out0, &ys),
+            ("ConvTranspose", false) => self.lower_conv_transpose(node, &out0, &ys),
+            ("Concat", false) => self.lower_concat(node, &out0, &ys),
+            ("Resize", false) => self.lower_resize(node, &out0, &ys),
             ("Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout", false) => {
                 self.lower_alias(node, &out0, &ys)
             }
@@ -1832,7 +1973,34 @@ impl Builder<'_> {
             .get(x)
             .is_none_or(|&v| self.vals[v].layout != Layout::Nhwc)
         {
-            return Ok(false);
+            // An NCHW value (e.g. after a fallback op): per-plane scalars.
+            let Some(&xv) = self.by_name.get(x) else {
+                return Ok(false);
+            };
+            if matches!(self.vals[xv].loc, Loc::Boxed(_)) {
+                return Ok(false);
+            }
+            let si = self.use_val(s, None)?;
+            let per_batch = self.vals[si].len() == ys[0] * ys[1] && ys[0] > 1;
+            let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
+            let info = self.info(node, format!("channel_nchw_f32_{}", self.isa()), ys, len as u64);
+            self.push_step(
+                info,
+                Kernel::ChannelNchw {
+                    op,
+                    x: xv,
+                    s: si,
+                    per_batch,
+                    y,
+                    n: ys[0],
+                    c: ys[1],
+                    hw: ys[2] * ys[3],
+                },
+                vec![xv, si],
+                vec![y],
+                vec![xv],
+            );
+            return Ok(true);
         }
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
         let si = self.use_val(s, None)?;
@@ -2017,6 +2185,186 @@ impl Builder<'_> {
             vec![xi],
             vec![y],
             vec![xi],
+        );
+        Ok(true)
+    }
+
+    fn lower_conv_transpose(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+        let x = &node.inputs[0];
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
+        let Some(w) = node.inputs.get(1).and_then(|w| self.const_tensor(w)) else {
+            return Ok(false);
+        };
+        let bias = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => match self.const_tensor(b) {
+                Some(t) if t.dtype() == DType::F32 => Some(t),
+                _ => return Ok(false),
+            },
+            None => None,
+        };
+        if xs.len() != 4 || w.rank() != 4 || w.dtype() != DType::F32 {
+            return Ok(false);
+        }
+        let (ci, co, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+        let ints = |a: &str| node.attr_ints_opt(a);
+        let all = |v: Option<Vec<i64>>, want: i64| v.is_none_or(|v| v.iter().all(|&d| d == want));
+        let strides = ints("strides")?.unwrap_or(vec![1, 1]);
+        let plain = node.attr_int("group", 1)? == 1
+            && all(ints("pads")?, 0)
+            && all(ints("dilations")?, 1)
+            && all(ints("output_padding")?, 0)
+            && ints("output_shape")?.is_none()
+            && matches!(
+                node.attr_string("auto_pad", "NOTSET")?.as_str(),
+                "NOTSET" | "VALID"
+            )
+            && strides == [kh as i64, kw as i64]
+            && xs[1] == ci
+            && ys == [xs[0], co, xs[2] * kh, xs[3] * kw];
+        if !plain {
+            return Ok(false);
+        }
+        let wd = w.as_slice::<f32>()?;
+        let bd = match &bias {
+            Some(b) => Some(b.as_slice::<f32>()?),
+            None => None,
+        };
+        let isa = self.isa();
+        let pw = self.cm.packed(&node.name, || {
+            PackedW::Conv(Arc::new(
+                (0..kh * kw)
+                    .map(|t| PackedB::pack(isa, ci, co, |k, j| wd[(k * co + j) * kh * kw + t], bd))
+                    .collect(),
+            ))
+        });
+        let PackedW::Conv(pw) = &*pw else {
+            return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
+        };
+        let xi = self.use_val(x, Some(Layout::Nhwc))?;
+        let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
+        let flops = 2 * (xs[0] * xs[2] * xs[3] * ci * co * kh * kw) as u64;
+        let info = self.info(
+            node,
+            format!("conv_transpose_f32_{}_gemm_{}x{}s{}", isa, kh, kw, kh),
+            ys,
+            flops,
+        );
+        self.push_step(
+            info,
+            Kernel::ConvTransposeStrided {
+                taps: pw.clone(),
+                x: xi,
+                y,
+                n: xs[0],
+                h: xs[2],
+                w: xs[3],
+                ci,
+                co,
+                kh,
+                kw,
+            },
+            vec![xi],
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
+    fn lower_concat(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+        if ys.len() != 4 || node.inputs.is_empty() {
+            return Ok(false);
+        }
+        let mut axis = node.attr_int("axis", 1)?;
+        if axis < 0 {
+            axis += 4;
+        }
+        if axis != 1 {
+            return Ok(false);
+        }
+        let mut parts = Vec::new();
+        for i in &node.inputs {
+            let Some(s) = self.f32_shape(i) else {
+                return Ok(false);
+            };
+            if s.len() != 4 || s[0] != ys[0] || s[2] != ys[2] || s[3] != ys[3] || self.is_const(i) {
+                return Ok(false);
+            }
+            parts.push((i.clone(), s[1]));
+        }
+        let mut xs = Vec::new();
+        let mut reads = Vec::new();
+        for (i, c) in parts {
+            let v = self.use_val(&i, Some(Layout::Nhwc))?;
+            xs.push((v, c));
+            reads.push(v);
+        }
+        let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
+        let info = self.info(node, "concat_channels_nhwc_f32".into(), ys, 0);
+        self.push_step(
+            info,
+            Kernel::ConcatC {
+                xs,
+                y,
+                pixels: ys[0] * ys[2] * ys[3],
+                c: ys[1],
+            },
+            reads,
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
+    fn lower_resize(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+        let x = &node.inputs[0];
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
+        if xs.len() != 4 || ys.len() != 4 || xs[0] != ys[0] || xs[1] != ys[1] || self.cm.opset < 11 {
+            return Ok(false);
+        }
+        let nearest_floor = node.attr_string("mode", "nearest")? == "nearest"
+            && node.attr_string("coordinate_transformation_mode", "half_pixel")? == "asymmetric"
+            && node.attr_string("nearest_mode", "round_prefer_floor")? == "floor"
+            && !node.attrs.contains_key("antialias")
+            && !node.attrs.contains_key("axes")
+            && node.attr_string("keep_aspect_ratio_policy", "stretch")? == "stretch";
+        if !nearest_floor || ys[2] % xs[2] != 0 || ys[3] % xs[3] != 0 {
+            return Ok(false);
+        }
+        let (fy, fx) = (ys[2] / xs[2], ys[3] / xs[3]);
+        // Scales given (not sizes) must be exactly the integer factors.
+        if let Some(sc) = node.inputs.get(2).filter(|n| !n.is_empty()) {
+            match self.const_tensor(sc) {
+                Some(t) if t.len() == 4 => {
+                    if t.to_f64_vec() != [1.0, 1.0, fy as f64, fx as f64] {
+                        return Ok(false);
+                    }
+                }
+                Some(t) if t.is_empty() => {}
+                _ => return Ok(false),
+            }
+        }
+        let xi = self.use_val(x, Some(Layout::Nhwc))?;
+        let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
+        let info = self.info(node, format!("upsample_nearest_nhwc_f32_{fy}x{fx}"), ys, 0);
+        self.push_step(
+            info,
+            Kernel::Upsample {
+                x: xi,
+                y,
+                n: xs[0],
+                h: xs[2],
+                w: xs[3],
+                c: xs[1],
+                fy,
+                fx,
+            },
+            vec![xi],
+            vec![y],
+            vec![],
         );
         Ok(true)
     }
