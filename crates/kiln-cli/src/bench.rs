@@ -112,10 +112,15 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
         };
         return report(a, "reference", ms, prof, None);
     }
-    let opts = CompileOptions { max_isa };
-    let cm = kiln::compile(a.model, &opts)?;
-    let tensors = bench_inputs(a, &cm.model().graph.inputs)?;
+    let m = kiln::load_model(a.model)?;
+    let tensors = bench_inputs(a, &m.graph.inputs)?;
     let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
+    // Fixed shapes: the plan is built now and weights are kept packed only.
+    let opts = CompileOptions {
+        max_isa,
+        input_shapes: Some(shapes.clone()),
+    };
+    let cm = kiln::compile_model(m, &opts).map_err(|e| e.with_file(a.model))?;
     let info = cm
         .plan_info(&shapes)
         .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;

@@ -148,15 +148,16 @@ pub(crate) fn load_path(path: &Path, opts: &LoadOptions) -> Result<Model, OnnxEr
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    import_bytes(&bytes, Some(base), opts).map_err(in_file)
+    check_size(&bytes, opts).map_err(in_file)?;
+    // Decoding from `Bytes` makes every tensor's `raw_data` a slice of the
+    // file buffer (no copy): peak memory is the file plus the converted
+    // tensors, and the buffer is freed when the last tensor is converted.
+    let mp = ModelProto::decode(prost::bytes::Bytes::from(bytes))
+        .map_err(|e| in_file(OnnxError::decode("ModelProto", e)))?;
+    import_proto(mp, Some(base), opts).map_err(in_file)
 }
 
-/// Decodes and imports a serialized `ModelProto`, then validates it.
-pub(crate) fn import_bytes(
-    bytes: &[u8],
-    base_dir: Option<&Path>,
-    opts: &LoadOptions,
-) -> Result<Model, OnnxError> {
+fn check_size(bytes: &[u8], opts: &LoadOptions) -> Result<(), OnnxError> {
     if bytes.len() as u64 > opts.max_model_bytes {
         return Err(ir_err!(
             LimitExceeded,
@@ -166,7 +167,23 @@ pub(crate) fn import_bytes(
         )
         .into());
     }
+    Ok(())
+}
+
+/// Decodes and imports a serialized `ModelProto`, then validates it.
+pub(crate) fn import_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<Model, OnnxError> {
+    check_size(bytes, opts)?;
     let mp = ModelProto::decode(bytes).map_err(|e| OnnxError::decode("ModelProto", e))?;
+    import_proto(mp, base_dir, opts)
+}
+
+/// Converts and validates a decoded `ModelProto` (consumed: each tensor's
+/// data is freed once converted).
+fn import_proto(mp: ModelProto, base_dir: Option<&Path>, opts: &LoadOptions) -> Result<Model, OnnxError> {
     let mut ld = Loader::new(opts, base_dir);
     let mut model = model_from_proto(mp, &mut ld)?;
     model.graph.validate()?;
@@ -727,7 +744,7 @@ mod tests {
             name: Some("w".into()),
             dims: vec![1; 65],
             data_type: Some(1),
-            raw_data: Some(vec![0; 4]),
+            raw_data: Some(vec![0; 4].into()),
             ..Default::default()
         });
         let e = load(&m, &LoadOptions::default()).unwrap_err();

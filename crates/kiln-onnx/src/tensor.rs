@@ -137,9 +137,9 @@ pub(crate) fn tensor_from_proto(
     let external = tp.data_location == Some(DataLocation::External as i32);
     let data = if external {
         let raw = external::read_external(tp, what, ld.base_dir, bytes)?;
-        decode_raw(dtype, raw, n, what)?
+        decode_raw(dtype, &raw, n, what)?
     } else if let Some(raw) = tp.raw_data.take() {
-        decode_raw(dtype, raw, n, what)?
+        decode_raw(dtype, &raw, n, what)?
     } else {
         decode_typed(tp, dtype, n, what)?
     };
@@ -153,7 +153,7 @@ fn le<const N: usize>(c: &[u8]) -> [u8; N] {
 }
 
 /// Decodes little-endian `raw` bytes of `n` elements of `dtype`.
-fn decode_raw(dtype: DType, raw: Vec<u8>, n: usize, what: &str) -> Result<TensorData, OnnxError> {
+fn decode_raw(dtype: DType, raw: &[u8], n: usize, what: &str) -> Result<TensorData, OnnxError> {
     let need = n.checked_mul(dtype.size_of());
     if need != Some(raw.len()) {
         return Err(ir_err!(
@@ -173,7 +173,7 @@ fn decode_raw(dtype: DType, raw: Vec<u8>, n: usize, what: &str) -> Result<Tensor
                 .collect(),
         ),
         DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
-        DType::U8 => TensorData::U8(raw),
+        DType::U8 => TensorData::U8(raw.to_vec()),
         DType::I32 => TensorData::I32(raw.chunks_exact(4).map(|c| i32::from_le_bytes(le(c))).collect()),
         DType::I64 => TensorData::I64(raw.chunks_exact(8).map(|c| i64::from_le_bytes(le(c))).collect()),
         DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
@@ -275,7 +275,7 @@ pub(crate) fn tensor_to_proto(name: &str, t: &Tensor) -> TensorProto {
         } else {
             Some(name.to_string())
         },
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..Default::default()
     }
 }
@@ -345,10 +345,10 @@ mod tests {
     #[test]
     fn raw_data_is_little_endian() {
         let mut tp = typed(DType::I32, vec![2]);
-        tp.raw_data = Some(vec![1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        tp.raw_data = Some(vec![1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff].into());
         assert_eq!(decode(&tp).unwrap().as_slice::<i32>().unwrap(), &[1, -1]);
         let mut tp = typed(DType::F16, vec![1]);
-        tp.raw_data = Some(vec![0x00, 0x3c]);
+        tp.raw_data = Some(vec![0x00, 0x3c].into());
         assert_eq!(decode(&tp).unwrap().as_slice::<f16>().unwrap(), &[f16::ONE]);
     }
 
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn data_length_must_match_dims() {
         let mut tp = typed(DType::F32, vec![2, 3]);
-        tp.raw_data = Some(vec![0; 20]);
+        tp.raw_data = Some(vec![0; 20].into());
         let e = decode(&tp).unwrap_err();
         assert_eq!(e.kind(), crate::OnnxErrorKind::Ir(ErrorKind::InvalidModel));
         assert!(e.to_string().contains("initializer 'w' has 20 bytes"), "{e}");

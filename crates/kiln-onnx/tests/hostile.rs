@@ -248,7 +248,7 @@ fn truncated_models_never_panic() {
         name: Some("w".into()),
         dims: vec![64],
         data_type: Some(FLOAT),
-        raw_data: Some(vec![1; 256]),
+        raw_data: Some(vec![1; 256].into()),
         ..Default::default()
     });
     let full = bytes(&m);
@@ -335,7 +335,7 @@ fn hostile_dims_are_rejected_cleanly() {
         name: Some("w".into()),
         dims: vec![3, 3],
         data_type: Some(FLOAT),
-        raw_data: Some(vec![0; 35]),
+        raw_data: Some(vec![0; 35].into()),
         ..Default::default()
     });
     let e = from_bytes(&bytes(&m), None, &unchecked()).unwrap_err();

@@ -154,9 +154,17 @@ impl Error {
 /// Errors: the file's load errors, then optimizer and compile errors, all
 /// naming the file.
 pub fn compile(path: &Path, opts: &runtime::CompileOptions) -> Result<runtime::CompiledModel, Error> {
-    let mut m = load_model(path)?;
-    kiln_opt::optimize(&mut m, &kiln_opt::Options::default()).map_err(|e| Error::from(e).with_file(path))?;
-    runtime::CompiledModel::compile(m, opts).map_err(|e| Error::from(e).with_file(path))
+    let m = load_model(path)?;
+    compile_model(m, opts).map_err(|e| e.with_file(path))
+}
+
+/// Optimizes and compiles a loaded model, as [`compile`] does after loading.
+pub fn compile_model(
+    mut m: ir::Model,
+    opts: &runtime::CompileOptions,
+) -> Result<runtime::CompiledModel, Error> {
+    kiln_opt::optimize(&mut m, &kiln_opt::Options::default())?;
+    Ok(runtime::CompiledModel::compile(m, opts)?)
 }
 
 /// Loads and prepares a model for execution.

@@ -153,3 +153,22 @@ fn mobilenetv2_matches_reference() {
         info.fallback_ops
     );
 }
+
+/// With fixed input shapes the plan is built at compile time, the weights
+/// are released once packed, and other shapes are refused with a clear error.
+#[test]
+fn fixed_input_shapes_refuse_other_shapes() {
+    let f = fixtures();
+    let m = kiln::load_model(&f.join("models/ch_ppocr_mobile_v2.0_cls_infer.onnx")).unwrap();
+    let opts = CompileOptions {
+        input_shapes: Some(vec![vec![1, 3, 48, 192]]),
+        ..Default::default()
+    };
+    let cm = kiln::compile_model(m, &opts).unwrap();
+    let mut st = cm.new_state(1);
+    let x = Tensor::zeros(kiln::ir::DType::F32, vec![1, 3, 48, 192]).unwrap();
+    cm.run(&mut st, vec![x]).unwrap();
+    let other = Tensor::zeros(kiln::ir::DType::F32, vec![1, 3, 48, 320]).unwrap();
+    let e = cm.run(&mut st, vec![other]).unwrap_err();
+    assert!(e.to_string().contains("compiled for input shapes [[1, 3, 48, 192]]"), "{e}");
+}

@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The proto's comments hold indented ASCII diagrams that rustdoc would run
     // as doctests; the vendored onnx.proto is the documentation.
     config.disable_comments(["."]);
+    // Tensor data as `Bytes`: decoding a model from a `Bytes` buffer then
+    // slices the file instead of copying every tensor (peak memory).
+    config.bytes([".onnx.TensorProto.raw_data"]);
     config.compile_fds(fds)?;
 
     let code = std::fs::read_to_string(tmp.join("onnx.rs"))?;

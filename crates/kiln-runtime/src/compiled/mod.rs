@@ -68,6 +68,13 @@ use std::time::{Duration, Instant};
 pub struct CompileOptions {
     /// Cap on the kernels' ISA level (`None`: [`kiln_kernels::active_isa`]).
     pub max_isa: Option<Isa>,
+    /// Fix the input shapes (one per graph input; symbolic dims bound): the
+    /// plan is built at compile time and each weight only kernels read is
+    /// released as soon as it is packed, so compiling holds about one copy
+    /// of the weights. Runs with other shapes are then refused. `None`:
+    /// models whose inputs all have static shapes are fixed to them; others
+    /// get a plan per input shape on first use and keep their weights.
+    pub input_shapes: Option<Vec<Vec<usize>>>,
 }
 
 /// Physical layout of a 4-D value.
@@ -331,13 +338,21 @@ enum PackedW {
     Gemm(Arc<PackedB>),
 }
 
+/// Fixed-shape bookkeeping: readers left per initializer, and the shapes.
+type Release = (HashMap<String, usize>, Vec<Vec<usize>>);
+
 /// A model compiled for fast execution. See the [module docs](self).
 pub struct CompiledModel {
     model: Model,
     opset: i64,
     isa: Isa,
     /// Initializers still needed (all, until a static plan proved otherwise).
-    inits: HashMap<String, Arc<Tensor>>,
+    /// Initializers by name; those only kernels read are released once
+    /// packed when the input shapes are fixed.
+    inits: Mutex<HashMap<String, Arc<Tensor>>>,
+    /// Set when the shapes are fixed: readers left per initializer, and the
+    /// shapes (no other plan can be built after weights were released).
+    release: Mutex<Option<Release>>,
     packed: Mutex<HashMap<String, Arc<PackedW>>>,
     plans: Mutex<Vec<Arc<Plan>>>,
 }
@@ -434,34 +449,58 @@ impl CompiledModel {
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect();
-        let mut cm = CompiledModel {
+        let fixed: Option<Vec<Vec<usize>>> = match &opts.input_shapes {
+            Some(s) => Some(s.clone()),
+            None => model.graph.inputs.iter().map(|i| i.ty.known_dims()).collect(),
+        };
+        let release = fixed.as_ref().map(|shapes| {
+            let mut readers: HashMap<String, usize> = HashMap::new();
+            for n in &model.graph.nodes {
+                for i in &n.inputs {
+                    if inits.contains_key(i) {
+                        *readers.entry(i.clone()).or_default() += 1;
+                    }
+                }
+            }
+            // Graph outputs that are initializers are read at the end.
+            for o in &model.graph.outputs {
+                if inits.contains_key(&o.name) {
+                    *readers.entry(o.name.clone()).or_default() += 1;
+                }
+            }
+            (readers, shapes.clone())
+        });
+        let cm = CompiledModel {
             model,
             opset,
             isa,
-            inits,
+            inits: Mutex::new(inits),
+            release: Mutex::new(None),
             packed: Mutex::new(HashMap::new()),
             plans: Mutex::new(Vec::new()),
         };
-        let static_shapes: Option<Vec<Vec<usize>>> =
-            cm.model.graph.inputs.iter().map(|i| i.ty.known_dims()).collect();
-        if let Some(shapes) = static_shapes {
+        if let (Some(shapes), Some(rel)) = (fixed, release) {
+            let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+            cm.check_input_decl(refs.len(), |i| (refs[i], cm.model.graph.inputs[i].ty.dtype))?;
+            *cm.release.lock().unwrap_or_else(|e| e.into_inner()) = Some(rel);
             let plan = Arc::new(cm.build_plan(&shapes)?);
-            // Keep only the initializers a fallback step or a constant value reads.
-            let mut keep: HashSet<String> = HashSet::new();
-            for st in &plan.steps {
-                if let Kernel::Fallback { node, .. } = &st.kernel {
-                    keep.extend(cm.model.graph.nodes[*node].inputs.iter().cloned());
-                }
-            }
-            for v in &plan.vals {
-                if matches!(v.loc, Loc::Const(_)) {
-                    keep.insert(v.name.clone());
-                }
-            }
-            cm.inits.retain(|k, _| keep.contains(k));
             cm.plans.lock().unwrap_or_else(|e| e.into_inner()).push(plan);
         }
         Ok(cm)
+    }
+
+    /// One reader of initializer `name` was lowered onto a kernel that packed
+    /// it: with fixed shapes, release it when it has no reader left.
+    fn packed_reader(&self, name: &str) {
+        let mut rel = self.release.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((readers, _)) = rel.as_mut() {
+            if let Some(n) = readers.get_mut(name) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.inits.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+                }
+            }
+        }
     }
 
     /// The ISA level of the kernels.
@@ -497,6 +536,14 @@ impl CompiledModel {
                     return Ok(p.clone());
                 }
             }
+        }
+        if let Some((_, fixed)) = self.release.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Err(ir_err!(
+                InvalidInput,
+                "the model was compiled for input shapes {:?} (CompileOptions::input_shapes), got {:?}",
+                fixed,
+                shapes
+            ));
         }
         let owned: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
         let plan = Arc::new(self.build_plan(&owned)?);
@@ -809,7 +856,7 @@ impl CompiledModel {
         }
         // Initializer types without copying their data: infer needs only
         // small ones' values; give it the small ones and the types of the rest.
-        for (k, t) in &self.inits {
+        for (k, t) in self.inits.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if t.len() <= 64 {
                 m.graph.initializers.insert(k.clone(), (**t).clone());
             } else {
@@ -819,9 +866,6 @@ impl CompiledModel {
                 });
             }
         }
-        // Packed-away initializers (dropped after the static plan) are still
-        // known by type through the packed cache; a re-plan never happens for
-        // static models, so they are not needed here.
         let folded = infer_types(&mut m)?;
         let types = std::mem::take(&mut m.graph.value_types);
         let mut b = Builder {
@@ -1456,14 +1500,19 @@ impl Builder<'_> {
 
     /// A constant tensor (initializer or folded value) by name.
     fn const_tensor(&self, name: &str) -> Option<Arc<Tensor>> {
-        if let Some(t) = self.cm.inits.get(name) {
+        if let Some(t) = self.cm.inits.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Some(t.clone());
         }
         self.folded.get(name).map(|t| Arc::new(t.clone()))
     }
 
     fn is_const(&self, name: &str) -> bool {
-        self.cm.inits.contains_key(name) || self.folded.contains_key(name)
+        self.cm
+            .inits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+            || self.folded.contains_key(name)
     }
 
     /// Static f32 shape of a non-empty value name.
@@ -1558,6 +1607,15 @@ impl Builder<'_> {
 
     fn isa(&self) -> Isa {
         self.cm.isa
+    }
+
+    /// Inputs `idx` of `node` (initializers) were packed by its kernel.
+    fn released(&self, node: &Node, idx: &[usize]) {
+        for &i in idx {
+            if let Some(n) = node.inputs.get(i).filter(|n| !n.is_empty()) {
+                self.cm.packed_reader(n);
+            }
+        }
     }
 
     /// Lowers `node` onto a kernel; false when it has none (fallback).
@@ -1732,6 +1790,7 @@ impl Builder<'_> {
         };
         let info = self.info(node, kname, &ys, 2 * macs);
         self.push_step(info, kernel, reads, vec![y], zi.into_iter().collect());
+        self.released(node, &[1, 2]);
         Ok(true)
     }
 
@@ -1822,6 +1881,7 @@ impl Builder<'_> {
             vec![y],
             vec![],
         );
+        self.released(node, &[1, 2]);
         Ok(true)
     }
 
@@ -1881,6 +1941,7 @@ impl Builder<'_> {
             vec![y],
             vec![],
         );
+        self.released(node, &[1]);
         Ok(true)
     }
 
@@ -2269,6 +2330,7 @@ impl Builder<'_> {
             vec![y],
             vec![],
         );
+        self.released(node, &[1, 2]);
         Ok(true)
     }
 
@@ -2331,7 +2393,7 @@ impl Builder<'_> {
             && !node.attrs.contains_key("antialias")
             && !node.attrs.contains_key("axes")
             && node.attr_string("keep_aspect_ratio_policy", "stretch")? == "stretch";
-        if !nearest_floor || ys[2] % xs[2] != 0 || ys[3] % xs[3] != 0 {
+        if !nearest_floor || !ys[2].is_multiple_of(xs[2]) || !ys[3].is_multiple_of(xs[3]) {
             return Ok(false);
         }
         let (fy, fx) = (ys[2] / xs[2], ys[3] / xs[3]);
