@@ -226,17 +226,6 @@ pub unsafe fn conv_f32_raw(
     }
 }
 
-/// True when output pixel `p`'s window lies inside the input (no padding taps).
-#[inline]
-fn interior(g: &ConvGeom, p: usize) -> bool {
-    let oy = (p / g.ow) % g.oh;
-    let ox = p % g.ow;
-    oy * g.sh >= g.pt
-        && ox * g.sw >= g.pl
-        && oy * g.sh - g.pt + (g.kh - 1) * g.dh < g.h
-        && ox * g.sw - g.pl + (g.kw - 1) * g.dw < g.w
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
@@ -261,19 +250,46 @@ mod x86 {
         let cig = g.ci / g.group;
         let len = pix.len();
         let tiles = len.div_ceil(12);
+        // Valid output columns/rows of interior windows (no padding taps).
+        let ox_lo = g.pl.div_ceil(g.sw);
+        let ox_hi = if g.w + g.pl > (g.kw - 1) * g.dw {
+            ((g.w + g.pl - (g.kw - 1) * g.dw - 1) / g.sw + 1).min(g.ow)
+        } else {
+            0
+        };
+        let oy_lo = g.pt.div_ceil(g.sh);
+        let oy_hi = if g.h + g.pt > (g.kh - 1) * g.dh {
+            ((g.h + g.pt - (g.kh - 1) * g.dh - 1) / g.sh + 1).min(g.oh)
+        } else {
+            0
+        };
+        let mut coords = [(0usize, 0usize, 0usize); 12];
         for t in 0..tiles {
             let r = crate::split_range(len, tiles, t);
             let (i0, mr) = (pix.start + r.start, r.len());
-            let direct = (i0..i0 + mr).all(|p| interior(g, p));
+            // Pixel coordinates, stepped (no division per pixel).
+            let (mut n, mut oy, mut ox) = (i0 / (g.oh * g.ow), (i0 / g.ow) % g.oh, i0 % g.ow);
+            let mut direct = true;
+            for c in coords.iter_mut().take(mr) {
+                *c = (n, oy, ox);
+                direct &= ox >= ox_lo && ox < ox_hi && oy >= oy_lo && oy < oy_hi;
+                ox += 1;
+                if ox == g.ow {
+                    ox = 0;
+                    oy += 1;
+                    if oy == g.oh {
+                        oy = 0;
+                        n += 1;
+                    }
+                }
+            }
             for (gi, wg) in wts.iter().enumerate() {
                 let off = i0 * g.co + gi * cog;
                 let c = a.y.add(off);
                 let rr = if a.r.is_null() { a.r } else { a.r.add(off) };
                 if direct {
                     let mut bases = [std::ptr::null::<f32>(); 12];
-                    for (i, b) in bases.iter_mut().enumerate().take(mr) {
-                        let p = i0 + i;
-                        let (n, oy, ox) = (p / (g.oh * g.ow), (p / g.ow) % g.oh, p % g.ow);
+                    for (b, &(n, oy, ox)) in bases.iter_mut().zip(&coords).take(mr) {
                         let (iy, ix) = (oy * g.sh - g.pt, ox * g.sw - g.pl);
                         *b = a.x.add(((n * g.h + iy) * g.w + ix) * g.ci + gi * cig);
                     }

@@ -315,35 +315,25 @@ mod x86 {
                 };
                 let mut cb = 0;
                 while cb < blocks {
-                    let left = blocks - cb;
-                    let m = |nb: usize| if cb + nb == blocks { last } else { 0xffff };
-                    if pair {
-                        if left >= 8 {
-                            pair512::<8>(&px, cb * 16, m(8), pair_off, g.c);
-                            cb += 8;
-                        } else if left >= 4 {
-                            pair512::<4>(&px, cb * 16, m(4), pair_off, g.c);
-                            cb += 4;
-                        } else if left >= 2 {
-                            pair512::<2>(&px, cb * 16, m(2), pair_off, g.c);
-                            cb += 2;
-                        } else {
-                            pair512::<1>(&px, cb * 16, m(1), pair_off, g.c);
-                            cb += 1;
-                        }
-                    } else if left >= 8 {
-                        chunk512::<8>(&px, cb * 16, m(8));
-                        cb += 8;
-                    } else if left >= 4 {
-                        chunk512::<4>(&px, cb * 16, m(4));
-                        cb += 4;
-                    } else if left >= 2 {
-                        chunk512::<2>(&px, cb * 16, m(2));
-                        cb += 2;
-                    } else {
-                        chunk512::<1>(&px, cb * 16, m(1));
-                        cb += 1;
+                    // Up to 8 blocks at once; the remainder in one chunk of
+                    // exactly its size (as many independent chains as possible).
+                    let nb = (blocks - cb).min(8);
+                    let m = if cb + nb == blocks { last } else { 0xffff };
+                    let c0 = cb * 16;
+                    macro_rules! go {
+                        ($($n:literal)*) => {
+                            match nb {
+                                $($n => if pair {
+                                    pair512::<$n>(&px, c0, m, pair_off, g.c)
+                                } else {
+                                    chunk512::<$n>(&px, c0, m)
+                                },)*
+                                _ => unreachable!(),
+                            }
+                        };
                     }
+                    go!(1 2 3 4 5 6 7 8);
+                    cb += nb;
                 }
                 ox += if pair { 2 } else { 1 };
             }

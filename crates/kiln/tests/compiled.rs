@@ -170,5 +170,9 @@ fn fixed_input_shapes_refuse_other_shapes() {
     cm.run(&mut st, vec![x]).unwrap();
     let other = Tensor::zeros(kiln::ir::DType::F32, vec![1, 3, 48, 320]).unwrap();
     let e = cm.run(&mut st, vec![other]).unwrap_err();
-    assert!(e.to_string().contains("compiled for input shapes [[1, 3, 48, 192]]"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("compiled for input shapes [[1, 3, 48, 192]]"),
+        "{e}"
+    );
 }
