@@ -168,6 +168,20 @@ enum Kernel {
         hw: usize,
         c: usize,
     },
+    /// A depthwise convolution feeding a pointwise one, fused: bands of
+    /// depthwise output rows go through per-thread scratch straight into the
+    /// pointwise GEMM, so the intermediate never travels through memory.
+    DwPw {
+        dg: DwGeom,
+        dw: Arc<PackedDw>,
+        dact: Activation,
+        pw: Arc<Vec<PackedB>>,
+        pact: Activation,
+        x: usize,
+        r: Option<usize>,
+        y: usize,
+        co: usize,
+    },
     /// NCHW per-channel operand: `y[n, c, p] = x[n, c, p] op s[n?, c]`.
     ChannelNchw {
         op: BinOp,
@@ -568,6 +582,17 @@ impl CompiledModel {
                     w.iter().map(|b| b.bytes()).sum::<usize>(),
                 ),
                 Kernel::Dw { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
+                Kernel::DwPw { dw, pw, .. } => {
+                    for (k, b) in [
+                        (Arc::as_ptr(dw) as usize, dw.bytes()),
+                        (Arc::as_ptr(pw) as usize, pw[0].bytes()),
+                    ] {
+                        if seen.insert(k) {
+                            packed += b;
+                        }
+                    }
+                    continue;
+                }
                 Kernel::Gemm { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
                 Kernel::Fallback { .. } => {
                     fallback.push(st.info.op_type.clone());
@@ -946,16 +971,18 @@ impl CompiledModel {
         }
         let Builder {
             mut vals,
-            mut steps,
+            steps,
             consts,
             n_boxed,
             ..
         } = b;
+        let mut steps = fuse_dw_pw(&vals, steps, &outputs);
         let arena_len = plan_memory(&mut vals, &mut steps, &outputs);
         let scratch_len = steps
             .iter()
             .map(|s| match &s.kernel {
                 Kernel::Conv { g, .. } if !g.is_pointwise() => g.scratch_len(),
+                Kernel::DwPw { dg, .. } => dwpw_band(dg) * dg.ow * dg.c,
                 _ => 0,
             })
             .max()
@@ -1078,6 +1105,65 @@ impl CompiledModel {
                         conv_f32_raw(g, w, &a, split_range(pix, parts, i), s);
                     });
                 }
+            }
+            Kernel::DwPw {
+                dg,
+                dw,
+                dact,
+                pw,
+                pact,
+                x,
+                r,
+                y,
+                co,
+            } => {
+                let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
+                let pr = SendPtr(r.map_or(std::ptr::null_mut(), |r| p(r)));
+                let scratch = ScratchPtrs {
+                    base: st.scratch.as_mut_ptr() as usize,
+                };
+                let rows = dg.rows();
+                let band = dwpw_band(dg);
+                let row_len = dg.ow * dg.c;
+                let parts = if step.info.flops < 200_000 {
+                    1
+                } else {
+                    threads.min(rows)
+                };
+                pool.run(parts, &|i| unsafe {
+                    let sc = scratch.get(i % threads, band * row_len);
+                    let rr = split_range(rows, parts, i);
+                    let mut r0 = rr.start;
+                    while r0 < rr.end {
+                        let r1 = (r0 + band).min(rr.end);
+                        // Depthwise rows r0..r1 into the scratch (row r0 at its start).
+                        let da = DwArgs {
+                            x: px.get(),
+                            r: std::ptr::null(),
+                            y: sc.as_mut_ptr().wrapping_sub(r0 * row_len),
+                            act: *dact,
+                        };
+                        dwconv_f32_raw(dg, dw, &da, r0..r1);
+                        let m = (r1 - r0) * dg.ow;
+                        let o = r0 * dg.ow * co;
+                        let args = GemmArgs {
+                            m,
+                            a: sc.as_ptr(),
+                            lda: dg.c,
+                            r: if pr.get().is_null() {
+                                std::ptr::null()
+                            } else {
+                                pr.get().add(o)
+                            },
+                            ldr: *co,
+                            c: py.get().add(o),
+                            ldc: *co,
+                            act: *pact,
+                        };
+                        gemm_f32_raw(&args, &pw[0], 0..m, 0..pw[0].panels());
+                        r0 = r1;
+                    }
+                });
             }
             Kernel::Dw { g, w, x, r, y, act } => {
                 let a = DwArgs {
@@ -2510,6 +2596,106 @@ fn tile_name(isa: Isa) -> &'static str {
     }
 }
 
+/// Depthwise output rows per band of a fused [`Kernel::DwPw`]: about 96 KiB
+/// of scratch (L2-resident between the two kernels).
+fn dwpw_band(g: &DwGeom) -> usize {
+    (24 * 1024 / (g.ow * g.c).max(1)).clamp(1, 32)
+}
+
+/// Intermediates smaller than this stay in L2 anyway: fusing them gains
+/// nothing and splits the GEMM into small calls.
+const DWPW_MIN_BYTES: usize = 1 << 20;
+
+/// Fuses each depthwise step whose output is read only by the next step, a
+/// pointwise convolution (1x1, stride 1, one group), into one
+/// [`Kernel::DwPw`] step. The intermediate value is then never stored.
+fn fuse_dw_pw(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
+    let mut readers = vec![0usize; vals.len()];
+    for st in &steps {
+        for &v in &st.reads {
+            readers[v] += 1;
+        }
+    }
+    for &o in outputs {
+        readers[o] += 1;
+    }
+    let aliased: HashSet<usize> = vals.iter().filter_map(|v| v.alias).collect();
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut it = steps.into_iter().peekable();
+    while let Some(st) = it.next() {
+        let fusable = match (&st.kernel, it.peek().map(|n| &n.kernel)) {
+            (
+                Kernel::Dw {
+                    r: None,
+                    y: dy,
+                    g: dg,
+                    ..
+                },
+                Some(Kernel::Conv { g, x, .. }),
+            ) => {
+                g.is_pointwise()
+                    && x == dy
+                    && readers[*dy] == 1
+                    && !aliased.contains(dy)
+                    && dg.rows() * dg.ow * dg.c * 4 >= DWPW_MIN_BYTES
+            }
+            _ => false,
+        };
+        if !fusable {
+            out.push(st);
+            continue;
+        }
+        let next = it.next().expect("peeked");
+        let (
+            Kernel::Dw {
+                g: dg,
+                w: dw,
+                x,
+                act: dact,
+                ..
+            },
+            Kernel::Conv {
+                g: pg,
+                w: pw,
+                r,
+                y,
+                act: pact,
+                ..
+            },
+        ) = (st.kernel, next.kernel)
+        else {
+            unreachable!("checked above");
+        };
+        let mut reads = vec![x];
+        reads.extend(r);
+        let info = StepInfo {
+            node: format!("{} + {}", st.info.node, next.info.node),
+            op_type: "FusedConv".into(),
+            kernel: format!("{} + {}", st.info.kernel, next.info.kernel),
+            shape: next.info.shape.clone(),
+            flops: st.info.flops + next.info.flops,
+        };
+        out.push(Step {
+            info,
+            kernel: Kernel::DwPw {
+                dg,
+                dw,
+                dact,
+                pw,
+                pact,
+                x,
+                r,
+                y,
+                co: pg.co,
+            },
+            reads,
+            writes: vec![y],
+            inplace: next.inplace,
+        });
+    }
+    out
+}
+
 /// Decides in-place outputs and assigns arena offsets. Returns the arena length.
 fn plan_memory(vals: &mut [Val], steps: &mut [Step], outputs: &[usize]) -> usize {
     let n = vals.len();
@@ -2578,6 +2764,7 @@ fn plan_memory(vals: &mut [Val], steps: &mut [Step], outputs: &[usize]) -> usize
     }
     let roots: Vec<usize> = (0..n)
         .filter(|&v| vals[v].alias.is_none() && matches!(vals[v].loc, Loc::Arena(_)))
+        .filter(|&v| lo[v] != usize::MAX || hi[v] != 0 || last[v].is_some())
         .collect();
     let bufs: Vec<memory::Buffer> = roots
         .iter()
