@@ -1118,7 +1118,7 @@ impl CompiledModel {
                 co,
             } => {
                 let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
-                let pr = SendPtr(r.map_or(std::ptr::null_mut(), |r| p(r)));
+                let pr = SendPtr(r.map_or(std::ptr::null_mut(), &p));
                 let scratch = ScratchPtrs {
                     base: st.scratch.as_mut_ptr() as usize,
                 };
