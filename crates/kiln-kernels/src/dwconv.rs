@@ -276,7 +276,8 @@ mod x86 {
         if g.kh * g.kw > MAXT {
             return dwconv_f32_scalar(g, wts, a, rows);
         }
-        if g.c <= 64 {
+        let slide = g.sw == 1 && g.dw == 1 && (g.kw == 3 || g.kw == 5);
+        if g.c <= 64 && !slide {
             // Too few channels for independent chains across channels:
             // chains across the pixels of a row instead.
             return dwconv_f32_avx512_rows8(g, wts, a, rows);
@@ -293,10 +294,21 @@ mod x86 {
             ((1u32 << tail) - 1) as u16
         };
         let pair_off = (g.sw * g.c) as isize;
+        // Stride 1, dilation 1, kernel width 3 or 5: the interior of each
+        // row takes the sliding-window kernel.
+        let (in_lo, in_hi) = interior(g);
         for row in rows {
             let (b, oy) = (row / g.oh, row % g.oh);
             let mut ox = 0;
             while ox < g.ow {
+                if slide && ox == in_lo && in_hi > in_lo {
+                    match g.kw {
+                        3 => slide512::<3>(g, wts, a, (b, oy), in_lo..in_hi, (lo, hi)),
+                        _ => slide512::<5>(g, wts, a, (b, oy), in_lo..in_hi, (lo, hi)),
+                    }
+                    ox = in_hi;
+                    continue;
+                }
                 let nt = pixel_taps(g, a.x, wts.w.as_ptr(), wts.cpad, (b, oy, ox), &mut tp, &mut tw);
                 // Two neighbours with the same valid taps share every weight load.
                 let pair = ox + 1 < g.ow
@@ -494,6 +506,70 @@ mod x86 {
             }
             v = _mm512_min_ps(px.hi, _mm512_max_ps(px.lo, v));
             _mm512_mask_storeu_ps(px.y.add(off), m, v);
+        }
+    }
+
+    /// Stride-1 depthwise convolution over output pixels `oxs` of one row,
+    /// whose windows lie inside the input along W: 8 output pixels at a
+    /// time share, per kernel row, the `8 + KW - 1` input vectors they read
+    /// (each loaded once) and each weight vector (loaded once for the 8), so
+    /// a 5x5 kernel row costs 17 loads for 40 multiply-adds.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn slide512<const KW: usize>(
+        g: &DwGeom,
+        wts: &PackedDw,
+        a: &DwArgs,
+        (b, oy): (usize, usize),
+        oxs: Range<usize>,
+        (lo, hi): (__m512, __m512),
+    ) {
+        const P: usize = 8;
+        let kys = tap_range(oy, g.sh, g.pt, g.dh, g.kh, g.h);
+        let blocks = g.c.div_ceil(16);
+        let tail = g.c % 16;
+        let cpad = wts.cpad;
+        let wp = wts.w.as_ptr();
+        for cb in 0..blocks {
+            let c0 = cb * 16;
+            let m: u16 = if cb + 1 < blocks || tail == 0 {
+                0xffff
+            } else {
+                ((1u32 << tail) - 1) as u16
+            };
+            let bias = _mm512_loadu_ps(wts.bias.as_ptr().add(c0));
+            let mut ox = oxs.start;
+            while ox < oxs.end {
+                let npx = P.min(oxs.end - ox);
+                let mut acc = [bias; P];
+                for ky in kys.clone() {
+                    let iy = oy * g.sh + ky * g.dh - g.pt;
+                    // Input columns ox - pl .. ox - pl + npx + KW - 1 of row iy.
+                    let xrow = a.x.add(((b * g.h + iy) * g.w + ox - g.pl) * g.c + c0);
+                    let mut xv = [_mm512_setzero_ps(); 12];
+                    for (j, v) in xv.iter_mut().enumerate().take(P + KW - 1) {
+                        if j < npx + KW - 1 {
+                            *v = _mm512_maskz_loadu_ps(m, xrow.add(j * g.c));
+                        }
+                    }
+                    let wk = wp.add(ky * g.kw * cpad + c0);
+                    for kx in 0..KW {
+                        let wv = _mm512_loadu_ps(wk.add(kx * cpad));
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm512_fmadd_ps(xv[p + kx], wv, *acc);
+                        }
+                    }
+                }
+                let o = ((b * g.oh + oy) * g.ow + ox) * g.c + c0;
+                for (p, mut v) in acc.into_iter().enumerate().take(npx) {
+                    let op = o + p * g.c;
+                    if !a.r.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a.r.add(op)));
+                    }
+                    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                    _mm512_mask_storeu_ps(a.y.add(op), m, v);
+                }
+                ox += npx;
+            }
         }
     }
 
