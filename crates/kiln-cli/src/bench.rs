@@ -79,7 +79,17 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             Some(Isa::from_name(s).ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2 or avx512"))?)
         }
     };
-    if a.reference {
+    let m = kiln::load_model(a.model)?;
+    // Quantized (QDQ) models run on the reference executor's integer kernels:
+    // the compiled runtime has no int8 kernels yet and would run their
+    // Q/DQ nodes through its float fallback.
+    let qdq = m
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"));
+    if a.reference || qdq {
+        drop(m);
         let session = kiln::open_session(a.model)?.with_threads(a.threads);
         let tensors = bench_inputs(a, session.inputs())?;
         let model = a.model;
@@ -110,9 +120,9 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
         } else {
             vec![]
         };
-        return report(a, "reference", ms, prof, None);
+        let engine = if a.reference { "reference" } else { "reference (int8 kernels)" };
+        return report(a, engine, ms, prof, None);
     }
-    let m = kiln::load_model(a.model)?;
     let tensors = bench_inputs(a, &m.graph.inputs)?;
     let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
     // Fixed shapes: the plan is built now and weights are kept packed only.

@@ -71,7 +71,12 @@ enum Cmd {
         #[command(flatten)]
         out: ClassOpts,
     },
-    /// Measure latency: warm-up, then N timed runs; prints p50/p90/p99.
+    /// Measure latency on the compiled runtime (optimized graph, SIMD
+    /// kernels, static memory plan, caller-owned I/O buffers): warm-up, then N
+    /// timed runs; prints p50/p90/p99, GFLOP/s, the planned arena and peak
+    /// memory. QDQ (int8) models run on the reference executor's integer
+    /// kernels. --profile adds a per-step table (op, kernel, shape, time
+    /// share, GFLOP/s).
     Bench {
         /// ONNX model file.
         model: PathBuf,
@@ -90,7 +95,7 @@ enum Cmd {
         /// Timed runs.
         #[arg(long, default_value_t = 20)]
         runs: usize,
-        /// Threads per run (the large GEMMs of Conv/MatMul/Gemm are split across them).
+        /// Threads per run (intra-op: output tiles split over a spinning pool; results are bit-identical for any N).
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Print a per-step profile (op, kernel, shape, time share, GFLOP/s),

@@ -176,3 +176,52 @@ fn fixed_input_shapes_refuse_other_shapes() {
         "{e}"
     );
 }
+
+/// A compiled model is `Send + Sync`: threads share one model, each with its
+/// own run state, and get the same bits as a lone run.
+#[test]
+fn one_model_shared_by_many_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CompiledModel>();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cm = kiln::compile(&root.join("models/fmnist_mnv2.onnx"), &CompileOptions::default()).unwrap();
+    let input = |k: usize| {
+        Tensor::from_vec(vec![1, 1, 28, 28], (0..784).map(|i| ((i * 31 + k * 7) % 255) as f32 / 255.0).collect())
+            .unwrap()
+    };
+    let mut st = cm.new_state(1);
+    let want: Vec<Vec<u32>> = (0..4)
+        .map(|k| cm.run(&mut st, vec![input(k)]).unwrap()[0].to_f32_vec().iter().map(|v| v.to_bits()).collect())
+        .collect();
+    std::thread::scope(|s| {
+        for k in 0..4 {
+            let (cm, want, input) = (&cm, &want, &input);
+            s.spawn(move || {
+                let mut st = cm.new_state(2);
+                for _ in 0..20 {
+                    let got = cm.run(&mut st, vec![input(k)]).unwrap();
+                    let bits: Vec<u32> = got[0].to_f32_vec().iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(bits, want[k], "thread {k}");
+                }
+            });
+        }
+    });
+}
+
+/// An int8 QDQ model (ONNX Runtime's quantizer output) compiles and runs: its
+/// Q/DQ nodes take the reference fallback, which matches the reference
+/// executor running the QDQ graph in float.
+#[test]
+fn qdq_model_runs_through_the_fallback() {
+    let f = fixtures();
+    let path = f.join("models/fmnist_mnv2_ort_qdq.onnx");
+    let m = kiln::load_model(&path).unwrap();
+    let reference = kiln::Session::with_options(m.clone(), &kiln::runtime::SessionOptions { integer: false }).unwrap();
+    let cm = CompiledModel::compile(m, &CompileOptions::default()).unwrap();
+    let x = Tensor::from_vec(vec![1, 1, 28, 28], (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect()).unwrap();
+    let want = reference.run(vec![x.clone()]).unwrap();
+    let mut st = cm.new_state(2);
+    let got = cm.run(&mut st, vec![x]).unwrap();
+    let (d, mx) = (max_abs_diff(&got[0], &want[0]), max_abs(&want[0]));
+    assert!(d <= 1e-4 * mx, "max abs diff {d} (max |ref| {mx})");
+}
