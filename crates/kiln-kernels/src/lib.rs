@@ -21,7 +21,7 @@
 //! Layout: activations are NHWC (channels innermost), the layout in which a
 //! 1x1 convolution is a plain GEMM and a depthwise convolution vectorizes
 //! across channels. Weights are packed once, at load ([`gemm::PackedB`],
-//! [`dwconv::pack_dw_weights`]).
+//! [`dwconv::PackedDw`]).
 #![warn(missing_docs)]
 // Kernel entry points take their geometry and pointers flat, by design.
 #![allow(clippy::too_many_arguments)]

@@ -704,7 +704,7 @@ impl CompiledModel {
     }
 
     /// Runs on owned tensors (any dtypes) and returns the outputs, like
-    /// [`Session::run`]. Allocates the outputs; [`CompiledModel::run_into`]
+    /// [`crate::Session::run`]. Allocates the outputs; [`CompiledModel::run_into`]
     /// does not.
     pub fn run(&self, state: &mut RunState, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
         self.run_inner(state, inputs, None)
