@@ -120,7 +120,11 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
         } else {
             vec![]
         };
-        let engine = if a.reference { "reference" } else { "reference (int8 kernels)" };
+        let engine = if a.reference {
+            "reference"
+        } else {
+            "reference (int8 kernels)"
+        };
         return report(a, engine, ms, prof, None);
     }
     let tensors = bench_inputs(a, &m.graph.inputs)?;

@@ -186,12 +186,23 @@ fn one_model_shared_by_many_threads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cm = kiln::compile(&root.join("models/fmnist_mnv2.onnx"), &CompileOptions::default()).unwrap();
     let input = |k: usize| {
-        Tensor::from_vec(vec![1, 1, 28, 28], (0..784).map(|i| ((i * 31 + k * 7) % 255) as f32 / 255.0).collect())
-            .unwrap()
+        Tensor::from_vec(
+            vec![1, 1, 28, 28],
+            (0..784)
+                .map(|i| ((i * 31 + k * 7) % 255) as f32 / 255.0)
+                .collect(),
+        )
+        .unwrap()
     };
     let mut st = cm.new_state(1);
     let want: Vec<Vec<u32>> = (0..4)
-        .map(|k| cm.run(&mut st, vec![input(k)]).unwrap()[0].to_f32_vec().iter().map(|v| v.to_bits()).collect())
+        .map(|k| {
+            cm.run(&mut st, vec![input(k)]).unwrap()[0]
+                .to_f32_vec()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        })
         .collect();
     std::thread::scope(|s| {
         for k in 0..4 {
@@ -216,9 +227,14 @@ fn qdq_model_runs_through_the_fallback() {
     let f = fixtures();
     let path = f.join("models/fmnist_mnv2_ort_qdq.onnx");
     let m = kiln::load_model(&path).unwrap();
-    let reference = kiln::Session::with_options(m.clone(), &kiln::runtime::SessionOptions { integer: false }).unwrap();
+    let reference =
+        kiln::Session::with_options(m.clone(), &kiln::runtime::SessionOptions { integer: false }).unwrap();
     let cm = CompiledModel::compile(m, &CompileOptions::default()).unwrap();
-    let x = Tensor::from_vec(vec![1, 1, 28, 28], (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect()).unwrap();
+    let x = Tensor::from_vec(
+        vec![1, 1, 28, 28],
+        (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect(),
+    )
+    .unwrap();
     let want = reference.run(vec![x.clone()]).unwrap();
     let mut st = cm.new_state(2);
     let got = cm.run(&mut st, vec![x]).unwrap();
