@@ -1654,8 +1654,8 @@ mod tests {
 }
 
 /// Validated geometry of a 2-D `Conv` (or kiln `FusedConv`) node with
-/// concrete shapes, for compiled runtimes (every attribute rule of
-/// [`plan_conv`] and `auto_pad` applied).
+/// concrete shapes, for compiled runtimes (every attribute rule of the
+/// op's own checks and `auto_pad` applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conv2dShape {
     /// Batch N.
