@@ -458,7 +458,8 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.05,
                     help="seconds between engines, so a peer's spinning worker threads go idle (default 0.05)")
     ap.add_argument("--peers", default=None, help=f"comma-separated, of {','.join(PEERS)} (default: all)")
-    ap.add_argument("--kiln", required=True, help="the kiln binary")
+    ap.add_argument("--kiln", required=True,
+                    help="the kiln binary (the scripts/bench wrapper passes target/debug/kiln, building it if missing)")
     ap.add_argument("--out", default=os.path.join(REPO, "target", "bench-results.json"),
                     help="JSON results file (default target/bench-results.json)")
     ap.add_argument("--smoke", action="store_true",

@@ -73,6 +73,23 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
+    if a.threads > 256 {
+        bail!("--threads {} is too many (at most 256)", a.threads);
+    }
+    if let Ok(v) = std::env::var("KILN_ISA") {
+        match Isa::from_name(&v) {
+            None => eprintln!("note: KILN_ISA={v} is not an ISA level (scalar, avx2, avx512) and is ignored"),
+            Some(i) if a.isa.is_some() => {
+                eprintln!(
+                    "note: KILN_ISA={i} also caps the ISA level, whichever of it and --isa is lower wins"
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    if a.reference && a.isa.is_some() {
+        eprintln!("note: --isa has no effect with --reference (the reference executor has no SIMD kernels)");
+    }
     let max_isa = match a.isa {
         None => None,
         Some(s) => {
@@ -270,13 +287,18 @@ fn report(
         let mut j = serde_json::json!({
             "model": a.model.display().to_string(), "engine": engine, "threads": a.threads,
             "warmup": a.warmup, "runs": a.runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "min_ms": ms[0],
-            "peak_rss_mib": peak_rss_mib(), "gflop": flops as f64 / 1e9, "gflops_per_s": gflops,
+            "peak_rss_mib": peak_rss_mib(),
+            "gflop": (flops > 0).then_some(flops as f64 / 1e9), "gflops_per_s": (flops > 0).then_some(gflops),
             "profile": prof.iter().map(|r| serde_json::json!({"node": r.node, "op": r.op, "kernel": r.kernel,
-                "shape": r.shape, "ms": r.ms, "gflops_per_s": r.flops as f64 / (r.ms * 1e6)})).collect::<Vec<_>>(),
+                "shape": r.shape, "ms": r.ms, "gflops_per_s": (r.flops > 0).then(|| r.flops as f64 / (r.ms * 1e6))})).collect::<Vec<_>>(),
             "profile_by_op": by_op.iter().map(|(op, (t, f, n))| serde_json::json!({"op": op, "ms": t, "count": n,
-                "gflops_per_s": *f as f64 / (t * 1e6)})).collect::<Vec<_>>(),
+                "gflops_per_s": (*f > 0).then(|| *f as f64 / (t * 1e6))})).collect::<Vec<_>>(),
         });
         if let Some(i) = info {
+            j["isa"] = engine.into();
+            j["unshared_bytes"] = i.unshared_bytes.into();
+            j["scratch_bytes_per_thread"] = i.scratch_bytes.into();
+            j["steps"] = i.steps.len().into();
             j["arena_bytes"] = i.arena_bytes.into();
             j["packed_weight_bytes"] = i.packed_weight_bytes.into();
             j["fallback_ops"] = i.fallback_ops.clone().into();
@@ -322,10 +344,14 @@ fn report(
             "op", "ms", "share", "steps", "GFLOP/s"
         );
         for (op, (t, f, n)) in &by_op {
+            let gf = if *f > 0 {
+                format!("{:.1}", *f as f64 / (t * 1e6))
+            } else {
+                "-".into()
+            };
             println!(
-                "  {op:<20} {t:>9.3} {:>6.1}% {n:>6} {:>9.1}",
-                100.0 * t / total.max(1e-12),
-                *f as f64 / (t * 1e6)
+                "  {op:<20} {t:>9.3} {:>6.1}% {n:>6} {gf:>9}",
+                100.0 * t / total.max(1e-12)
             );
         }
         println!("\nsteps:");

@@ -111,9 +111,14 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     );
     match st.macs {
         Some(m) => println!(
-            "MACs: {:.2}M ({}) at batch 1 unless bound with --shape",
+            "MACs: {:.2}M ({}) {}",
             m as f64 / 1e6,
-            thousands(m)
+            thousands(m),
+            if binds.is_empty() {
+                "at batch 1 (a symbolic batch dim is bound to 1; set shapes with --shape)"
+            } else {
+                "for the input shapes bound with --shape"
+            }
         ),
         None => println!("MACs: unknown: some dims are symbolic; bind them with --shape NAME=D,D,..."),
     }

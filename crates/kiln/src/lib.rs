@@ -153,6 +153,22 @@ impl Error {
 ///
 /// Errors: the file's load errors, then optimizer and compile errors, all
 /// naming the file.
+///
+/// ```no_run
+/// use kiln::runtime::{CompileOptions, TensorRef};
+/// use std::path::Path;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let path = Path::new(".fixtures/models/efficientnet-lite0.onnx");
+/// let opts = CompileOptions { input_shapes: Some(vec![vec![1, 3, 224, 224]]), ..Default::default() };
+/// let cm = kiln::compile(path, &opts)?;
+/// let image = vec![0f32; 3 * 224 * 224]; // NCHW input, e.g. kiln::preprocess::load_image
+/// let mut state = cm.new_state(2); // per thread; reused across runs
+/// let mut logits = vec![0f32; 1000];
+/// cm.run_into(&mut state, &[TensorRef { shape: &[1, 3, 224, 224], data: &image }], &mut [&mut logits])?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn compile(path: &Path, opts: &runtime::CompileOptions) -> Result<runtime::CompiledModel, Error> {
     let m = load_model(path)?;
     compile_model(m, opts).map_err(|e| e.with_file(path))

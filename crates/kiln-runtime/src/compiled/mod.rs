@@ -163,6 +163,8 @@ enum Kernel {
         op: BinOp,
         x: usize,
         s: usize,
+        /// `s` holds one row of `c` per batch item (else one, broadcast).
+        per_batch: bool,
         y: usize,
         n: usize,
         hw: usize,
@@ -1255,22 +1257,40 @@ impl CompiledModel {
                 op,
                 x,
                 s,
+                per_batch,
                 y,
                 n,
                 hw,
                 c,
             } => unsafe {
-                channel_f32(
-                    self.isa,
-                    *op,
-                    p(*x),
-                    p(*s),
-                    p(*y),
-                    *hw,
-                    *c,
-                    Activation::None,
-                    0..*n,
-                );
+                if *per_batch {
+                    channel_f32(
+                        self.isa,
+                        *op,
+                        p(*x),
+                        p(*s),
+                        p(*y),
+                        *hw,
+                        *c,
+                        Activation::None,
+                        0..*n,
+                    );
+                } else {
+                    for b in 0..*n {
+                        let o = b * hw * c;
+                        channel_f32(
+                            self.isa,
+                            *op,
+                            p(*x).add(o),
+                            p(*s),
+                            p(*y).add(o),
+                            *hw,
+                            *c,
+                            Activation::None,
+                            0..1,
+                        );
+                    }
+                }
             },
             Kernel::Act { act, x, y, len } => {
                 let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
@@ -1948,12 +1968,7 @@ impl Builder<'_> {
         let ai = self.use_val(a, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
         let m = as_[0];
-        let info = self.info(
-            node,
-            format!("gemm_f32_{}_{}", isa, tile_name(isa)),
-            ys,
-            2 * (m * k * n) as u64,
-        );
+        let info = self.info(node, gemm_name(isa, m), ys, 2 * (m * k * n) as u64);
         self.push_step(
             info,
             Kernel::Gemm {
@@ -2008,12 +2023,7 @@ impl Builder<'_> {
         };
         let ai = self.use_val(a, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
-        let info = self.info(
-            node,
-            format!("gemm_f32_{}_{}", isa, tile_name(isa)),
-            ys,
-            2 * (m * k * n) as u64,
-        );
+        let info = self.info(node, gemm_name(isa, m), ys, 2 * (m * k * n) as u64);
         self.push_step(
             info,
             Kernel::Gemm {
@@ -2106,7 +2116,7 @@ impl Builder<'_> {
             let s: Vec<usize> = small.to_vec();
             let ok_tail = s.len() >= 3 && s[s.len() - 1] == 1 && s[s.len() - 2] == 1 && s[s.len() - 3] == c;
             let lead: usize = s[..s.len().saturating_sub(3)].iter().product();
-            ok_tail && (lead == n || (lead == 1 && n == 1)) && c > 1
+            ok_tail && (lead == n || lead == 1) && c > 1
         };
         let (x, s) = if per_channel(&sa, &sb) {
             (an, bn)
@@ -2151,6 +2161,7 @@ impl Builder<'_> {
         }
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
         let si = self.use_val(s, None)?;
+        let per_batch = self.vals[si].len() == ys[0] * ys[1];
         let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
         let info = self.info(node, format!("channel_f32_{}", self.isa()), ys, len as u64);
         self.push_step(
@@ -2159,6 +2170,7 @@ impl Builder<'_> {
                 op,
                 x: xi,
                 s: si,
+                per_batch,
                 y,
                 n: ys[0],
                 hw: ys[2] * ys[3],
@@ -2585,6 +2597,15 @@ impl Builder<'_> {
             vec![],
         );
         Ok(())
+    }
+}
+
+/// Kernel name of a GEMM with `m` rows (one row: the GEMV).
+fn gemm_name(isa: Isa, m: usize) -> String {
+    if m == 1 && isa == Isa::Avx512 {
+        "gemv_f32_avx512_4x32".into()
+    } else {
+        format!("gemm_f32_{}_{}", isa, tile_name(isa))
     }
 }
 

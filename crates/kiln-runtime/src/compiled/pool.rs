@@ -1,17 +1,21 @@
 //! A small thread pool for intra-op parallelism at batch 1.
 //!
-//! `run(parts, f)` calls `f(part)` once for every `part` in `0..parts`: part
-//! `i` runs on thread `i % threads` (the caller is thread 0), a static split,
-//! so which thread computes which output tile never depends on timing, and
-//! every kernel computes each output element in one fixed order: results are
-//! bit-identical for any thread count.
+//! `run(parts, f)` calls `f(part)` exactly once for every `part` in
+//! `0..parts`, the parts being claimed by whichever threads (the caller and
+//! the workers) get to them first. A part is a fixed output tile chosen by
+//! the caller, and every kernel computes each output element in one fixed
+//! order, so results are bit-identical for any thread count and any timing.
+//! Claiming (rather than assigning part `i` to thread `i`) means a worker that
+//! the OS has not scheduled (a busy core) never holds the step up: the caller
+//! runs its parts too.
 //!
-//! Workers spin (bounded, about 50 µs) waiting for the next job, since the
+//! Workers spin (about a millisecond) waiting for the next job, since the
 //! steps of one inference come back to back, then park on a condvar. A job
-//! is published as a generation number; the caller waits for every worker to
-//! acknowledge the generation before returning, so the job closure (borrowed
-//! from the caller's stack) is never used after `run` returns. Dispatching a
-//! job allocates nothing.
+//! is published as a generation number; a part is claimed by a compare-and-
+//! swap on `(generation, next part)`, so a late worker can never claim a part
+//! of a finished job, and the caller returns only when every claimed part has
+//! finished: the job closure (borrowed from the caller's stack) is never used
+//! after `run` returns. Dispatching a job allocates nothing.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -21,24 +25,60 @@ use std::thread::JoinHandle;
 type Job = dyn Fn(usize) + Sync;
 
 struct Shared {
-    /// The current job (valid while `gen` is odd... see `run`).
+    /// The current job; written by the owner only while no part is claimable.
     job: UnsafeCell<Option<*const Job>>,
     parts: AtomicUsize,
+    /// Generation of the current job.
     gen: AtomicU64,
-    /// Per worker: the last generation it finished.
-    done: Vec<AtomicU64>,
+    /// `generation << 32 | next unclaimed part`.
+    claim: AtomicU64,
+    /// Parts of the current job finished.
+    finished: AtomicUsize,
     stop: AtomicBool,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
-    threads: usize,
 }
 
-// SAFETY: `job` is written only by the owner between generations, while no
-// worker reads it (all acknowledged the previous generation), and read by
-// workers only after observing the new generation (Acquire/Release).
+// SAFETY: `job` is written by the owner before a generation is published and
+// after all its claimed parts finished; it is dereferenced only by a thread
+// holding a claimed part of that generation.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
+
+impl Shared {
+    /// Claims the next part of generation `g`, if any is left.
+    fn claim(&self, g: u64) -> Option<usize> {
+        let parts = self.parts.load(Ordering::Acquire) as u64;
+        let mut c = self.claim.load(Ordering::Acquire);
+        loop {
+            if c >> 32 != g & 0xffff_ffff || c & 0xffff_ffff >= parts {
+                return None;
+            }
+            match self
+                .claim
+                .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some((c & 0xffff_ffff) as usize),
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    /// Runs claimed parts of generation `g` until none is left.
+    ///
+    /// # Safety
+    /// `job` must be generation `g`'s job while any part of `g` is claimable.
+    unsafe fn work(&self, g: u64) {
+        while let Some(i) = self.claim(g) {
+            // A claimed part keeps the owner waiting, so the job is alive.
+            if let Some(job) = *self.job.get() {
+                (*job)(i);
+            }
+            self.finished.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// A pool of `threads - 1` workers plus the calling thread.
 pub struct ThreadPool {
@@ -48,63 +88,69 @@ pub struct ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ThreadPool({} threads)", self.shared.threads)
+        write!(f, "ThreadPool({} threads)", self.threads())
     }
 }
 
 const SPIN: u32 = 20_000;
 
 impl ThreadPool {
-    /// A pool running jobs on `threads` threads in all (at least 1; the
-    /// caller of [`ThreadPool::run`] is one of them).
+    /// A pool running jobs on up to `threads` threads in all (at least 1; the
+    /// caller of [`ThreadPool::run`] is one of them). If the OS refuses to
+    /// start a worker, the pool keeps the ones it got ([`ThreadPool::threads`]).
     pub fn new(threads: usize) -> ThreadPool {
-        let threads = threads.max(1);
+        let want = threads.max(1);
+        let mut handles = Vec::new();
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
             parts: AtomicUsize::new(0),
             gen: AtomicU64::new(0),
-            done: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            claim: AtomicU64::new(0),
+            finished: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             cv: Condvar::new(),
-            threads,
         });
-        let handles = (1..threads)
-            .map(|w| {
-                let s = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("kiln-worker-{w}"))
-                    .spawn(move || worker(&s, w))
-                    .expect("spawning a kiln worker thread")
-            })
-            .collect();
+        for w in 1..want {
+            let s = shared.clone();
+            match std::thread::Builder::new()
+                .name(format!("kiln-worker-{w}"))
+                .spawn(move || worker(&s))
+            {
+                Ok(h) => handles.push(h),
+                Err(_) => break,
+            }
+        }
         ThreadPool { shared, handles }
     }
 
-    /// Threads in all.
+    /// Threads in all (the caller included).
     pub fn threads(&self) -> usize {
-        self.shared.threads
+        self.handles.len() + 1
     }
 
-    /// Runs `f(i)` for every `i` in `0..parts` and returns when all are done.
-    /// Part `i` runs on thread `i % threads`.
+    /// Runs `f(i)` for every `i` in `0..parts`, each exactly once, on the
+    /// calling thread and the workers, and returns when all are done.
     pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
-        if s.threads == 1 || parts <= 1 {
+        if self.handles.is_empty() || parts <= 1 {
             for i in 0..parts {
                 f(i);
             }
             return;
         }
-        // SAFETY: every worker acknowledged the previous generation, so none
-        // reads `job` now; the pointer is cleared before returning.
+        assert!(parts < 1 << 32, "too many parts");
+        // SAFETY: the previous job's parts all finished (checked before the
+        // last `run` returned) and its generation is no longer claimable.
         unsafe {
             let p: *const Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f);
             *s.job.get() = Some(p);
         }
-        s.parts.store(parts, Ordering::Relaxed);
+        s.parts.store(parts, Ordering::Release);
+        s.finished.store(0, Ordering::Release);
         let g = s.gen.load(Ordering::Relaxed) + 1;
+        s.claim.store((g & 0xffff_ffff) << 32, Ordering::SeqCst);
         // SeqCst (not Release): the store must be visible before `sleepers`
         // is read, or a worker going to sleep between the two is never woken
         // (a store-load reordering; regression test `no_lost_wakeup_...`).
@@ -113,29 +159,25 @@ impl ThreadPool {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.cv.notify_all();
         }
-        let mut i = 0;
-        while i < parts {
-            f(i);
-            i += s.threads;
-        }
-        for w in 1..s.threads {
-            let mut spins = 0u32;
-            while s.done[w].load(Ordering::Acquire) != g {
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(1024) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+        // SAFETY: the job is generation g's.
+        unsafe { s.work(g) };
+        let mut spins = 0u32;
+        while s.finished.load(Ordering::Acquire) != parts {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
             }
         }
+        // Nothing of generation g is claimable (all parts claimed) or running.
         unsafe {
             *s.job.get() = None;
         }
     }
 }
 
-fn worker(s: &Shared, w: usize) {
+fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin, then park.
@@ -162,19 +204,8 @@ fn worker(s: &Shared, w: usize) {
             return;
         }
         seen = g;
-        // SAFETY: the owner published `job` before `gen` (Release) and keeps
-        // it alive until we store `done[w] = g`.
-        let job = unsafe { *s.job.get() };
-        if let Some(job) = job {
-            let parts = s.parts.load(Ordering::Relaxed);
-            let f = unsafe { &*job };
-            let mut i = w;
-            while i < parts {
-                f(i);
-                i += s.threads;
-            }
-        }
-        s.done[w].store(g, Ordering::Release);
+        // SAFETY: claims are checked against generation g.
+        unsafe { s.work(g) };
     }
 }
 
