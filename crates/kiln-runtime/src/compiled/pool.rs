@@ -1,21 +1,23 @@
 //! A small thread pool for intra-op parallelism at batch 1.
 //!
 //! `run(parts, f)` calls `f(part)` exactly once for every `part` in
-//! `0..parts`, the parts being claimed by whichever threads (the caller and
-//! the workers) get to them first. A part is a fixed output tile chosen by
-//! the caller, and every kernel computes each output element in one fixed
-//! order, so results are bit-identical for any thread count and any timing.
-//! Claiming (rather than assigning part `i` to thread `i`) means a worker that
-//! the OS has not scheduled (a busy core) never holds the step up: the caller
-//! runs its parts too.
+//! `0..parts`. A part is a fixed output tile chosen by the caller, and every
+//! kernel computes each output element in one fixed order, so results are
+//! bit-identical for any thread count and any timing.
+//!
+//! Part `i` belongs to thread `i % threads` (the caller is thread 0): the same
+//! thread computes the same region of consecutive layers, so it reads its
+//! own results from its own cache. A part is taken by setting its bit in a
+//! claim word; a thread that finished its own parts takes the ones still
+//! unclaimed (after a short grace), so a worker the OS has not scheduled (a
+//! busy core) does not hold the step up.
 //!
 //! Workers spin (about a millisecond) waiting for the next job, since the
-//! steps of one inference come back to back, then park on a condvar. A job
-//! is published as a generation number; a part is claimed by a compare-and-
-//! swap on `(generation, next part)`, so a late worker can never claim a part
-//! of a finished job, and the caller returns only when every claimed part has
-//! finished: the job closure (borrowed from the caller's stack) is never used
-//! after `run` returns. Dispatching a job allocates nothing.
+//! steps of one inference come back to back, then park on a condvar. The
+//! claim word also holds the job's generation, so a late worker can never
+//! claim a part of a finished job, and the caller returns only when every
+//! part has finished: the job closure (borrowed from the caller's stack) is
+//! never used after `run` returns. Dispatching a job allocates nothing.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,58 +26,111 @@ use std::thread::JoinHandle;
 
 type Job = dyn Fn(usize) + Sync;
 
+/// Parts per published round (bits of the claim word).
+const ROUND: usize = 40;
+const MASK: u64 = (1 << ROUND) - 1;
+const GEN_MASK: u64 = (1 << (64 - ROUND)) - 1;
+
 struct Shared {
     /// The current job; written by the owner only while no part is claimable.
     job: UnsafeCell<Option<*const Job>>,
-    parts: AtomicUsize,
-    /// Generation of the current job.
+    /// First part index of the current round.
+    base: AtomicUsize,
+    /// Generation of the current round.
     gen: AtomicU64,
-    /// `generation << 32 | next unclaimed part`.
+    /// `generation << 40 | claimed-parts bitmask` of the current round.
     claim: AtomicU64,
-    /// Parts of the current job finished.
+    /// Parts of the current round finished.
     finished: AtomicUsize,
     stop: AtomicBool,
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
+    threads: AtomicUsize,
 }
 
 // SAFETY: `job` is written by the owner before a generation is published and
-// after all its claimed parts finished; it is dereferenced only by a thread
-// holding a claimed part of that generation.
+// after all parts of the previous one finished; it is dereferenced only by a
+// thread holding a claimed part of the current generation.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
-    /// Claims the next part of generation `g`, if any is left.
-    fn claim(&self, g: u64) -> Option<usize> {
-        let parts = self.parts.load(Ordering::Acquire) as u64;
+    /// Claims part `i` (0..ROUND) of generation `g`, if still free.
+    fn claim_part(&self, g: u64, i: usize) -> bool {
+        let bit = 1u64 << i;
         let mut c = self.claim.load(Ordering::Acquire);
         loop {
-            if c >> 32 != g & 0xffff_ffff || c & 0xffff_ffff >= parts {
-                return None;
+            if c >> ROUND != g & GEN_MASK || c & bit != 0 {
+                return false;
             }
             match self
                 .claim
-                .compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(c, c | bit, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Some((c & 0xffff_ffff) as usize),
+                Ok(_) => return true,
                 Err(now) => c = now,
             }
         }
     }
 
-    /// Runs claimed parts of generation `g` until none is left.
+    /// Claims any free part of generation `g`.
+    fn claim_any(&self, g: u64) -> Option<usize> {
+        let mut c = self.claim.load(Ordering::Acquire);
+        loop {
+            let free = !c & MASK;
+            if c >> ROUND != g & GEN_MASK || free == 0 {
+                return None;
+            }
+            let i = free.trailing_zeros() as usize;
+            match self
+                .claim
+                .compare_exchange_weak(c, c | (1 << i), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(i),
+                Err(now) => c = now,
+            }
+        }
+    }
+
+    /// Whether every part of generation `g` is claimed (or `g` is over).
+    fn all_claimed(&self, g: u64) -> bool {
+        let c = self.claim.load(Ordering::Acquire);
+        c >> ROUND != g & GEN_MASK || c & MASK == MASK
+    }
+
+    /// Runs claimed part `i` of the current round.
     ///
     /// # Safety
-    /// `job` must be generation `g`'s job while any part of `g` is claimable.
-    unsafe fn work(&self, g: u64) {
-        while let Some(i) = self.claim(g) {
-            // A claimed part keeps the owner waiting, so the job is alive.
-            if let Some(job) = *self.job.get() {
-                (*job)(i);
+    /// The caller claimed part `i` of the current generation.
+    unsafe fn run_part(&self, i: usize) {
+        // A claimed, unfinished part keeps the owner waiting: the job is alive.
+        if let Some(job) = *self.job.get() {
+            (*job)(self.base.load(Ordering::Acquire) + i);
+        }
+        self.finished.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Thread `t` of `threads`: its own parts of generation `g`, then, after
+    /// `grace` spins, any part still free.
+    ///
+    /// # Safety
+    /// `g` is a generation this thread observed being published.
+    unsafe fn work(&self, g: u64, t: usize, threads: usize, grace: u32) {
+        let mut i = t;
+        while i < ROUND {
+            if self.claim_part(g, i) {
+                self.run_part(i);
             }
-            self.finished.fetch_add(1, Ordering::AcqRel);
+            i += threads;
+        }
+        let mut spins = 0;
+        while spins < grace && !self.all_claimed(g) {
+            std::hint::spin_loop();
+            spins += 1;
+        }
+        while let Some(i) = self.claim_any(g) {
+            self.run_part(i);
         }
     }
 }
@@ -93,6 +148,8 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 const SPIN: u32 = 20_000;
+/// Spins the caller grants late workers before taking their parts.
+const GRACE: u32 = 300;
 
 impl ThreadPool {
     /// A pool running jobs on up to `threads` threads in all (at least 1; the
@@ -100,28 +157,30 @@ impl ThreadPool {
     /// start a worker, the pool keeps the ones it got ([`ThreadPool::threads`]).
     pub fn new(threads: usize) -> ThreadPool {
         let want = threads.max(1);
-        let mut handles = Vec::new();
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
-            parts: AtomicUsize::new(0),
+            base: AtomicUsize::new(0),
             gen: AtomicU64::new(0),
-            claim: AtomicU64::new(0),
+            claim: AtomicU64::new(MASK),
             finished: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             cv: Condvar::new(),
+            threads: AtomicUsize::new(1),
         });
+        let mut handles = Vec::new();
         for w in 1..want {
             let s = shared.clone();
             match std::thread::Builder::new()
                 .name(format!("kiln-worker-{w}"))
-                .spawn(move || worker(&s))
+                .spawn(move || worker(&s, w))
             {
                 Ok(h) => handles.push(h),
                 Err(_) => break,
             }
         }
+        shared.threads.store(handles.len() + 1, Ordering::Release);
         ThreadPool { shared, handles }
     }
 
@@ -130,8 +189,9 @@ impl ThreadPool {
         self.handles.len() + 1
     }
 
-    /// Runs `f(i)` for every `i` in `0..parts`, each exactly once, on the
-    /// calling thread and the workers, and returns when all are done.
+    /// Runs `f(i)` for every `i` in `0..parts`, each exactly once, and
+    /// returns when all are done. Part `i` preferably runs on thread
+    /// `i % threads` (the caller is thread 0).
     pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
         let s = &*self.shared;
         if self.handles.is_empty() || parts <= 1 {
@@ -140,44 +200,52 @@ impl ThreadPool {
             }
             return;
         }
-        assert!(parts < 1 << 32, "too many parts");
-        // SAFETY: the previous job's parts all finished (checked before the
-        // last `run` returned) and its generation is no longer claimable.
+        let threads = self.threads();
+        // SAFETY: no part of any earlier generation is claimable or running.
         unsafe {
             let p: *const Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f);
             *s.job.get() = Some(p);
         }
-        s.parts.store(parts, Ordering::Release);
-        s.finished.store(0, Ordering::Release);
-        let g = s.gen.load(Ordering::Relaxed) + 1;
-        s.claim.store((g & 0xffff_ffff) << 32, Ordering::SeqCst);
-        // SeqCst (not Release): the store must be visible before `sleepers`
-        // is read, or a worker going to sleep between the two is never woken
-        // (a store-load reordering; regression test `no_lost_wakeup_...`).
-        s.gen.store(g, Ordering::SeqCst);
-        if s.sleepers.load(Ordering::SeqCst) > 0 {
-            let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.cv.notify_all();
-        }
-        // SAFETY: the job is generation g's.
-        unsafe { s.work(g) };
-        let mut spins = 0u32;
-        while s.finished.load(Ordering::Acquire) != parts {
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+        let mut base = 0;
+        while base < parts {
+            let n = (parts - base).min(ROUND);
+            s.base.store(base, Ordering::Release);
+            s.finished.store(0, Ordering::Release);
+            let g = s.gen.load(Ordering::Relaxed) + 1;
+            // Parts past `n` start claimed.
+            s.claim.store(
+                ((g & GEN_MASK) << ROUND) | (MASK & !((1u64 << n) - 1)),
+                Ordering::SeqCst,
+            );
+            // SeqCst (not Release): the store must be visible before
+            // `sleepers` is read, or a worker going to sleep between the two
+            // is never woken (regression test `no_lost_wakeup_...`).
+            s.gen.store(g, Ordering::SeqCst);
+            if s.sleepers.load(Ordering::SeqCst) > 0 {
+                let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                s.cv.notify_all();
             }
+            // SAFETY: g was just published.
+            unsafe { s.work(g, 0, threads, GRACE) };
+            let mut spins = 0u32;
+            while s.finished.load(Ordering::Acquire) != n {
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(64) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            base += n;
         }
-        // Nothing of generation g is claimable (all parts claimed) or running.
+        // Every part of every round finished; none is claimable.
         unsafe {
             *s.job.get() = None;
         }
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, w: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin, then park.
@@ -204,8 +272,9 @@ fn worker(s: &Shared) {
             return;
         }
         seen = g;
+        let threads = s.threads.load(Ordering::Acquire);
         // SAFETY: claims are checked against generation g.
-        unsafe { s.work(g) };
+        unsafe { s.work(g, w, threads, 0) };
     }
 }
 
