@@ -73,6 +73,25 @@ impl ConvGeom {
     pub fn macs(&self) -> u64 {
         (self.pixels() * self.co * self.k()) as u64
     }
+    /// The same convolution as a depthwise one (`group == ci == co`).
+    pub fn depthwise(&self) -> crate::dwconv::DwGeom {
+        crate::dwconv::DwGeom {
+            n: self.n,
+            h: self.h,
+            w: self.w,
+            c: self.ci,
+            kh: self.kh,
+            kw: self.kw,
+            sh: self.sh,
+            sw: self.sw,
+            dh: self.dh,
+            dw: self.dw,
+            pt: self.pt,
+            pl: self.pl,
+            oh: self.oh,
+            ow: self.ow,
+        }
+    }
     /// True when the input can be used as A directly (1x1, stride 1, no
     /// padding, one group): the convolution is a plain GEMM.
     pub fn is_pointwise(&self) -> bool {

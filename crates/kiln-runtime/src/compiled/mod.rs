@@ -1820,23 +1820,26 @@ impl Builder<'_> {
         reads.extend(zi);
         let macs;
         let kname;
+        let cg = ConvGeom {
+            n: cs.n,
+            h: cs.input[0],
+            w: cs.input[1],
+            ci: cs.c,
+            co: cs.m,
+            group: cs.group,
+            kh: cs.kernel[0],
+            kw: cs.kernel[1],
+            sh: cs.strides[0],
+            sw: cs.strides[1],
+            dh: cs.dilations[0],
+            dw: cs.dilations[1],
+            pt: cs.pads_begin[0],
+            pl: cs.pads_begin[1],
+            oh: cs.output[0],
+            ow: cs.output[1],
+        };
         let kernel = if cs.group == cs.c && cs.c == cs.m && cs.group > 1 {
-            let g = DwGeom {
-                n: cs.n,
-                h: cs.input[0],
-                w: cs.input[1],
-                c: cs.c,
-                kh: cs.kernel[0],
-                kw: cs.kernel[1],
-                sh: cs.strides[0],
-                sw: cs.strides[1],
-                dh: cs.dilations[0],
-                dw: cs.dilations[1],
-                pt: cs.pads_begin[0],
-                pl: cs.pads_begin[1],
-                oh: cs.output[0],
-                ow: cs.output[1],
-            };
+            let g = cg.depthwise();
             macs = g.macs();
             let taps = g.kh * g.kw;
             let pw = self.cm.packed(&node.name, || {
@@ -1855,24 +1858,7 @@ impl Builder<'_> {
                 act,
             }
         } else {
-            let g = ConvGeom {
-                n: cs.n,
-                h: cs.input[0],
-                w: cs.input[1],
-                ci: cs.c,
-                co: cs.m,
-                group: cs.group,
-                kh: cs.kernel[0],
-                kw: cs.kernel[1],
-                sh: cs.strides[0],
-                sw: cs.strides[1],
-                dh: cs.dilations[0],
-                dw: cs.dilations[1],
-                pt: cs.pads_begin[0],
-                pl: cs.pads_begin[1],
-                oh: cs.output[0],
-                ow: cs.output[1],
-            };
+            let g = cg;
             macs = g.macs();
             let pw = self.cm.packed(&node.name, || {
                 PackedW::Conv(Arc::new(pack_conv_weights(isa, &g, wd, bd)))
