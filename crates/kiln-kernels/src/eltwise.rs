@@ -162,6 +162,22 @@ multiversion!(
 );
 
 #[inline(always)]
+unsafe fn affine_body(x: *const f32, a: f32, b: f32, y: *mut f32, range: Range<usize>) {
+    for i in range {
+        // Two roundings, as the unfused `Mul` then `Add` (no contraction to FMA).
+        let t = *x.add(i) * a;
+        *y.add(i) = t + b;
+    }
+}
+
+multiversion!(
+    /// `y[i] = (x[i] * a) + b` for `i` in `range`, rounded after the multiply
+    /// and after the add (exactly a scalar `Mul` followed by a scalar `Add`).
+    affine_f32, affine_f32_scalar, affine_body,
+    (x: *const f32, a: f32, b: f32, y: *mut f32, range: Range<usize>)
+);
+
+#[inline(always)]
 unsafe fn act_body(act: Activation, x: *const f32, y: *mut f32, range: Range<usize>) {
     let clamp = act.clamp_bounds();
     for i in range {

@@ -33,7 +33,7 @@
 
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
-use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, scalar_f32, BinOp};
+use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32, gemm_f32_raw, panel_width, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
 use kiln_kernels::{active_isa, set_max_isa, Activation, Isa};
@@ -1548,6 +1548,49 @@ proptest! {
             expect_exact(&format!("scalar {op:?} vs scalar reference (exact)"), isa, &whole, &reference)?;
             let split = scalar_run(isa, op, &x, sv, first, &[mid..hi, lo..mid], in_place);
             expect_bits("scalar split", isa, &split, &whole)?;
+            mark(isa);
+        }
+    }
+
+    /// `affine_f32` (`(x * a) + b`, two roundings) on a sub-range, in place
+    /// or not: exactly a scalar Mul then a scalar Add, on every level.
+    #[test]
+    fn affine_matches_mul_then_add_on_every_isa(
+        len in 1usize..=300,
+        in_place in any::<bool>(),
+        cuts in (0u32..=1000, 0u32..=1000),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let x = rng.vec_special(len, 8);
+        let ab = rng.vec_special(2, 4);
+        let (a, b) = (ab[0], ab[1]);
+        let mut cs = [cut(len, cuts.0), cut(len, cuts.1)];
+        cs.sort_unstable();
+        let (lo, hi) = (cs[0], cs[1]);
+        for isa in Isa::runnable() {
+            let mut y = vec![SENTINEL; len + GUARD];
+            if in_place {
+                y[..len].copy_from_slice(&x);
+            }
+            let yp = y.as_mut_ptr();
+            let xp = if in_place { yp as *const f32 } else { x.as_ptr() };
+            // SAFETY: x and y hold len values; y aliases x only exactly.
+            unsafe { affine_f32(isa, xp, a, b, yp, lo..hi) };
+            for i in 0..len + GUARD {
+                let want = if (lo..hi).contains(&i) {
+                    let t = x[i] * a;
+                    t + b
+                } else if in_place && i < len {
+                    x[i]
+                } else {
+                    SENTINEL
+                };
+                prop_assert!(
+                    want.to_bits() == y[i].to_bits() || (want.is_nan() && y[i].is_nan()),
+                    "{isa}: y[{i}] = {:e}, want {:e} (x {:e}, a {:e}, b {:e})", y[i], want, x.get(i).copied().unwrap_or(0.0), a, b
+                );
+            }
             mark(isa);
         }
     }

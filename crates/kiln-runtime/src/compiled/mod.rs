@@ -55,7 +55,7 @@ use kiln_ir::ops::{self, OpCtx};
 use kiln_ir::{ir_err, DType, ErrorKind, Model, Node, Tensor, ValueType};
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
-use kiln_kernels::eltwise::{activation_f32, binary_f32, channel_f32, scalar_f32, BinOp};
+use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32_raw, tile_rows, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
 use kiln_kernels::{split_range, Activation, Isa};
@@ -149,6 +149,14 @@ enum Kernel {
         b: usize,
         y: usize,
         act: Activation,
+        len: usize,
+    },
+    /// `y = (x * a) + b`: a scalar `Mul` and the scalar `Add` reading it, fused.
+    Affine {
+        x: usize,
+        a: f32,
+        b: f32,
+        y: usize,
         len: usize,
     },
     Scalar {
@@ -978,7 +986,8 @@ impl CompiledModel {
             n_boxed,
             ..
         } = b;
-        let mut steps = fuse_dw_pw(&vals, steps, &outputs);
+        let steps = fuse_dw_pw(&vals, steps, &outputs);
+        let mut steps = fuse_affine(&vals, steps, &outputs);
         let arena_len = plan_memory(&mut vals, &mut steps, &outputs);
         let scratch_len = steps
             .iter()
@@ -1228,6 +1237,14 @@ impl CompiledModel {
                         *act,
                         split_range(*len, parts, i),
                     );
+                });
+            }
+            Kernel::Affine { x, a, b, y, len } => {
+                let (px, py) = (SendPtr(p(*x)), SendPtr(p(*y)));
+                let parts = if *len < 32_768 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    affine_f32(isa, px.get(), *a, *b, py.get(), split_range(*len, parts, i));
                 });
             }
             Kernel::Scalar {
@@ -2612,6 +2629,69 @@ fn dwpw_band(g: &DwGeom) -> usize {
 /// Intermediates smaller than this stay in L2 anyway: fusing them gains
 /// nothing and splits the GEMM into small calls.
 const DWPW_MIN_BYTES: usize = 1 << 20;
+
+/// Fuses a scalar `Mul` whose output is read only by the next step, a scalar
+/// `Add` (or `Sub` of a constant), into one [`Kernel::Affine`] pass: PP-LCNet's
+/// learnable affine blocks (`x * s + b` after each activation) then cost one
+/// memory pass instead of two. The result is bit-identical (two roundings).
+fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
+    let mut readers = vec![0usize; vals.len()];
+    for st in &steps {
+        for &v in &st.reads {
+            readers[v] += 1;
+        }
+    }
+    for &o in outputs {
+        readers[o] += 1;
+    }
+    let aliased: HashSet<usize> = vals.iter().filter_map(|v| v.alias).collect();
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut it = steps.into_iter().peekable();
+    while let Some(st) = it.next() {
+        let pair = match (&st.kernel, it.peek().map(|n| &n.kernel)) {
+            (
+                Kernel::Scalar {
+                    op: BinOp::Mul,
+                    x,
+                    s: a,
+                    y: t,
+                    len,
+                    ..
+                },
+                Some(Kernel::Scalar {
+                    op: op2 @ (BinOp::Add | BinOp::Sub),
+                    x: x2,
+                    s: c,
+                    scalar_first: false,
+                    y,
+                    len: len2,
+                }),
+            ) if x2 == t && len == len2 && readers[*t] == 1 && !aliased.contains(t) => {
+                Some((*x, *a, if *op2 == BinOp::Add { *c } else { -*c }, *y, *len))
+            }
+            _ => None,
+        };
+        let Some((x, a, b, y, len)) = pair else {
+            out.push(st);
+            continue;
+        };
+        let next = it.next().expect("peeked");
+        out.push(Step {
+            info: StepInfo {
+                node: format!("{} + {}", st.info.node, next.info.node),
+                op_type: "Mul+Add".into(),
+                kernel: "affine_f32".into(),
+                shape: next.info.shape.clone(),
+                flops: st.info.flops + next.info.flops,
+            },
+            kernel: Kernel::Affine { x, a, b, y, len },
+            reads: vec![x],
+            writes: vec![y],
+            inplace: vec![x],
+        });
+    }
+    out
+}
 
 /// Fuses each depthwise step whose output is read only by the next step, a
 /// pointwise convolution (1x1, stride 1, one group), into one
