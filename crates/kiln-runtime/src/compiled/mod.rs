@@ -2630,13 +2630,11 @@ fn dwpw_band(g: &DwGeom) -> usize {
 /// nothing and splits the GEMM into small calls.
 const DWPW_MIN_BYTES: usize = 1 << 20;
 
-/// Fuses a scalar `Mul` whose output is read only by the next step, a scalar
-/// `Add` (or `Sub` of a constant), into one [`Kernel::Affine`] pass: PP-LCNet's
-/// learnable affine blocks (`x * s + b` after each activation) then cost one
-/// memory pass instead of two. The result is bit-identical (two roundings).
-fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
+/// Per value: how many steps (and graph outputs) read it; and the values
+/// other values alias (a fusion must not drop the buffer of either).
+fn readers_and_aliased(vals: &[Val], steps: &[Step], outputs: &[usize]) -> (Vec<usize>, HashSet<usize>) {
     let mut readers = vec![0usize; vals.len()];
-    for st in &steps {
+    for st in steps {
         for &v in &st.reads {
             readers[v] += 1;
         }
@@ -2644,7 +2642,15 @@ fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
     for &o in outputs {
         readers[o] += 1;
     }
-    let aliased: HashSet<usize> = vals.iter().filter_map(|v| v.alias).collect();
+    (readers, vals.iter().filter_map(|v| v.alias).collect())
+}
+
+/// Fuses a scalar `Mul` whose output is read only by the next step, a scalar
+/// `Add` (or `Sub` of a constant), into one [`Kernel::Affine`] pass: PP-LCNet's
+/// learnable affine blocks (`x * s + b` after each activation) then cost one
+/// memory pass instead of two. The result is bit-identical (two roundings).
+fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
+    let (readers, aliased) = readers_and_aliased(vals, &steps, outputs);
     let mut out: Vec<Step> = Vec::with_capacity(steps.len());
     let mut it = steps.into_iter().peekable();
     while let Some(st) = it.next() {
@@ -2697,16 +2703,7 @@ fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
 /// pointwise convolution (1x1, stride 1, one group), into one
 /// [`Kernel::DwPw`] step. The intermediate value is then never stored.
 fn fuse_dw_pw(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
-    let mut readers = vec![0usize; vals.len()];
-    for st in &steps {
-        for &v in &st.reads {
-            readers[v] += 1;
-        }
-    }
-    for &o in outputs {
-        readers[o] += 1;
-    }
-    let aliased: HashSet<usize> = vals.iter().filter_map(|v| v.alias).collect();
+    let (readers, aliased) = readers_and_aliased(vals, &steps, outputs);
     let mut out: Vec<Step> = Vec::with_capacity(steps.len());
     let mut it = steps.into_iter().peekable();
     while let Some(st) = it.next() {
