@@ -1965,28 +1965,40 @@ impl Builder<'_> {
                 c.as_deref(),
             )))
         });
-        let PackedW::Gemm(pw) = &*pw else {
+        self.push_gemm(node, &pw, a, as_[0], out, ys, act)?;
+        self.released(node, &[1, 2]);
+        Ok(true)
+    }
+
+    /// The GEMM step of a `Gemm`/`MatMul` node: `m` rows of input `a` (NCHW,
+    /// row-major) times the packed weights `pw`, writing `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_gemm(
+        &mut self,
+        node: &Node,
+        pw: &PackedW,
+        a: &str,
+        m: usize,
+        out: &str,
+        ys: &[usize],
+        act: Activation,
+    ) -> Result<(), RuntimeError> {
+        let PackedW::Gemm(pw) = pw else {
             return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
         };
         let ai = self.use_val(a, Some(Layout::Nchw))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
-        let m = as_[0];
-        let info = self.info(node, gemm_name(isa, m), ys, 2 * (m * k * n) as u64);
-        self.push_step(
-            info,
-            Kernel::Gemm {
-                m,
-                w: pw.clone(),
-                a: ai,
-                y,
-                act,
-            },
-            vec![ai],
-            vec![y],
-            vec![],
-        );
-        self.released(node, &[1, 2]);
-        Ok(true)
+        let flops = 2 * (m * pw.k * pw.n) as u64;
+        let info = self.info(node, gemm_name(pw.isa, m), ys, flops);
+        let kernel = Kernel::Gemm {
+            m,
+            w: pw.clone(),
+            a: ai,
+            y,
+            act,
+        };
+        self.push_step(info, kernel, vec![ai], vec![y], vec![]);
+        Ok(())
     }
 
     fn lower_matmul(
@@ -2021,25 +2033,7 @@ impl Builder<'_> {
         let pw = self.cm.packed(&node.name, || {
             PackedW::Gemm(Arc::new(PackedB::from_row_major(isa, k, n, bd, None)))
         });
-        let PackedW::Gemm(pw) = &*pw else {
-            return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
-        };
-        let ai = self.use_val(a, Some(Layout::Nchw))?;
-        let y = self.out_val(out, ys.to_vec(), Layout::Nchw);
-        let info = self.info(node, gemm_name(isa, m), ys, 2 * (m * k * n) as u64);
-        self.push_step(
-            info,
-            Kernel::Gemm {
-                m,
-                w: pw.clone(),
-                a: ai,
-                y,
-                act,
-            },
-            vec![ai],
-            vec![y],
-            vec![],
-        );
+        self.push_gemm(node, &pw, a, m, out, ys, act)?;
         self.released(node, &[1]);
         Ok(true)
     }

@@ -47,6 +47,8 @@ struct Shared {
     lock: Mutex<()>,
     cv: Condvar,
     threads: AtomicUsize,
+    /// Workers that have started running.
+    started: AtomicUsize,
 }
 
 // SAFETY: `job` is written by the owner before a generation is published and
@@ -168,6 +170,7 @@ impl ThreadPool {
             lock: Mutex::new(()),
             cv: Condvar::new(),
             threads: AtomicUsize::new(1),
+            started: AtomicUsize::new(0),
         });
         let mut handles = Vec::new();
         for w in 1..want {
@@ -181,6 +184,12 @@ impl ThreadPool {
             }
         }
         shared.threads.store(handles.len() + 1, Ordering::Release);
+        // Wait until every worker runs: a thread's start-up allocates (the
+        // standard library's per-thread set-up), which must not happen
+        // inside a later run (`tests/no_alloc.rs`).
+        while shared.started.load(Ordering::Acquire) < handles.len() {
+            std::thread::yield_now();
+        }
         ThreadPool { shared, handles }
     }
 
@@ -246,6 +255,7 @@ impl ThreadPool {
 }
 
 fn worker(s: &Shared, w: usize) {
+    s.started.fetch_add(1, Ordering::AcqRel);
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin, then park.
