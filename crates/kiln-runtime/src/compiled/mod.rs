@@ -448,6 +448,16 @@ fn to_kernel_act(a: FusedAct) -> Activation {
     }
 }
 
+/// The epilogue activation of a kiln fused op (`activation` attributes), or
+/// none for a plain ONNX op.
+fn fused_activation(node: &Node, fused: bool) -> Result<Activation, RuntimeError> {
+    Ok(if fused {
+        to_kernel_act(FusedAct::parse(node)?)
+    } else {
+        Activation::None
+    })
+}
+
 /// A 4-D shape whose NCHW and NHWC orders are the same memory.
 fn layout_free(s: &[usize]) -> bool {
     s.len() != 4 || s[2] * s[3] == 1 || s[1] == 1
@@ -1800,11 +1810,7 @@ impl Builder<'_> {
         } else {
             None
         };
-        let act = if fused {
-            to_kernel_act(FusedAct::parse(node)?)
-        } else {
-            Activation::None
-        };
+        let act = fused_activation(node, fused)?;
         let Some(cs) = conv2d_shape(
             node,
             self.cm.opset,
@@ -1911,10 +1917,7 @@ impl Builder<'_> {
         ys: &[usize],
     ) -> Result<bool, RuntimeError> {
         let a = &node.inputs[0];
-        let Some(as_) = self.f32_shape(a) else {
-            return Ok(false);
-        };
-        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else {
+        let Some((as_, bt)) = self.activation_and_weight(node) else {
             return Ok(false);
         };
         if as_.len() != 2 || bt.rank() != 2 || bt.dtype() != DType::F32 || node.attr_int("transA", 0)? != 0 {
@@ -1949,11 +1952,7 @@ impl Builder<'_> {
             },
             None => None,
         };
-        let act = if fused {
-            to_kernel_act(FusedAct::parse(node)?)
-        } else {
-            Activation::None
-        };
+        let act = fused_activation(node, fused)?;
         let bd = bt.as_slice::<f32>()?;
         let isa = self.isa();
         let pw = self.cm.packed(&node.name, || {
@@ -1968,6 +1967,14 @@ impl Builder<'_> {
         self.push_gemm(node, &pw, a, as_[0], out, ys, act)?;
         self.released(node, &[1, 2]);
         Ok(true)
+    }
+
+    /// Input 0 of `node` as an f32 value of static shape, and input 1 as a
+    /// constant tensor (the weights of `Gemm`/`MatMul`).
+    fn activation_and_weight(&self, node: &Node) -> Option<(Vec<usize>, Arc<Tensor>)> {
+        let shape = self.f32_shape(node.inputs.first()?)?;
+        let w = self.const_tensor(node.inputs.get(1)?)?;
+        Some((shape, w))
     }
 
     /// The GEMM step of a `Gemm`/`MatMul` node: `m` rows of input `a` (NCHW,
@@ -2009,10 +2016,7 @@ impl Builder<'_> {
         ys: &[usize],
     ) -> Result<bool, RuntimeError> {
         let a = &node.inputs[0];
-        let Some(as_) = self.f32_shape(a) else {
-            return Ok(false);
-        };
-        let Some(bt) = node.inputs.get(1).and_then(|b| self.const_tensor(b)) else {
+        let Some((as_, bt)) = self.activation_and_weight(node) else {
             return Ok(false);
         };
         if as_.len() < 2 || bt.rank() != 2 || bt.dtype() != DType::F32 || self.is_const(a) {
@@ -2022,11 +2026,7 @@ impl Builder<'_> {
         if as_[as_.len() - 1] != k || ys.last() != Some(&n) {
             return Ok(false);
         }
-        let act = if fused {
-            to_kernel_act(FusedAct::parse(node)?)
-        } else {
-            Activation::None
-        };
+        let act = fused_activation(node, fused)?;
         let m: usize = as_[..as_.len() - 1].iter().product();
         let bd = bt.as_slice::<f32>()?;
         let isa = self.isa();
