@@ -78,7 +78,9 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     }
     if let Ok(v) = std::env::var("KILN_ISA") {
         match Isa::from_name(&v) {
-            None => eprintln!("note: KILN_ISA={v} is not an ISA level (scalar, avx2, avx512) and is ignored"),
+            None => eprintln!(
+                "note: KILN_ISA={v} is not an ISA level (scalar, avx2, avx512, avx512vnni) and is ignored"
+            ),
             Some(i) if a.isa.is_some() => {
                 eprintln!(
                     "note: KILN_ISA={i} also caps the ISA level, whichever of it and --isa is lower wins"
@@ -92,9 +94,10 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     }
     let max_isa = match a.isa {
         None => None,
-        Some(s) => {
-            Some(Isa::from_name(s).ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2 or avx512"))?)
-        }
+        Some(s) => Some(
+            Isa::from_name(s)
+                .ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2, avx512 or avx512vnni"))?,
+        ),
     };
     let m = kiln::load_model(a.model)?;
     // Quantized (QDQ) models run on the reference executor's integer kernels:

@@ -111,6 +111,7 @@ impl ConvGeom {
 /// into one [`PackedB`] per group, rows ordered `(ky, kx, ci)` to match the
 /// NHWC patches.
 pub fn pack_conv_weights(isa: Isa, g: &ConvGeom, w: &[f32], bias: Option<&[f32]>) -> Vec<PackedB> {
+    let isa = isa.float_level();
     let cig = g.ci / g.group;
     let cog = g.co / g.group;
     let k = g.k();

@@ -76,6 +76,7 @@ impl PackedDw {
     /// Packs ONNX depthwise weights `[C, 1, kh, kw]` (flattened, `taps = kh*kw`)
     /// and an optional bias of `C` values.
     pub fn pack(isa: Isa, c: usize, taps: usize, w: &[f32], bias: Option<&[f32]>) -> PackedDw {
+        let isa = isa.float_level();
         assert!(w.len() >= c * taps, "depthwise weights too short");
         let lanes = lanes(isa);
         let cpad = c.div_ceil(lanes) * lanes;
@@ -117,6 +118,7 @@ fn lanes(isa: Isa) -> usize {
         Isa::Avx512 => 16,
         Isa::Avx2 => 8,
         Isa::Scalar => 1,
+        Isa::Avx512Vnni => lanes(Isa::Avx512),
     }
 }
 

@@ -41,7 +41,7 @@ macro_rules! multiversion {
         /// # Safety
         /// Pointers valid for the given ranges; `y` may alias an input exactly.
         pub unsafe fn $name(isa: Isa, $($arg: $ty),*) {
-            match isa {
+            match isa.float_level() {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => {
                     #[target_feature(enable = "avx512f")]

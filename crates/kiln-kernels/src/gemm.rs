@@ -40,6 +40,7 @@ pub fn panel_width(isa: Isa) -> usize {
         Isa::Avx512 => 32,
         Isa::Avx2 => 16,
         Isa::Scalar => 8,
+        Isa::Avx512Vnni => panel_width(Isa::Avx512),
     }
 }
 
@@ -49,6 +50,7 @@ pub fn tile_rows(isa: Isa) -> usize {
         Isa::Avx512 => 12,
         Isa::Avx2 => 6,
         Isa::Scalar => 4,
+        Isa::Avx512Vnni => tile_rows(Isa::Avx512),
     }
 }
 
@@ -61,6 +63,7 @@ impl PackedB {
         b: impl Fn(usize, usize) -> f32,
         bias: Option<&[f32]>,
     ) -> PackedB {
+        let isa = isa.float_level();
         let nr = panel_width(isa);
         let panels = n.div_ceil(nr);
         let mut data = vec![0f32; panels * k * nr];
@@ -91,6 +94,7 @@ impl PackedB {
 
     /// Packs a row-major `k x n` matrix.
     pub fn from_row_major(isa: Isa, k: usize, n: usize, b: &[f32], bias: Option<&[f32]>) -> PackedB {
+        let isa = isa.float_level();
         assert!(b.len() >= k * n, "B has {} values, k*n = {}", b.len(), k * n);
         PackedB::pack(isa, k, n, |kk, j| b[kk * n + j], bias)
     }

@@ -11,7 +11,7 @@
 //! run time from the CPU's features ([`Isa::detect`]); the repository never
 //! builds with `-C target-cpu=native`, so one binary runs on any x86-64 and
 //! uses AVX2+FMA or AVX-512 where present. [`set_max_isa`] (or the
-//! environment variable `KILN_ISA=scalar|avx2|avx512`) caps the level, which is
+//! environment variable `KILN_ISA=scalar|avx2|avx512|avx512vnni`) caps the level, which is
 //! how the tests force the lower paths.
 //!
 //! Kernel names encode op, dtype, ISA and register tile, e.g.
@@ -34,6 +34,7 @@ pub mod eltwise;
 pub mod gemm;
 pub mod layout;
 pub mod pool;
+pub mod quant;
 
 /// An instruction-set level kernels can be built for, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,11 +45,15 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 F (16 f32 lanes, mask registers).
     Avx512,
+    /// AVX-512 F + BW + VNNI (`vpdpbusd`: u8 x i8 dot products of 4 into
+    /// i32). Float kernels are those of [`Isa::Avx512`] (see
+    /// [`Isa::float_level`]); integer kernels use VNNI.
+    Avx512Vnni,
 }
 
 impl Isa {
     /// All levels, lowest first.
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
 
     /// Name as used in kernel names and `KILN_ISA`.
     pub fn name(self) -> &'static str {
@@ -56,6 +61,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -71,6 +77,11 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
+                if std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    return Isa::Avx512Vnni;
+                }
                 return Isa::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -78,6 +89,15 @@ impl Isa {
             }
         }
         Isa::Scalar
+    }
+
+    /// The level the f32 kernels use: [`Isa::Avx512Vnni`] adds integer
+    /// instructions only, so its float kernels are [`Isa::Avx512`]'s.
+    pub fn float_level(self) -> Isa {
+        match self {
+            Isa::Avx512Vnni => Isa::Avx512,
+            i => i,
+        }
     }
 
     /// Levels this CPU can run, lowest first.
@@ -110,7 +130,7 @@ pub fn set_max_isa(max: Option<Isa>) {
 }
 
 /// The level kernels use: [`Isa::detect`], capped by [`set_max_isa`] or else by
-/// the environment variable `KILN_ISA` (`scalar`, `avx2`, `avx512`; an unknown
+/// the environment variable `KILN_ISA` (`scalar`, `avx2`, `avx512`, `avx512vnni`; an unknown
 /// value is ignored).
 pub fn active_isa() -> Isa {
     let top = Isa::detect();

@@ -26,7 +26,7 @@ pub unsafe fn global_avg_pool_f32(
     c: usize,
     batch: Range<usize>,
 ) {
-    match isa {
+    match isa.float_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => gap_avx512(x, y, hw, c, batch),
         #[cfg(target_arch = "x86_64")]
@@ -115,7 +115,7 @@ pub struct PoolGeom {
 /// # Safety
 /// `x` holds `[n, h, w, c]`, `y` holds `[n, oh, ow, c]`, disjoint.
 pub unsafe fn pool2d_f32(isa: Isa, g: &PoolGeom, x: *const f32, y: *mut f32, rows: Range<usize>) {
-    match isa {
+    match isa.float_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => pool_avx512(g, x, y, rows),
         #[cfg(target_arch = "x86_64")]

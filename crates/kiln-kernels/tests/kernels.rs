@@ -69,6 +69,11 @@ fn cpu_levels() -> Vec<Isa> {
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             v.push(Isa::Avx512);
+            if std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                v.push(Isa::Avx512Vnni);
+            }
         }
     }
     v
@@ -2062,6 +2067,7 @@ fn kiln_isa_env_caps_active_isa() {
         ("scalar", Some(Isa::Scalar)),
         ("avx2", Some(Isa::Avx2)),
         ("avx512", Some(Isa::Avx512)),
+        ("avx512vnni", Some(Isa::Avx512Vnni)),
         ("AVX2", Some(Isa::Avx2)),
         (" Scalar\n", Some(Isa::Scalar)),
         ("sse9", None),

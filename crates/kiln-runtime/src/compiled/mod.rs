@@ -1738,8 +1738,9 @@ impl Builder<'_> {
         }
     }
 
+    /// The float kernels' ISA level.
     fn isa(&self) -> Isa {
-        self.cm.isa
+        self.cm.isa.float_level()
     }
 
     /// Inputs `idx` of `node` (initializers) were packed by its kernel.
@@ -2599,6 +2600,7 @@ impl Builder<'_> {
 
 /// Kernel name of a GEMM with `m` rows (one row: the GEMV).
 fn gemm_name(isa: Isa, m: usize) -> String {
+    let isa = isa.float_level();
     if m == 1 && isa == Isa::Avx512 {
         "gemv_f32_avx512_4x32".into()
     } else {
@@ -2611,6 +2613,7 @@ fn tile_name(isa: Isa) -> &'static str {
         Isa::Avx512 => "12x32",
         Isa::Avx2 => "6x16",
         Isa::Scalar => "4x8",
+        Isa::Avx512Vnni => tile_name(Isa::Avx512),
     }
 }
 

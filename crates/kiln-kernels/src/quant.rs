@@ -1,0 +1,261 @@
+//! Requantization: `i32` accumulators to 8-bit outputs, the epilogue of
+//! every integer kernel.
+//!
+//! kiln's integer scheme (see `kiln_ir::quant`): a real value is
+//! `scale * (q - zero_point)`. An accumulator `acc` (at scale
+//! `s_x * s_w`) becomes the output
+//!
+//! `y = clamp(requantize(acc, m, e) + zy, lo, hi)`
+//!
+//! where `(m, e)` is the fixed-point form of the real multiplier
+//! `M = s_x * s_w / s_y ≈ m * 2^(e - 31)` (gemmlowp's `QuantizeMultiplier`,
+//! `m` in `[2^30, 2^31)`), and [`requantize`] is the exact 64-bit product
+//! `acc * m` shifted right by `31 - e` with round half to even (the rounding
+//! of ONNX `QuantizeLinear`). A fused `Relu`/`Clip` is the clamp `[lo, hi]`.
+//! Every SIMD epilogue computes the same integers as [`requantize_u8`]: the
+//! integer kernels equal their scalar references exactly.
+//!
+//! Storage: kernels read and write `u8`. A model's `int8` tensor is stored
+//! as `q + 128` (its bit pattern with the sign bit flipped), with zero point
+//! and clamp bounds shifted by 128, which changes no real value: one kernel
+//! serves both types, and `u8 x i8` is what VNNI's `vpdpbusd` multiplies.
+
+/// `round_half_even(acc * m * 2^(e - 31))`, computed exactly in 64 bits and
+/// saturated to `i32`; `e` in `-31..=30`, `m >= 0`. Equal to
+/// `kiln_ir::quant::requantize`.
+#[inline(always)]
+pub fn requantize(acc: i32, m: i32, e: i32) -> i32 {
+    let prod = acc as i64 * m as i64;
+    let r = 31 - e;
+    let q = prod >> r;
+    let rem = prod - (q << r);
+    let half = 1i64 << (r - 1);
+    let q = if rem > half || (rem == half && (q & 1) == 1) {
+        q + 1
+    } else {
+        q
+    };
+    q.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// The output byte: `clamp(requantize(acc, m, e) + zy, lo, hi)` (the add
+/// saturating, as the reference's).
+#[inline(always)]
+pub fn requantize_u8(acc: i32, m: i32, e: i32, q: &QOut) -> u8 {
+    requantize(acc, m, e).saturating_add(q.zy).clamp(q.lo, q.hi) as u8
+}
+
+/// Output zero point and clamp bounds of a requantizing kernel, in the
+/// stored (`u8`) encoding: `0 <= lo <= hi <= 255`, `zy` in `0..=255`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QOut {
+    /// Output zero point.
+    pub zy: i32,
+    /// Lowest output value (a fused Relu: `zy`).
+    pub lo: i32,
+    /// Highest output value.
+    pub hi: i32,
+}
+
+impl QOut {
+    /// Checks the ranges; panics with a message naming the bad field.
+    pub fn checked(zy: i32, lo: i32, hi: i32) -> QOut {
+        assert!((0..=255).contains(&zy), "output zero point {zy} outside 0..=255");
+        assert!(
+            0 <= lo && lo <= hi && hi <= 255,
+            "clamp [{lo}, {hi}] not within [0, 255]"
+        );
+        QOut { zy, lo, hi }
+    }
+}
+
+/// Per-output-channel requantization parameters, padded to a multiple of
+/// 16 channels, in the forms the SIMD epilogues load.
+#[derive(Debug, Clone)]
+pub struct Requant {
+    /// Channels (before padding).
+    pub n: usize,
+    /// Fixed-point multipliers `m` (padding: 0).
+    pub mult: Vec<i32>,
+    /// Exponents `e` (padding: 0).
+    pub exp: Vec<i32>,
+    /// Output zero point and clamp.
+    pub out: QOut,
+    /// Per 16 channels: right shifts `31 - e` as `i64`, even channels
+    /// (0, 2, .., 14) then odd ones (AVX-512 lane order of `vpmuldq`).
+    pub(crate) shift64: Vec<i64>,
+    /// Per 16 channels, same order: `2^(31 - e - 1) - 1` (the rounding
+    /// addend before the round-half-even correction).
+    pub(crate) round64: Vec<i64>,
+}
+
+impl Requant {
+    /// Builds the tables for `n` channels; `mult`/`exp` have 1 value (per
+    /// tensor) or `n`.
+    ///
+    /// Panics if the lengths do not match, a multiplier is negative or an
+    /// exponent is outside `-31..=30` (callers validate the model first).
+    pub fn new(n: usize, mult: &[i32], exp: &[i32], out: QOut) -> Requant {
+        assert!(
+            mult.len() == 1 || mult.len() == n,
+            "multipliers: 1 or {n}, got {}",
+            mult.len()
+        );
+        assert!(
+            exp.len() == mult.len(),
+            "exponents and multipliers differ in length"
+        );
+        let np = n.div_ceil(16) * 16;
+        let get = |v: &[i32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+        let mut m = vec![0i32; np];
+        let mut e = vec![0i32; np];
+        for i in 0..n {
+            m[i] = get(mult, i);
+            e[i] = get(exp, i);
+            assert!(m[i] >= 0, "negative multiplier {}", m[i]);
+            assert!((-31..=30).contains(&e[i]), "exponent {} outside -31..=30", e[i]);
+        }
+        let mut shift64 = Vec::with_capacity(np);
+        let mut round64 = Vec::with_capacity(np);
+        for g in 0..np / 16 {
+            for parity in 0..2 {
+                for j in (parity..16).step_by(2) {
+                    let r = 31 - e[g * 16 + j] as i64;
+                    shift64.push(r);
+                    round64.push((1i64 << (r - 1)) - 1);
+                }
+            }
+        }
+        Requant {
+            n,
+            mult: m,
+            exp: e,
+            out,
+            shift64,
+            round64,
+        }
+    }
+
+    /// Channel `c`'s output byte for accumulator `acc` (the scalar definition).
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, c: usize) -> u8 {
+        requantize_u8(acc, self.mult[c], self.exp[c], &self.out)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.mult.len() * 8 + self.shift64.len() * 16
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use super::Requant;
+    use std::arch::x86_64::*;
+
+    /// Requantizes 16 accumulators of channels `c0..c0 + 16` (`c0` a
+    /// multiple of 16) to 16 bytes, exactly as [`Requant::apply`].
+    ///
+    /// `acc * m` is formed in 64-bit lanes (`vpmuldq`, even and odd
+    /// channels separately), rounded half to even by adding
+    /// `2^(r-1) - 1 + ((prod >> r) & 1)` before the arithmetic shift by `r`,
+    /// clamped to `[lo - zy, hi - zy]` in 64 bits, recombined and offset by `zy`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant16(rq: &Requant, c0: usize, acc: __m512i) -> __m128i {
+        let m = _mm512_loadu_si512(rq.mult.as_ptr().add(c0) as *const _);
+        let sh = rq.shift64.as_ptr().add(c0);
+        let rd = rq.round64.as_ptr().add(c0);
+        let one = _mm512_set1_epi64(1);
+        let lo = _mm512_set1_epi64((rq.out.lo - rq.out.zy) as i64);
+        let hi = _mm512_set1_epi64((rq.out.hi - rq.out.zy) as i64);
+        let half = |prod: __m512i, r: __m512i, rnd: __m512i| {
+            let bit = _mm512_and_si512(_mm512_srav_epi64(prod, r), one);
+            let q = _mm512_srav_epi64(_mm512_add_epi64(_mm512_add_epi64(prod, rnd), bit), r);
+            _mm512_min_epi64(_mm512_max_epi64(q, lo), hi)
+        };
+        let pe = _mm512_mul_epi32(acc, m);
+        let po = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(m, 32));
+        let qe = half(
+            pe,
+            _mm512_loadu_si512(sh as *const _),
+            _mm512_loadu_si512(rd as *const _),
+        );
+        let qo = half(
+            po,
+            _mm512_loadu_si512(sh.add(8) as *const _),
+            _mm512_loadu_si512(rd.add(8) as *const _),
+        );
+        let q = _mm512_mask_blend_epi32(0xAAAA, qe, _mm512_slli_epi64(qo, 32));
+        let y = _mm512_add_epi32(q, _mm512_set1_epi32(rq.out.zy));
+        _mm512_cvtepi32_epi8(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requantize_rounds_half_to_even() {
+        // m = 2^30, e = 0: multiply by 0.5.
+        let m = 1 << 30;
+        assert_eq!(requantize(5, m, 0), 2); // 2.5 -> 2
+        assert_eq!(requantize(7, m, 0), 4); // 3.5 -> 4
+        assert_eq!(requantize(-5, m, 0), -2);
+        assert_eq!(requantize(-7, m, 0), -4);
+        assert_eq!(requantize(6, m, 0), 3);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn requant16_equals_scalar() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw"))
+        {
+            return;
+        }
+        let mut s = 0x1234_5678_9abc_def0u64;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for trial in 0..2000 {
+            let n = 32;
+            let mult: Vec<i32> = (0..n).map(|_| (1 << 30) + (rnd() % (1 << 30)) as i32).collect();
+            let exp: Vec<i32> = (0..n).map(|_| (rnd() % 62) as i32 - 31).collect();
+            let zy = (rnd() % 256) as i32;
+            let lo = (rnd() % 128) as i32;
+            let out = QOut::checked(zy, lo, lo + (rnd() % 128) as i32);
+            let rq = Requant::new(n, &mult, &exp, out);
+            let acc: Vec<i32> = (0..n)
+                .map(|_| match trial % 3 {
+                    0 => rnd() as i32,
+                    1 => (rnd() % 100_000) as i32 - 50_000,
+                    // ties: multiples of a power of two
+                    _ => ((rnd() % 64) as i32 - 32) << (rnd() % 20),
+                })
+                .collect();
+            for c0 in [0, 16] {
+                let mut got = [0u8; 16];
+                unsafe {
+                    let v = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr().add(c0) as *const _);
+                    let y = x86::requant16(&rq, c0, v);
+                    std::arch::x86_64::_mm_storeu_si128(got.as_mut_ptr() as *mut _, y);
+                }
+                for j in 0..16 {
+                    assert_eq!(
+                        got[j],
+                        rq.apply(acc[c0 + j], c0 + j),
+                        "acc {} m {} e {}",
+                        acc[c0 + j],
+                        mult[c0 + j],
+                        exp[c0 + j]
+                    );
+                }
+            }
+        }
+    }
+}
