@@ -34,6 +34,7 @@ pub mod eltwise;
 pub mod gemm;
 pub mod layout;
 pub mod pool;
+pub mod qgemm;
 pub mod quant;
 
 /// An instruction-set level kernels can be built for, in increasing order.

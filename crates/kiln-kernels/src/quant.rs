@@ -87,6 +87,11 @@ pub struct Requant {
     /// Per 16 channels, same order: `2^(31 - e - 1) - 1` (the rounding
     /// addend before the round-half-even correction).
     pub(crate) round64: Vec<i64>,
+    /// `m * 2^(e - 31)` per channel as `f64` (exact: `m` has 31 bits).
+    pub(crate) scale64: Vec<f64>,
+    /// Per 16 channels: every exponent `e >= -12` (shift `<= 43`), so the
+    /// `f64` epilogue is exact (see `x86::requant16`).
+    pub(crate) fast: Vec<bool>,
 }
 
 impl Requant {
@@ -126,6 +131,10 @@ impl Requant {
                 }
             }
         }
+        let scale64 = (0..np).map(|i| m[i] as f64 * 2f64.powi(e[i] - 31)).collect();
+        let fast = (0..np / 16)
+            .map(|g| e[g * 16..g * 16 + 16].iter().all(|&v| v >= -12))
+            .collect();
         Requant {
             n,
             mult: m,
@@ -133,6 +142,8 @@ impl Requant {
             out,
             shift64,
             round64,
+            scale64,
+            fast,
         }
     }
 
@@ -144,7 +155,7 @@ impl Requant {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.mult.len() * 8 + self.shift64.len() * 16
+        self.mult.len() * 16 + self.shift64.len() * 16 + self.fast.len()
     }
 }
 
@@ -156,13 +167,46 @@ pub(crate) mod x86 {
     /// Requantizes 16 accumulators of channels `c0..c0 + 16` (`c0` a
     /// multiple of 16) to 16 bytes, exactly as [`Requant::apply`].
     ///
-    /// `acc * m` is formed in 64-bit lanes (`vpmuldq`, even and odd
-    /// channels separately), rounded half to even by adding
+    /// Where every shift `r = 31 - e` of the 16 channels is at most 43 (real
+    /// multipliers `>= 2^-13`, the usual case), in `f64`: `acc` and
+    /// `m * 2^-r` are exact doubles, their product is off the exact
+    /// `x = acc*m/2^r` by at most `|x| * 2^-53`, which for the `|x| < 512`
+    /// that survive the clamp is below `2^-44 < 2^-r`, the distance from a
+    /// non-tie multiple of `2^-r` to the nearest half-integer; exact ties
+    /// (`< 12` significant bits) are represented exactly. So clamping in
+    /// `f64` and converting with round-half-even gives the exact result.
+    /// Otherwise [`requant16_i64`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant16(rq: &Requant, c0: usize, acc: __m512i) -> __m128i {
+        if !*rq.fast.get_unchecked(c0 / 16) {
+            return requant16_i64(rq, c0, acc);
+        }
+        let s = rq.scale64.as_ptr().add(c0);
+        let lo = _mm512_set1_pd((rq.out.lo - rq.out.zy) as f64);
+        let hi = _mm512_set1_pd((rq.out.hi - rq.out.zy) as f64);
+        let a0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc));
+        let a1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc));
+        let p0 = _mm512_min_pd(_mm512_max_pd(_mm512_mul_pd(a0, _mm512_loadu_pd(s)), lo), hi);
+        let p1 = _mm512_min_pd(
+            _mm512_max_pd(_mm512_mul_pd(a1, _mm512_loadu_pd(s.add(8))), lo),
+            hi,
+        );
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let i0 = _mm512_cvt_roundpd_epi32::<RNE>(p0);
+        let i1 = _mm512_cvt_roundpd_epi32::<RNE>(p1);
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(i0), i1);
+        _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(rq.out.zy)))
+    }
+
+    /// [`requant16`] in 64-bit integers, for any exponent: `acc * m` is
+    /// formed in 64-bit lanes (`vpmuldq`, even and odd channels
+    /// separately), rounded half to even by adding
     /// `2^(r-1) - 1 + ((prod >> r) & 1)` before the arithmetic shift by `r`,
     /// clamped to `[lo - zy, hi - zy]` in 64 bits, recombined and offset by `zy`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(crate) unsafe fn requant16(rq: &Requant, c0: usize, acc: __m512i) -> __m128i {
+    pub(crate) unsafe fn requant16_i64(rq: &Requant, c0: usize, acc: __m512i) -> __m128i {
         let m = _mm512_loadu_si512(rq.mult.as_ptr().add(c0) as *const _);
         let sh = rq.shift64.as_ptr().add(c0);
         let rd = rq.round64.as_ptr().add(c0);
@@ -222,10 +266,19 @@ mod tests {
             s ^= s << 17;
             s
         };
-        for trial in 0..2000 {
+        for trial in 0..20_000 {
             let n = 32;
             let mult: Vec<i32> = (0..n).map(|_| (1 << 30) + (rnd() % (1 << 30)) as i32).collect();
-            let exp: Vec<i32> = (0..n).map(|_| (rnd() % 62) as i32 - 31).collect();
+            // Half the trials in the f64 range (e >= -12) for whole groups.
+            let exp: Vec<i32> = (0..n)
+                .map(|_| {
+                    if trial % 2 == 0 {
+                        (rnd() % 43) as i32 - 12
+                    } else {
+                        (rnd() % 62) as i32 - 31
+                    }
+                })
+                .collect();
             let zy = (rnd() % 256) as i32;
             let lo = (rnd() % 128) as i32;
             let out = QOut::checked(zy, lo, lo + (rnd() % 128) as i32);
@@ -245,15 +298,17 @@ mod tests {
                     let y = x86::requant16(&rq, c0, v);
                     std::arch::x86_64::_mm_storeu_si128(got.as_mut_ptr() as *mut _, y);
                 }
+                let mut got64 = [0u8; 16];
+                unsafe {
+                    let v = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr().add(c0) as *const _);
+                    let y = x86::requant16_i64(&rq, c0, v);
+                    std::arch::x86_64::_mm_storeu_si128(got64.as_mut_ptr() as *mut _, y);
+                }
                 for j in 0..16 {
-                    assert_eq!(
-                        got[j],
-                        rq.apply(acc[c0 + j], c0 + j),
-                        "acc {} m {} e {}",
-                        acc[c0 + j],
-                        mult[c0 + j],
-                        exp[c0 + j]
-                    );
+                    let want = rq.apply(acc[c0 + j], c0 + j);
+                    let ctx = format!("acc {} m {} e {}", acc[c0 + j], mult[c0 + j], exp[c0 + j]);
+                    assert_eq!(got[j], want, "{ctx}");
+                    assert_eq!(got64[j], want, "i64 path: {ctx}");
                 }
             }
         }
