@@ -100,15 +100,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
         ),
     };
     let m = kiln::load_model(a.model)?;
-    // Quantized (QDQ) models run on the reference executor's integer kernels:
-    // the compiled runtime has no int8 kernels yet and would run their
-    // Q/DQ nodes through its float fallback.
-    let qdq = m
-        .graph
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"));
-    if a.reference || qdq {
+    // QDQ models compile too: their Q/DQ patterns run on the int8 kernels.
+    if a.reference {
         drop(m);
         let session = kiln::open_session(a.model)?.with_threads(a.threads);
         let tensors = bench_inputs(a, session.inputs())?;
@@ -140,12 +133,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
         } else {
             vec![]
         };
-        let engine = if a.reference {
-            "reference"
-        } else {
-            "reference (int8 kernels)"
-        };
-        return report(a, engine, ms, prof, None);
+        return report(a, "reference", ms, prof, None);
     }
     let tensors = bench_inputs(a, &m.graph.inputs)?;
     let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();

@@ -219,25 +219,55 @@ fn one_model_shared_by_many_threads() {
     });
 }
 
-/// An int8 QDQ model (ONNX Runtime's quantizer output) compiles and runs: its
-/// Q/DQ nodes take the reference fallback, which matches the reference
-/// executor running the QDQ graph in float.
+/// Runs an int8 QDQ model on the compiled int8 kernels and on the reference
+/// executor's integer path (both lower the same QDQ graph to kiln's integer
+/// ops): outputs must be bit-identical, at 1 and 2 threads; returns the
+/// kernels the plan used.
+fn check_int8(path: &Path, inputs: Vec<Tensor>) -> Vec<String> {
+    let m = kiln::load_model(path).unwrap();
+    let reference = kiln::Session::new(m.clone()).unwrap();
+    let cm = CompiledModel::compile(m, &CompileOptions::default()).unwrap();
+    let mut s1 = cm.new_state(1);
+    let mut s2 = cm.new_state(2);
+    let mut kernels = Vec::new();
+    for x in inputs {
+        let want = reference.run(vec![x.clone()]).unwrap();
+        let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
+        for st in [&mut s1, &mut s2] {
+            let got = cm.run(st, vec![x.clone()]).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                let bits = |t: &Tensor| t.to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(g), bits(w), "{}: output differs from the reference integer path", path.display());
+            }
+        }
+        println!(
+            "{}: bit-identical to the reference integer path; arena {} KiB, fallback {:?}",
+            path.file_name().unwrap().to_string_lossy(),
+            info.arena_bytes / 1024,
+            info.fallback_ops
+        );
+        kernels = info.steps.iter().map(|s| s.kernel.clone()).collect();
+    }
+    kernels
+}
+
+/// ONNX Runtime's QDQ model of the Fashion-MNIST net runs on the int8
+/// kernels (GEMM, depthwise, im2col stem), bit-identical to the reference.
 #[test]
-fn qdq_model_runs_through_the_fallback() {
+fn qdq_model_runs_on_int8_kernels() {
     let f = fixtures();
     let path = f.join("models/fmnist_mnv2_ort_qdq.onnx");
-    let m = kiln::load_model(&path).unwrap();
-    let reference =
-        kiln::Session::with_options(m.clone(), &kiln::runtime::SessionOptions { integer: false }).unwrap();
-    let cm = CompiledModel::compile(m, &CompileOptions::default()).unwrap();
-    let x = Tensor::from_vec(
-        vec![1, 1, 28, 28],
-        (0..784).map(|i| ((i * 37) % 255) as f32 / 255.0).collect(),
-    )
-    .unwrap();
-    let want = reference.run(vec![x.clone()]).unwrap();
-    let mut st = cm.new_state(2);
-    let got = cm.run(&mut st, vec![x]).unwrap();
-    let (d, mx) = (max_abs_diff(&got[0], &want[0]), max_abs(&want[0]));
-    assert!(d <= 1e-4 * mx, "max abs diff {d} (max |ref| {mx})");
+    let xs: Vec<Tensor> = (0..3)
+        .map(|s| {
+            Tensor::from_vec(
+                vec![1, 1, 28, 28],
+                (0..784).map(|i| ((i * 37 + s * 101) % 255) as f32 / 255.0).collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let kernels = check_int8(&path, xs);
+    println!("kernels: {kernels:?}");
+    assert!(kernels.iter().any(|k| k.starts_with("qgemm_u8i8")), "no int8 GEMM in {kernels:?}");
+    assert!(kernels.iter().any(|k| k.starts_with("qdwconv_u8")), "no int8 depthwise in {kernels:?}");
 }

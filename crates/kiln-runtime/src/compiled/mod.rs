@@ -43,6 +43,7 @@
 
 pub mod memory;
 mod pool;
+mod q8;
 
 pub use pool::ThreadPool;
 
@@ -115,11 +116,29 @@ impl Val {
     fn len(&self) -> usize {
         self.shape.as_ref().map_or(0, |s| s.iter().product())
     }
+
+    /// Arena words (f32 units) the value takes: 8-bit values pack four per word.
+    fn words(&self) -> usize {
+        if is8(self.dtype) {
+            self.len().div_ceil(4)
+        } else {
+            self.len()
+        }
+    }
+}
+
+/// 8-bit value types (stored as `u8` in the arena, see [`q8`]).
+fn is8(dt: DType) -> bool {
+    matches!(dt, DType::U8 | DType::I8)
 }
 
 /// What one step runs.
 #[derive(Debug)]
 enum Kernel {
+    /// An int8 step (see [`q8`]).
+    Q8(q8::QKernel),
+    /// An 8-bit graph output copied into a boxed tensor of its dtype.
+    Unbox8 { x: usize, slot: usize },
     Conv {
         g: ConvGeom,
         w: Arc<Vec<PackedB>>,
@@ -474,6 +493,9 @@ impl CompiledModel {
     pub fn compile(mut model: Model, opts: &CompileOptions) -> Result<CompiledModel, RuntimeError> {
         kiln_ir::infer::check_supported(&model)?;
         model.graph.validate()?;
+        // QDQ patterns become kiln's integer ops, which run on int8 kernels.
+        crate::lower_qdq(&mut model)?;
+        model.graph.validate()?;
         let opset = model.opset();
         let isa = match opts.max_isa {
             Some(m) => kiln_kernels::active_isa().min(m),
@@ -614,6 +636,10 @@ impl CompiledModel {
                     continue;
                 }
                 Kernel::Gemm { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
+                Kernel::Q8(k) => match q8::packed_bytes(k) {
+                    Some(kb) => kb,
+                    None => continue,
+                },
                 Kernel::Fallback { .. } => {
                     fallback.push(st.info.op_type.clone());
                     continue;
@@ -628,7 +654,7 @@ impl CompiledModel {
             .vals
             .iter()
             .filter(|v| v.alias.is_none() && matches!(v.loc, Loc::Arena(_)))
-            .map(|v| v.len() * 4)
+            .map(|v| v.words() * 4)
             .sum();
         Ok(PlanInfo {
             input_shapes: p.input_shapes.clone(),
@@ -985,6 +1011,27 @@ impl CompiledModel {
                     vec![],
                 );
                 outputs.push(y);
+            } else if is8(val.dtype) && matches!(val.loc, Loc::Arena(_)) {
+                let v = b.use_val8(&o.name, Layout::Nchw)?;
+                b.n_boxed += 1;
+                let slot = b.n_boxed - 1;
+                let val = &b.vals[v];
+                let (shape, dt) = (val.shape.clone(), val.dtype);
+                let y = b.push_val(&o.name, shape.clone(), dt, Layout::Nchw, Loc::Boxed(slot));
+                b.push_step(
+                    StepInfo {
+                        node: o.name.clone(),
+                        op_type: "Copy".into(),
+                        kernel: "copy_u8".into(),
+                        shape: shape.unwrap_or_default(),
+                        flops: 0,
+                    },
+                    Kernel::Unbox8 { x: v, slot },
+                    vec![v],
+                    vec![y],
+                    vec![],
+                );
+                outputs.push(y);
             } else {
                 outputs.push(v);
             }
@@ -1004,6 +1051,7 @@ impl CompiledModel {
             .map(|s| match &s.kernel {
                 Kernel::Conv { g, .. } if !g.is_pointwise() => g.scratch_len(),
                 Kernel::DwPw { dg, .. } => dwpw_band(dg) * dg.ow * dg.c,
+                Kernel::Q8(k) => q8::scratch_words(k),
                 _ => 0,
             })
             .max()
@@ -1082,6 +1130,11 @@ impl CompiledModel {
         let pool = &st.pool;
         let threads = pool.threads();
         match &step.kernel {
+            Kernel::Q8(k) => self.exec_q8(st, k, step.info.flops),
+            Kernel::Unbox8 { x, slot } => {
+                let t = q8_tensor(&plan.vals[*x], st.ptrs[*x] as *const u8)?;
+                st.boxed[*slot] = Some(t);
+            }
             Kernel::Conv { g, w, x, r, y, act } => {
                 let a = ConvArgs {
                     x: p(*x),
@@ -1471,6 +1524,7 @@ impl CompiledModel {
                     let val = &plan.vals[*v];
                     match val.loc {
                         Loc::Boxed(_) | Loc::Const(_) => None,
+                        _ if is8(val.dtype) => Some(q8_tensor(val, st.ptrs[*v] as *const u8)?),
                         _ => {
                             let len = val.len();
                             let data = unsafe { std::slice::from_raw_parts(st.ptrs[*v], len) }.to_vec();
@@ -1510,6 +1564,20 @@ impl CompiledModel {
             let val = &plan.vals[*v];
             match val.loc {
                 Loc::Boxed(k) => st.boxed[k] = Some(t),
+                _ if is8(val.dtype) && t.dtype() == val.dtype && Some(t.shape()) == val.shape.as_deref() => {
+                    let dst = st.ptrs[*v] as *mut u8;
+                    match t.dtype() {
+                        DType::I8 => {
+                            for (i, &q) in t.as_slice::<i8>()?.iter().enumerate() {
+                                unsafe { *dst.add(i) = (q as u8) ^ 0x80 };
+                            }
+                        }
+                        _ => {
+                            let src = t.as_slice::<u8>()?;
+                            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+                        }
+                    }
+                }
                 _ => {
                     if Some(t.shape()) != val.shape.as_deref() || t.dtype() != DType::F32 {
                         return Err(node.err(
@@ -1530,6 +1598,18 @@ impl CompiledModel {
         }
         Ok(())
     }
+}
+
+/// An 8-bit arena value (NCHW) as a tensor of its model dtype.
+fn q8_tensor(val: &Val, p: *const u8) -> Result<Tensor, RuntimeError> {
+    let len = val.len();
+    let bytes = unsafe { std::slice::from_raw_parts(p, len) };
+    let shape = val.shape.clone().unwrap_or_default();
+    Ok(if val.dtype == DType::I8 {
+        Tensor::from_vec(shape, bytes.iter().map(|&b| (b ^ 0x80) as i8).collect::<Vec<i8>>())?
+    } else {
+        Tensor::from_vec(shape, bytes.to_vec())?
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -1754,6 +1834,9 @@ impl Builder<'_> {
 
     /// Lowers `node` onto a kernel; false when it has none (fallback).
     fn lower_fast(&mut self, node: &Node) -> Result<bool, RuntimeError> {
+        if self.lower_q8(node)? {
+            return Ok(true);
+        }
         let dom = node.domain.as_str();
         if !(dom.is_empty() || dom == "ai.onnx" || dom == ops::fused::DOMAIN) {
             return Ok(false);
@@ -2555,7 +2638,11 @@ impl Builder<'_> {
                 ins.push(None);
                 continue;
             }
-            let v = self.use_val(n, Some(Layout::Nchw))?;
+            let v = if self.q8_shape(n).is_some() {
+                self.use_val8(n, Layout::Nchw)?
+            } else {
+                self.use_val(n, Some(Layout::Nchw))?
+            };
             ins.push(Some(v));
             reads.push(v);
         }
@@ -2566,9 +2653,15 @@ impl Builder<'_> {
                 outs.push(None);
                 continue;
             }
-            let id = match self.f32_shape(o) {
-                Some(s) => self.out_val(o, s, Layout::Nchw),
-                None => {
+            let q8 = self
+                .types
+                .get(o)
+                .filter(|t| is8(t.dtype))
+                .and_then(|t| t.known_dims().map(|s| (s, t.dtype)));
+            let id = match (self.f32_shape(o), q8) {
+                (Some(s), _) => self.out_val(o, s, Layout::Nchw),
+                (None, Some((s, dt))) => self.out_val8(o, s, dt, Layout::Nchw),
+                (None, None) => {
                     let dt = self.types.get(o).map_or(DType::F32, |t| t.dtype);
                     let shape = self.types.get(o).and_then(|t| t.known_dims());
                     self.n_boxed += 1;
@@ -2814,6 +2907,8 @@ fn plan_memory(vals: &mut [Val], steps: &mut [Step], outputs: &[usize]) -> usize
             if matches!(vals[r].loc, Loc::Arena(_))
                 && root_last[r] == Some(si)
                 && vals[r].len() == vals[y].len()
+                && vals[r].words() == vals[y].words()
+                && is8(vals[r].dtype) == is8(vals[y].dtype)
                 && vals[r].layout == vals[y].layout
                 && r != y
             {
@@ -2850,7 +2945,7 @@ fn plan_memory(vals: &mut [Val], steps: &mut [Step], outputs: &[usize]) -> usize
     let bufs: Vec<memory::Buffer> = roots
         .iter()
         .map(|&r| memory::Buffer {
-            len: vals[r].len().max(1),
+            len: vals[r].words().max(1),
             first: if lo[r] == usize::MAX { 0 } else { lo[r] },
             last: hi[r].max(if lo[r] == usize::MAX { 0 } else { lo[r] }),
         })

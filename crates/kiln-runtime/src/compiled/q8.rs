@@ -1,0 +1,1050 @@
+//! Lowering of kiln's integer ops (made from QDQ graphs by
+//! [`crate::lower_qdq`]) onto the int8 kernels, and their execution.
+//!
+//! 8-bit values live in the arena like f32 ones (a quarter of the words),
+//! stored as `u8`; a model's `int8` tensor is stored `+ 128` with its zero
+//! point and clamp bounds shifted by 128 (see [`kiln_kernels::quant`]), so
+//! every kernel reads and writes `u8` and `vpdpbusd` multiplies the stored
+//! bytes directly. Conversions happen only where a value leaves the integer
+//! world: the reference fallback and graph outputs see the model's dtype.
+//!
+//! | op | kernel |
+//! |----|--------|
+//! | `QuantizeLinear` (per tensor, f32 in) | `quantize_f32_u8` (NHWC for 4-D, so the first convolution reads it in place) |
+//! | `DequantizeLinear` (per tensor, 8-bit in) | `dequantize_u8_f32` |
+//! | `QConv` 1x1 stride 1 (weight zero point 0, or uint8 weights at 128) | int8 GEMM on the NHWC activation |
+//! | `QConv` depthwise | int8 depthwise kernel |
+//! | other `QConv` (group 1) | im2col (padding = input zero point) + int8 GEMM |
+//! | `QGemm` (constant weights) | int8 GEMM |
+//! | `QAdd` (same shapes) | `add_u8` |
+//! | `QGlobalAveragePool` | `global_avg_pool_u8` |
+//! | `QLut` | table lookup |
+//! | `MaxPool` on 8-bit | `maxpool_u8` |
+//! | `Reshape`/`Flatten`/`Squeeze`/`Unsqueeze`/`Identity` on 8-bit | buffer alias |
+//!
+//! Every kernel computes exactly the integers of the reference op, so the
+//! compiled int8 runtime equals the reference executor's integer path bit
+//! for bit.
+
+use super::*;
+use kiln_ir::quant::quantize_multiplier;
+use kiln_kernels::qgemm::{qgemm_name, qgemm_u8_raw, qtile_rows, QGemmArgs, QPackedB};
+use kiln_kernels::quant::{QOut, Requant};
+use std::ops::Range;
+
+/// An int8 step.
+#[derive(Debug)]
+pub(super) enum QKernel {
+    /// `y = clamp(round_half_even(x / scale) + zp)` (stored encoding).
+    Quantize {
+        x: usize,
+        y: usize,
+        len: usize,
+        scale: f32,
+        zp: i32,
+        lo: i32,
+        hi: i32,
+    },
+    /// `y = (x - zp) * scale` (stored encoding).
+    Dequantize {
+        x: usize,
+        y: usize,
+        len: usize,
+        scale: f32,
+        zp: i32,
+    },
+    /// GEMM over `m` rows of `lda` bytes (pointwise conv or QGemm).
+    Gemm {
+        m: usize,
+        w: Arc<QPackedB>,
+        a: usize,
+        lda: usize,
+        y: usize,
+    },
+    /// General convolution: im2col of a tile of pixels, then GEMM.
+    Im2col {
+        g: ConvGeom,
+        zx: u8,
+        w: Arc<QPackedB>,
+        x: usize,
+        y: usize,
+    },
+    /// Depthwise convolution, NHWC.
+    Dw {
+        g: ConvGeom,
+        w: Arc<QDw>,
+        x: usize,
+        y: usize,
+    },
+    /// `QAdd` of two same-shape tensors.
+    Add {
+        a: usize,
+        b: usize,
+        y: usize,
+        len: usize,
+        p: AddParams,
+    },
+    /// `QGlobalAveragePool`, NHWC `[n, hw, c]` -> `[n, c]`.
+    Gap {
+        x: usize,
+        y: usize,
+        n: usize,
+        hw: usize,
+        c: usize,
+        zx: i32,
+        rq: Box<Requant>,
+    },
+    /// `y = table[x]`.
+    Lut {
+        x: usize,
+        y: usize,
+        len: usize,
+        table: Box<[u8; 256]>,
+    },
+    /// Max pooling, NHWC.
+    MaxPool { g: PoolGeom, x: usize, y: usize },
+    /// Layout change of an 8-bit value.
+    Transpose {
+        x: usize,
+        y: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        to_nhwc: bool,
+    },
+}
+
+/// Depthwise weights: `[taps][c]` as `i32`, bias, zero point, requantization.
+#[derive(Debug)]
+pub(super) struct QDw {
+    w: Vec<i32>,
+    bias: Vec<i32>,
+    zx: i32,
+    rq: Requant,
+}
+
+/// `QAdd`'s parameters (stored zero points).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AddParams {
+    za: i32,
+    zb: i32,
+    ma: i32,
+    ea: i32,
+    mb: i32,
+    eb: i32,
+    m: i32,
+    e: i32,
+    out: QOut,
+}
+
+/// 8-bit dtype offset of the stored encoding.
+fn shift(dt: DType) -> Option<i32> {
+    match dt {
+        DType::U8 => Some(0),
+        DType::I8 => Some(128),
+        _ => None,
+    }
+}
+
+fn attr_i(node: &Node, name: &str, default: i64) -> Result<i32, RuntimeError> {
+    Ok(node.attr_int(name, default)? as i32)
+}
+
+fn ints(node: &Node, name: &str) -> Result<Option<Vec<i32>>, RuntimeError> {
+    Ok(node
+        .attr_ints_opt(name)?
+        .map(|v| v.iter().map(|&x| x as i32).collect()))
+}
+
+/// Output params `(dtype, QOut)` in the stored encoding.
+fn out_params(node: &Node) -> Result<Option<(DType, QOut)>, RuntimeError> {
+    let dt = match node.attr_int("output_dtype", 2)? {
+        2 => DType::U8,
+        3 => DType::I8,
+        _ => return Ok(None),
+    };
+    let (qmin, qmax): (i32, i32) = if dt == DType::U8 { (0, 255) } else { (-128, 127) };
+    let s = shift(dt).unwrap_or(0);
+    let zy = attr_i(node, "y_zero_point", 0)?;
+    let lo = attr_i(node, "y_min", qmin as i64)?;
+    let hi = attr_i(node, "y_max", qmax as i64)?;
+    if !(qmin..=qmax).contains(&zy) || lo > hi || lo < qmin || hi > qmax {
+        return Ok(None);
+    }
+    Ok(Some((
+        dt,
+        QOut {
+            zy: zy + s,
+            lo: lo + s,
+            hi: hi + s,
+        },
+    )))
+}
+
+impl Builder<'_> {
+    /// Static shape and dtype of an 8-bit value.
+    pub(super) fn q8_shape(&self, name: &str) -> Option<(Vec<usize>, DType)> {
+        if name.is_empty() {
+            return None;
+        }
+        if let Some(&v) = self.by_name.get(name) {
+            let val = &self.vals[v];
+            return (shift(val.dtype).is_some() && !matches!(val.loc, Loc::Boxed(_) | Loc::Const(_)))
+                .then(|| val.shape.clone().map(|s| (s, val.dtype)))
+                .flatten();
+        }
+        if self.is_const(name) {
+            return None;
+        }
+        let t = self.types.get(name)?;
+        shift(t.dtype)?;
+        Some((t.known_dims()?, t.dtype))
+    }
+
+    /// A new 8-bit arena value for output `name`.
+    pub(super) fn out_val8(&mut self, name: &str, shape: Vec<usize>, dt: DType, layout: Layout) -> usize {
+        let id = self.push_val(name, Some(shape), dt, layout, Loc::Arena(0));
+        self.by_name.insert(name.to_string(), id);
+        id
+    }
+
+    /// The 8-bit value `name` in layout `want`, inserting a transpose once.
+    pub(super) fn use_val8(&mut self, name: &str, want: Layout) -> Result<usize, RuntimeError> {
+        let id = self.use_val(name, None)?;
+        let v = &self.vals[id];
+        if v.layout == want || v.shape.as_deref().is_none_or(layout_free) {
+            return Ok(id);
+        }
+        if let Some(&c) = self.converted.get(&(id, want)) {
+            return Ok(c);
+        }
+        let s = v.shape.clone().unwrap_or_default();
+        let dt = v.dtype;
+        let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+        let y = self.push_val(name, Some(s.clone()), dt, want, Loc::Arena(0));
+        let to_nhwc = want == Layout::Nhwc;
+        self.push_step(
+            StepInfo {
+                node: name.to_string(),
+                op_type: "Transpose".into(),
+                kernel: if to_nhwc { "nchw_to_nhwc_u8" } else { "nhwc_to_nchw_u8" }.into(),
+                shape: s,
+                flops: 0,
+            },
+            Kernel::Q8(QKernel::Transpose {
+                x: id,
+                y,
+                n,
+                c,
+                hw,
+                to_nhwc,
+            }),
+            vec![id],
+            vec![y],
+            vec![],
+        );
+        self.converted.insert((id, want), y);
+        Ok(y)
+    }
+
+    /// Lowers an integer-path node; false when it has no int8 kernel.
+    pub(super) fn lower_q8(&mut self, node: &Node) -> Result<bool, RuntimeError> {
+        let dom = node.domain.as_str();
+        let std = dom.is_empty() || dom == "ai.onnx";
+        let Some(out) = node.outputs.first().filter(|o| !o.is_empty()).cloned() else {
+            return Ok(false);
+        };
+        match (node.op_type.as_str(), std, dom == "kiln") {
+            ("QuantizeLinear", true, _) => self.lower_quantize(node, &out),
+            ("DequantizeLinear", true, _) => self.lower_dequantize(node, &out),
+            ("QConv", _, true) => self.lower_qconv(node, &out),
+            ("QGemm", _, true) => self.lower_qgemm(node, &out),
+            ("QAdd", _, true) => self.lower_qadd(node, &out),
+            ("QGlobalAveragePool", _, true) => self.lower_qgap(node, &out),
+            ("QLut", _, true) => self.lower_qlut(node, &out),
+            ("MaxPool", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_maxpool8(node, &out),
+            ("Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity", true, _)
+                if self.q8_shape(&node.inputs[0]).is_some() =>
+            {
+                self.lower_alias8(node, &out)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Per-tensor scale and zero point inputs 1 and 2 of a Q/DQ node, as
+    /// (scale, zero point, dtype of the zero point).
+    fn qdq_params(&self, node: &Node) -> Result<Option<(f32, i32, DType)>, RuntimeError> {
+        let Some(s) = node.inputs.get(1).and_then(|s| self.const_tensor(s)) else {
+            return Ok(None);
+        };
+        if s.len() != 1 || s.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let scale = s.as_slice::<f32>()?[0];
+        let (zp, dt) = match node.inputs.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => {
+                let Some(z) = self.const_tensor(z) else {
+                    return Ok(None);
+                };
+                if z.len() != 1 {
+                    return Ok(None);
+                }
+                (z.to_i64_vec()?[0] as i32, z.dtype())
+            }
+            None => (0, DType::U8),
+        };
+        if node.attr_int("saturate", 1)? != 1 || !(scale.is_finite() && scale > 0.0) {
+            return Ok(None);
+        }
+        Ok(Some((scale, zp, dt)))
+    }
+
+    fn lower_quantize(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some(xs) = self.f32_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        let Some((scale, zp, dt)) = self.qdq_params(node)? else {
+            return Ok(false);
+        };
+        if node.attr_int("output_dtype", 0)? != 0 {
+            return Ok(false);
+        }
+        let Some(s) = shift(dt) else { return Ok(false) };
+        let want = (xs.len() == 4).then_some(Layout::Nhwc);
+        let xi = self.use_val(&node.inputs[0], want)?;
+        let layout = self.vals[xi].layout;
+        let (lo, hi) = if dt == DType::U8 { (0, 255) } else { (-128, 127) };
+        let y = self.out_val8(out, xs.clone(), dt, layout);
+        let len = xs.iter().product();
+        let info = self.info(node, "quantize_f32_u8".into(), &xs, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Quantize {
+                x: xi,
+                y,
+                len,
+                scale,
+                zp: zp + s,
+                lo: lo + s,
+                hi: hi + s,
+            }),
+            vec![xi],
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
+    fn lower_dequantize(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        let Some((scale, zp, dt)) = self.qdq_params(node)? else {
+            return Ok(false);
+        };
+        if dt != xdt || self.f32_shape(out).is_none() {
+            return Ok(false);
+        }
+        let xi = self.use_val(&node.inputs[0], None)?;
+        let layout = self.vals[xi].layout;
+        let y = self.out_val(out, xs.clone(), layout);
+        let len = xs.iter().product();
+        let info = self.info(node, "dequantize_u8_f32".into(), &xs, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Dequantize {
+                x: xi,
+                y,
+                len,
+                scale,
+                zp: zp + shift(dt).unwrap_or(0),
+            }),
+            vec![xi],
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
+    /// Weights `[m, k...]` as `i8` with zero point 0: int8 weights with
+    /// zero point 0, or uint8 weights with zero point 128 (shifted).
+    fn q_weights(&self, w: &Tensor, zw: &[i32]) -> Result<Option<Vec<i8>>, RuntimeError> {
+        Ok(match w.dtype() {
+            DType::I8 if zw.iter().all(|&z| z == 0) => Some(w.as_slice::<i8>()?.to_vec()),
+            DType::U8 if zw.iter().all(|&z| z == 128) => {
+                Some(w.as_slice::<u8>()?.iter().map(|&v| (v as i32 - 128) as i8).collect())
+            }
+            _ => None,
+        })
+    }
+
+    fn requant(node: &Node, n: usize, out: QOut) -> Result<Option<Requant>, RuntimeError> {
+        let (Some(m), Some(e)) = (ints(node, "multiplier")?, ints(node, "shift")?) else {
+            return Ok(None);
+        };
+        if !(m.len() == 1 || m.len() == n) || e.len() != m.len() {
+            return Ok(None);
+        }
+        if m.iter().any(|&v| v < 0) || e.iter().any(|&v| !(-31..=30).contains(&v)) {
+            return Ok(None);
+        }
+        Ok(Some(Requant::new(n, &m, &e, out)))
+    }
+
+    fn lower_qconv(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let x = &node.inputs[0];
+        let Some((xs, xdt)) = self.q8_shape(x) else {
+            return Ok(false);
+        };
+        let Some(w) = node.inputs.get(1).and_then(|w| self.const_tensor(w)) else {
+            return Ok(false);
+        };
+        let bias = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => match self.const_tensor(b) {
+                Some(t) if t.dtype() == DType::I32 => Some(t),
+                _ => return Ok(false),
+            },
+            None => None,
+        };
+        let Some((ydt, qo)) = out_params(node)? else {
+            return Ok(false);
+        };
+        if xs.len() != 4 {
+            return Ok(false);
+        }
+        let Some(cs) = conv2d_shape(node, self.cm.opset, &xs, w.shape(), bias.as_ref().map(|b| b.len()))? else {
+            return Ok(false);
+        };
+        let m = cs.m;
+        let zw = ints(node, "w_zero_point")?.unwrap_or_else(|| vec![0]);
+        let Some(wq) = self.q_weights(&w, &zw)? else {
+            return Ok(false);
+        };
+        let Some(rq) = Self::requant(node, m, qo)? else {
+            return Ok(false);
+        };
+        let zx = attr_i(node, "x_zero_point", 0)? + shift(xdt).unwrap_or(0);
+        if !(0..=255).contains(&zx) {
+            return Ok(false);
+        }
+        let bd: Option<Vec<i32>> = match &bias {
+            Some(b) => Some(b.as_slice::<i32>()?.to_vec()),
+            None => None,
+        };
+        let ys = vec![cs.n, m, cs.output[0], cs.output[1]];
+        let g = ConvGeom {
+            n: cs.n,
+            h: cs.input[0],
+            w: cs.input[1],
+            ci: cs.c,
+            co: m,
+            group: cs.group,
+            kh: cs.kernel[0],
+            kw: cs.kernel[1],
+            sh: cs.strides[0],
+            sw: cs.strides[1],
+            dh: cs.dilations[0],
+            dw: cs.dilations[1],
+            pt: cs.pads_begin[0],
+            pl: cs.pads_begin[1],
+            oh: cs.output[0],
+            ow: cs.output[1],
+        };
+        let isa = self.cm.isa;
+        let depthwise = cs.group == cs.c && cs.c == m && cs.group > 1;
+        if !depthwise && cs.group != 1 {
+            return Ok(false);
+        }
+        let xi = self.use_val8(x, Layout::Nhwc)?;
+        let y = self.out_val8(out, ys.clone(), ydt, Layout::Nhwc);
+        let macs = g.macs();
+        let (kernel, kname) = if depthwise {
+            let taps = g.kh * g.kw;
+            let mut wt = vec![0i32; taps * m];
+            for c in 0..m {
+                for t in 0..taps {
+                    wt[t * m + c] = wq[c * taps + t] as i32;
+                }
+            }
+            let dw = Arc::new(QDw {
+                w: wt,
+                bias: bd.unwrap_or_else(|| vec![0; m]),
+                zx,
+                rq,
+            });
+            (
+                QKernel::Dw {
+                    g,
+                    w: dw,
+                    x: xi,
+                    y,
+                },
+                format!("qdwconv_u8_scalar_{}x{}s{}", g.kh, g.kw, g.sh),
+            )
+        } else {
+            let k = g.ci * g.kh * g.kw;
+            // ONNX weights [m][ci][kh][kw]; im2col rows are (ky, kx, ci) in NHWC.
+            let (kh, kw, ci) = (g.kh, g.kw, g.ci);
+            let wref = &wq;
+            let b = Arc::new(QPackedB::pack(
+                isa,
+                k,
+                m,
+                |kk, j| {
+                    let (ky, rest) = (kk / (kw * ci), kk % (kw * ci));
+                    let (kx, c) = (rest / ci, rest % ci);
+                    wref[((j * ci + c) * kh + ky) * kw + kx]
+                },
+                bd.as_deref(),
+                zx,
+                &rq,
+            ));
+            if g.is_pointwise() {
+                (
+                    QKernel::Gemm {
+                        m: g.pixels(),
+                        w: b,
+                        a: xi,
+                        lda: g.ci,
+                        y,
+                    },
+                    qgemm_name(isa).to_string(),
+                )
+            } else {
+                (
+                    QKernel::Im2col {
+                        g,
+                        zx: zx as u8,
+                        w: b,
+                        x: xi,
+                        y,
+                    },
+                    format!("{}_im2col_{}x{}s{}", qgemm_name(isa), g.kh, g.kw, g.sh),
+                )
+            }
+        };
+        let info = self.info(node, kname, &ys, 2 * macs);
+        self.push_step(info, Kernel::Q8(kernel), vec![xi], vec![y], vec![]);
+        self.released(node, &[1, 2]);
+        Ok(true)
+    }
+
+    fn lower_qgemm(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let a = &node.inputs[0];
+        let Some((xs, xdt)) = self.q8_shape(a) else {
+            return Ok(false);
+        };
+        let Some(w) = node.inputs.get(1).and_then(|w| self.const_tensor(w)) else {
+            return Ok(false);
+        };
+        if w.rank() != 2 || xs.is_empty() || *xs.last().unwrap_or(&0) != w.shape()[1] {
+            return Ok(false);
+        }
+        let (n, k) = (w.shape()[0], w.shape()[1]);
+        let bias = match node.inputs.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => match self.const_tensor(b) {
+                Some(t) if t.dtype() == DType::I32 && t.len() == n => Some(t.as_slice::<i32>()?.to_vec()),
+                _ => return Ok(false),
+            },
+            None => None,
+        };
+        let Some((ydt, qo)) = out_params(node)? else {
+            return Ok(false);
+        };
+        let zw = ints(node, "w_zero_point")?.unwrap_or_else(|| vec![0]);
+        let Some(wq) = self.q_weights(&w, &zw)? else {
+            return Ok(false);
+        };
+        let Some(rq) = Self::requant(node, n, qo)? else {
+            return Ok(false);
+        };
+        let zx = attr_i(node, "a_zero_point", 0)? + shift(xdt).unwrap_or(0);
+        if !(0..=255).contains(&zx) {
+            return Ok(false);
+        }
+        let isa = self.cm.isa;
+        let b = Arc::new(QPackedB::pack(isa, k, n, |kk, j| wq[j * k + kk], bias.as_deref(), zx, &rq));
+        let xi = self.use_val8(a, Layout::Nchw)?;
+        let mut ys = xs.clone();
+        *ys.last_mut().unwrap_or(&mut 0) = n;
+        let y = self.out_val8(out, ys.clone(), ydt, Layout::Nchw);
+        let m: usize = xs[..xs.len() - 1].iter().product();
+        let info = self.info(node, qgemm_name(isa).into(), &ys, 2 * (m * n * k) as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Gemm {
+                m,
+                w: b,
+                a: xi,
+                lda: k,
+                y,
+            }),
+            vec![xi],
+            vec![y],
+            vec![],
+        );
+        self.released(node, &[1, 2]);
+        Ok(true)
+    }
+
+    fn lower_qadd(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let (Some((sa, da)), Some((sb, db))) = (
+            self.q8_shape(&node.inputs[0]),
+            node.inputs.get(1).and_then(|b| self.q8_shape(b)),
+        ) else {
+            return Ok(false);
+        };
+        if sa != sb {
+            return Ok(false);
+        }
+        let Some((ydt, out_q)) = out_params(node)? else {
+            return Ok(false);
+        };
+        let one = |name: &str| -> Result<Option<i32>, RuntimeError> {
+            Ok(ints(node, name)?.and_then(|v| (v.len() == 1).then_some(v[0])))
+        };
+        let (Some(ma), Some(ea), Some(mb), Some(eb), Some(m), Some(e)) = (
+            one("a_multiplier")?,
+            one("a_shift")?,
+            one("b_multiplier")?,
+            one("b_shift")?,
+            one("multiplier")?,
+            one("shift")?,
+        ) else {
+            return Ok(false);
+        };
+        if [ma, mb, m].iter().any(|&v| v < 0) || [ea, eb, e].iter().any(|&v| !(-31..=30).contains(&v)) {
+            return Ok(false);
+        }
+        let p = AddParams {
+            za: attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0),
+            zb: attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0),
+            ma,
+            ea,
+            mb,
+            eb,
+            m,
+            e,
+            out: out_q,
+        };
+        let ai = self.use_val(&node.inputs[0], None)?;
+        let layout = self.vals[ai].layout;
+        let bi = self.use_val8(&node.inputs[1], layout)?;
+        let y = self.out_val8(out, sa.clone(), ydt, layout);
+        let len = sa.iter().product();
+        let info = self.info(node, "add_u8".into(), &sa, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Add {
+                a: ai,
+                b: bi,
+                y,
+                len,
+                p,
+            }),
+            vec![ai, bi],
+            vec![y],
+            vec![ai, bi],
+        );
+        Ok(true)
+    }
+
+    fn lower_qgap(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        let Some((ydt, qo)) = out_params(node)? else {
+            return Ok(false);
+        };
+        if xs.len() != 4 {
+            return Ok(false);
+        }
+        let (n, c, hw) = (xs[0], xs[1], xs[2] * xs[3]);
+        let sx = node.attr_float("x_scale", 0.0)? as f64;
+        let sy = node.attr_float("y_scale", 0.0)? as f64;
+        let Ok((m, e)) = quantize_multiplier(sx / (sy * hw.max(1) as f64)) else {
+            return Ok(false);
+        };
+        let zx = attr_i(node, "x_zero_point", 0)? + shift(xdt).unwrap_or(0);
+        let xi = self.use_val8(&node.inputs[0], Layout::Nhwc)?;
+        let ys = vec![n, c, 1, 1];
+        let y = self.out_val8(out, ys.clone(), ydt, Layout::Nchw);
+        let info = self.info(node, "global_avg_pool_u8".into(), &ys, (n * c * hw) as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Gap {
+                x: xi,
+                y,
+                n,
+                hw,
+                c,
+                zx,
+                rq: Box::new(Requant::new(1, &[m], &[e], qo)),
+            }),
+            vec![xi],
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
+    fn lower_qlut(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((xs, _)) = self.q8_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        let Some((ydt, _)) = out_params(node)? else {
+            return Ok(false);
+        };
+        let Some(t) = node.attr_ints_opt("table")? else {
+            return Ok(false);
+        };
+        let s = shift(ydt).unwrap_or(0) as i64;
+        if t.len() != 256 || t.iter().any(|&v| !(0..=255).contains(&(v + s))) {
+            return Ok(false);
+        }
+        let mut table = Box::new([0u8; 256]);
+        for (d, &v) in table.iter_mut().zip(&t) {
+            *d = (v + s) as u8;
+        }
+        let xi = self.use_val(&node.inputs[0], None)?;
+        let layout = self.vals[xi].layout;
+        let y = self.out_val8(out, xs.clone(), ydt, layout);
+        let len = xs.iter().product();
+        let info = self.info(node, "lut_u8".into(), &xs, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Lut { x: xi, y, len, table }),
+            vec![xi],
+            vec![y],
+            vec![xi],
+        );
+        Ok(true)
+    }
+
+    fn lower_maxpool8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        if xs.len() != 4 || node.outputs.len() > 1 && !node.outputs[1].is_empty() {
+            return Ok(false);
+        }
+        let Some(ps) = pool2d_shape(node, self.cm.opset, &xs)? else {
+            return Ok(false);
+        };
+        if !ps.max {
+            return Ok(false);
+        }
+        let g = PoolGeom {
+            n: xs[0],
+            h: xs[2],
+            w: xs[3],
+            c: xs[1],
+            kh: ps.kernel[0],
+            kw: ps.kernel[1],
+            sh: ps.strides[0],
+            sw: ps.strides[1],
+            pt: ps.pads_begin[0],
+            pl: ps.pads_begin[1],
+            pb: ps.pads_end[0],
+            pr: ps.pads_end[1],
+            oh: ps.output[0],
+            ow: ps.output[1],
+            max: true,
+            count_include_pad: false,
+        };
+        let xi = self.use_val8(&node.inputs[0], Layout::Nhwc)?;
+        let ys = vec![xs[0], xs[1], g.oh, g.ow];
+        let y = self.out_val8(out, ys.clone(), xdt, Layout::Nhwc);
+        let info = self.info(node, "maxpool_u8".into(), &ys, 0);
+        self.push_step(info, Kernel::Q8(QKernel::MaxPool { g, x: xi, y }), vec![xi], vec![y], vec![]);
+        Ok(true)
+    }
+
+    fn lower_alias8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
+            return Ok(false);
+        };
+        let Some(ys) = self.types.get(out).and_then(|t| t.known_dims()) else {
+            return Ok(false);
+        };
+        if xs.iter().product::<usize>() != ys.iter().product::<usize>() {
+            return Ok(false);
+        }
+        let xi = self.use_val8(&node.inputs[0], Layout::Nchw)?;
+        let root = self.vals[xi].alias.unwrap_or(xi);
+        let loc = self.vals[root].loc;
+        let y = self.push_val(out, Some(ys), xdt, Layout::Nchw, loc);
+        self.vals[y].alias = Some(root);
+        self.by_name.insert(out.to_string(), y);
+        Ok(true)
+    }
+}
+
+/// Rows of an im2col tile (a multiple of every int8 GEMM's tile rows).
+const IM2COL_ROWS: usize = 96;
+
+/// Scratch words (f32 units) an int8 step needs per thread.
+pub(super) fn scratch_words(k: &QKernel) -> usize {
+    match k {
+        QKernel::Im2col { g, .. } => (IM2COL_ROWS * g.ci * g.kh * g.kw).div_ceil(4) + 16,
+        _ => 0,
+    }
+}
+
+/// Packed bytes held by an int8 step, with a key to count shared ones once.
+pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
+    match k {
+        QKernel::Gemm { w, .. } | QKernel::Im2col { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
+        QKernel::Dw { w, .. } => Some((Arc::as_ptr(w) as usize, (w.w.len() + w.bias.len()) * 4 + w.rq.bytes())),
+        _ => None,
+    }
+}
+
+/// Round half to even, as ONNX QuantizeLinear.
+#[inline]
+fn rne(v: f32) -> f32 {
+    v.round_ties_even()
+}
+
+impl CompiledModel {
+    pub(super) fn exec_q8(&self, st: &mut RunState, k: &QKernel, flops: u64) {
+        let p8 = |v: usize| st.ptrs[v] as *mut u8;
+        let pool = &st.pool;
+        let threads = pool.threads();
+        match k {
+            QKernel::Quantize {
+                x,
+                y,
+                len,
+                scale,
+                zp,
+                lo,
+                hi,
+            } => {
+                let xs = unsafe { std::slice::from_raw_parts(st.ptrs[*x], *len) };
+                let ys = unsafe { std::slice::from_raw_parts_mut(p8(*y), *len) };
+                for (d, &v) in ys.iter_mut().zip(xs) {
+                    // As the reference: `as` saturates (NaN -> 0).
+                    let r = rne(v / scale) as i64;
+                    *d = r.saturating_add(*zp as i64).clamp(*lo as i64, *hi as i64) as u8;
+                }
+            }
+            QKernel::Dequantize { x, y, len, scale, zp } => {
+                let xs = unsafe { std::slice::from_raw_parts(p8(*x), *len) };
+                let ys = unsafe { std::slice::from_raw_parts_mut(st.ptrs[*y], *len) };
+                for (d, &v) in ys.iter_mut().zip(xs) {
+                    *d = (v as i32 - zp) as f32 * scale;
+                }
+            }
+            QKernel::Gemm { m, w, a, lda, y } => {
+                let args = QGemmArgs {
+                    m: *m,
+                    a: p8(*a),
+                    lda: *lda,
+                    c: p8(*y),
+                    ldc: w.n,
+                };
+                let mr = qtile_rows(w.isa);
+                let panels = w.panels();
+                let parts = if flops < 200_000 { 1 } else { threads.min(m.div_ceil(mr).max(panels)) };
+                let by_rows = *m >= 2 * mr * parts || panels < parts;
+                pool.run(parts, &|i| unsafe {
+                    if by_rows {
+                        qgemm_u8_raw(&args, w, split_range(*m, parts, i), 0..panels);
+                    } else {
+                        qgemm_u8_raw(&args, w, 0..*m, split_range(panels, parts, i));
+                    }
+                });
+            }
+            QKernel::Im2col { g, zx, w, x, y } => {
+                let pix = g.pixels();
+                let parts = if flops < 200_000 { 1 } else { threads.min(pix.div_ceil(IM2COL_ROWS)) };
+                let scratch = ScratchPtrs {
+                    base: st.scratch.as_mut_ptr() as usize,
+                };
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let words = scratch_words(k);
+                pool.run(parts, &|i| unsafe {
+                    let s = scratch.get(i % threads, words);
+                    let s8 = s.as_mut_ptr() as *mut u8;
+                    let r = split_range(pix, parts, i);
+                    let kk = g.ci * g.kh * g.kw;
+                    let mut p0 = r.start;
+                    while p0 < r.end {
+                        let p1 = (p0 + IM2COL_ROWS).min(r.end);
+                        im2col_u8(g, px.get() as *const u8, s8, p0..p1, *zx);
+                        let args = QGemmArgs {
+                            m: p1 - p0,
+                            a: s8,
+                            lda: kk,
+                            c: (py.get() as *mut u8).add(p0 * g.co),
+                            ldc: g.co,
+                        };
+                        qgemm_u8_raw(&args, w, 0..p1 - p0, 0..w.panels());
+                        p0 = p1;
+                    }
+                });
+            }
+            QKernel::Dw { g, w, x, y } => {
+                let rows = g.n * g.oh;
+                let parts = if flops < 100_000 { 1 } else { threads.min(rows) };
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                pool.run(parts, &|i| unsafe {
+                    qdw_scalar(g, w, px.get() as *const u8, py.get() as *mut u8, split_range(rows, parts, i));
+                });
+            }
+            QKernel::Add { a, b, y, len, p } => {
+                let (pa, pb, py) = (p8(*a) as *const u8, p8(*b) as *const u8, p8(*y));
+                for i in 0..*len {
+                    unsafe {
+                        let sa = kiln_kernels::quant::requantize((*pa.add(i) as i32 - p.za) << 20, p.ma, p.ea);
+                        let sb = kiln_kernels::quant::requantize((*pb.add(i) as i32 - p.zb) << 20, p.mb, p.eb);
+                        *py.add(i) = kiln_kernels::quant::requantize_u8(sa.wrapping_add(sb), p.m, p.e, &p.out);
+                    }
+                }
+            }
+            QKernel::Gap {
+                x,
+                y,
+                n,
+                hw,
+                c,
+                zx,
+                rq,
+            } => {
+                let (px, py) = (p8(*x) as *const u8, p8(*y));
+                let mut acc = vec![0i32; *c];
+                for b in 0..*n {
+                    acc.fill(0);
+                    for q in 0..*hw {
+                        let row = unsafe { std::slice::from_raw_parts(px.add((b * hw + q) * c), *c) };
+                        for (a, &v) in acc.iter_mut().zip(row) {
+                            *a = a.wrapping_add(v as i32 - zx);
+                        }
+                    }
+                    for (j, &a) in acc.iter().enumerate() {
+                        unsafe { *py.add(b * c + j) = rq.apply(a, 0) };
+                    }
+                }
+            }
+            QKernel::Lut { x, y, len, table } => {
+                let (px, py) = (p8(*x) as *const u8, p8(*y));
+                for i in 0..*len {
+                    unsafe { *py.add(i) = table[*px.add(i) as usize] };
+                }
+            }
+            QKernel::MaxPool { g, x, y } => unsafe { maxpool_u8_scalar(g, p8(*x), p8(*y)) },
+            QKernel::Transpose {
+                x,
+                y,
+                n,
+                c,
+                hw,
+                to_nhwc,
+            } => {
+                let (px, py) = (p8(*x) as *const u8, p8(*y));
+                for b in 0..*n {
+                    for ci in 0..*c {
+                        for q in 0..*hw {
+                            unsafe {
+                                let (src, dst) = if *to_nhwc {
+                                    ((b * c + ci) * hw + q, (b * hw + q) * c + ci)
+                                } else {
+                                    ((b * hw + q) * c + ci, (b * c + ci) * hw + q)
+                                };
+                                *py.add(dst) = *px.add(src);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// im2col of output pixels `pix` into rows of `ci*kh*kw` bytes ordered
+/// (ky, kx, c); taps outside the image read the zero point `zx`.
+unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>, zx: u8) {
+    let k = g.ci * g.kh * g.kw;
+    for (r, p) in pix.enumerate() {
+        let b = p / (g.oh * g.ow);
+        let oy = (p / g.ow) % g.oh;
+        let ox = p % g.ow;
+        let row = out.add(r * k);
+        for ky in 0..g.kh {
+            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+            for kx in 0..g.kw {
+                let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
+                let dst = row.add((ky * g.kw + kx) * g.ci);
+                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                    std::ptr::write_bytes(dst, zx, g.ci);
+                } else {
+                    let src = x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.ci);
+                    std::ptr::copy_nonoverlapping(src, dst, g.ci);
+                }
+            }
+        }
+    }
+}
+
+/// Depthwise int8 convolution, scalar: output rows `rows` of `n * oh`.
+unsafe fn qdw_scalar(g: &ConvGeom, w: &QDw, x: *const u8, y: *mut u8, rows: Range<usize>) {
+    let c = g.co;
+    let mut acc = vec![0i32; c];
+    for r in rows {
+        let (b, oy) = (r / g.oh, r % g.oh);
+        for ox in 0..g.ow {
+            acc.copy_from_slice(&w.bias);
+            for ky in 0..g.kh {
+                let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                for kx in 0..g.kw {
+                    let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
+                    if ix < 0 || ix >= g.w as isize {
+                        continue;
+                    }
+                    let src = std::slice::from_raw_parts(x.add(((b * g.h + iy as usize) * g.w + ix as usize) * c), c);
+                    let wt = &w.w[(ky * g.kw + kx) * c..][..c];
+                    for j in 0..c {
+                        acc[j] = acc[j].wrapping_add((src[j] as i32 - w.zx) * wt[j]);
+                    }
+                }
+            }
+            let dst = y.add(((b * g.oh + oy) * g.ow + ox) * c);
+            for (j, &a) in acc.iter().enumerate() {
+                *dst.add(j) = w.rq.apply(a, j);
+            }
+        }
+    }
+}
+
+/// Max pooling of u8 NHWC (padding ignored).
+unsafe fn maxpool_u8_scalar(g: &PoolGeom, x: *const u8, y: *mut u8) {
+    for b in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let dst = y.add(((b * g.oh + oy) * g.ow + ox) * g.c);
+                for j in 0..g.c {
+                    let mut m = 0u8;
+                    for ky in 0..g.kh {
+                        let iy = (oy * g.sh + ky) as isize - g.pt as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        for kx in 0..g.kw {
+                            let ix = (ox * g.sw + kx) as isize - g.pl as isize;
+                            if ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                            m = m.max(*x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.c + j));
+                        }
+                    }
+                    *dst.add(j) = m;
+                }
+            }
+        }
+    }
+}
