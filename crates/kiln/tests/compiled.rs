@@ -226,27 +226,36 @@ fn one_model_shared_by_many_threads() {
 fn check_int8(path: &Path, inputs: Vec<Tensor>) -> Vec<String> {
     let m = kiln::load_model(path).unwrap();
     let reference = kiln::Session::new(m.clone()).unwrap();
-    let cm = CompiledModel::compile(m, &CompileOptions::default()).unwrap();
-    let mut s1 = cm.new_state(1);
-    let mut s2 = cm.new_state(2);
+    let want: Vec<Vec<Tensor>> = inputs.iter().map(|x| reference.run(vec![x.clone()]).unwrap()).collect();
+    let bits = |t: &Tensor| t.to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let mut kernels = Vec::new();
-    for x in inputs {
-        let want = reference.run(vec![x.clone()]).unwrap();
-        let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
-        for st in [&mut s1, &mut s2] {
-            let got = cm.run(st, vec![x.clone()]).unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                let bits = |t: &Tensor| t.to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(g), bits(w), "{}: output differs from the reference integer path", path.display());
+    // Every ISA level this CPU runs (the int8 kernels differ per level).
+    for isa in kiln::runtime::Isa::runnable() {
+        let opts = CompileOptions {
+            max_isa: Some(isa),
+            ..CompileOptions::default()
+        };
+        let cm = CompiledModel::compile(m.clone(), &opts).unwrap();
+        let mut s1 = cm.new_state(1);
+        let mut s2 = cm.new_state(2);
+        for (x, want) in inputs.iter().zip(&want) {
+            let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
+            for st in [&mut s1, &mut s2] {
+                let got = cm.run(st, vec![x.clone()]).unwrap();
+                for (g, w) in got.iter().zip(want) {
+                    assert_eq!(bits(g), bits(w), "{} at {isa}: output differs from the reference integer path", path.display());
+                }
+            }
+            println!(
+                "{} at {isa}: bit-identical to the reference integer path; arena {} KiB, fallback {:?}",
+                path.file_name().unwrap().to_string_lossy(),
+                info.arena_bytes / 1024,
+                info.fallback_ops
+            );
+            if isa == kiln::runtime::Isa::detect() {
+                kernels = info.steps.iter().map(|s| s.kernel.clone()).collect();
             }
         }
-        println!(
-            "{}: bit-identical to the reference integer path; arena {} KiB, fallback {:?}",
-            path.file_name().unwrap().to_string_lossy(),
-            info.arena_bytes / 1024,
-            info.fallback_ops
-        );
-        kernels = info.steps.iter().map(|s| s.kernel.clone()).collect();
     }
     kernels
 }

@@ -68,6 +68,25 @@ fn effnet_int8_calibrated_on_photos_keeps_top1() {
          {lowered} QConv, top-1 same as fp32 {same}/20, int8 top-1 {ok8}/20 (fp32 {ok32}/20), logit SQNR {sq:.2} dB"
     );
     println!("{report}");
+    // kiln's own QDQ file on the compiled int8 runtime: bit-identical to the
+    // reference integer path, on every ISA level the CPU runs.
+    for isa in kiln::runtime::Isa::runnable() {
+        let opts = kiln::runtime::CompileOptions {
+            max_isa: Some(isa),
+            ..Default::default()
+        };
+        let cm = kiln::runtime::CompiledModel::compile(kiln::load_model(&file).unwrap(), &opts).unwrap();
+        let info = cm.plan_info(&[vec![1, 3, 224, 224]]).unwrap();
+        assert!(info.fallback_ops.is_empty(), "fallback ops at {isa}: {:?}", info.fallback_ops);
+        let mut st = cm.new_state(2);
+        for (x, _) in eval.iter().take(3) {
+            let want = int8.run(vec![x.clone()]).unwrap()[0].to_f32_vec();
+            let got = cm.run(&mut st, vec![x.clone()]).unwrap()[0].to_f32_vec();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "compiled int8 at {isa} differs from the reference integer path");
+        }
+        println!("compiled int8 at {isa}: bit-identical on 3 photos, no fallback");
+    }
     let _ = std::fs::remove_dir_all(&work);
     assert_eq!(lowered, 49, "every convolution runs on the integer kernel");
     assert!(same >= 19, "top-1 equal to fp32 on {same}/20");
