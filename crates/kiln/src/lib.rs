@@ -149,7 +149,9 @@ impl Error {
 /// Loads, optimizes ([`kiln_opt::optimize`] at the default level: constant
 /// folding, BatchNormalization folding, Conv/Gemm + activation + residual
 /// fusion) and compiles a model for the fast runtime
-/// ([`runtime::CompiledModel`]).
+/// ([`runtime::CompiledModel`]). Quantized (QDQ) models have their QDQ
+/// patterns lowered to kiln's integer ops first ([`runtime::lower_qdq`]),
+/// which run on the int8 kernels.
 ///
 /// Errors: the file's load errors, then optimizer and compile errors, all
 /// naming the file.
@@ -179,6 +181,11 @@ pub fn compile_model(
     mut m: ir::Model,
     opts: &runtime::CompileOptions,
 ) -> Result<runtime::CompiledModel, Error> {
+    // QDQ patterns first become kiln's integer ops (the optimizer would fold
+    // the weights' DequantizeLinear into float weights and fuse across the
+    // Q/DQ boundaries, leaving float convolutions).
+    m.graph.validate()?;
+    runtime::lower_qdq(&mut m)?;
     kiln_opt::optimize(&mut m, &kiln_opt::Options::default())?;
     Ok(runtime::CompiledModel::compile(m, opts)?)
 }
