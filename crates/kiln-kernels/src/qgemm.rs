@@ -277,7 +277,7 @@ pub use x86::qgemm_u8i8_avx512vnni_12x32;
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
-    use crate::quant::x86::requant16;
+    use crate::quant::x86::{requant16, requant32};
     use std::arch::x86_64::*;
 
     /// `k % 4` trailing bytes of a row as the low bytes of an `i32` (the
@@ -380,10 +380,13 @@ mod x86 {
         };
         for i in 0..MR {
             let cp = args.c.add((i0 + i) * args.ldc + col);
-            let y0 = requant16(&b.rq, col, acc0[i]);
-            let y1 = requant16(&b.rq, col + 16, acc1[i]);
-            _mm_mask_storeu_epi8(cp as *mut i8, m0, y0);
-            _mm_mask_storeu_epi8(cp.add(16) as *mut i8, m1, y1);
+            let y = requant32(&b.rq, col, acc0[i], acc1[i]);
+            if cols == 32 {
+                _mm256_storeu_si256(cp as *mut __m256i, y);
+            } else {
+                _mm_mask_storeu_epi8(cp as *mut i8, m0, _mm256_castsi256_si128(y));
+                _mm_mask_storeu_epi8(cp.add(16) as *mut i8, m1, _mm256_extracti128_si256::<1>(y));
+            }
         }
     }
 

@@ -89,8 +89,8 @@ pub struct Requant {
     pub(crate) round64: Vec<i64>,
     /// `m * 2^(e - 31)` per channel as `f64` (exact: `m` has 31 bits).
     pub(crate) scale64: Vec<f64>,
-    /// Per 16 channels: every exponent `e >= -12` (shift `<= 43`), so the
-    /// `f64` epilogue is exact (see `x86::requant16`).
+    /// Per 16 channels: every exponent `e <= 0` (real multiplier below 1,
+    /// so `|acc * M| < 2^31`): the `f64` epilogue applies (see `x86::requant16`).
     pub(crate) fast: Vec<bool>,
 }
 
@@ -133,7 +133,7 @@ impl Requant {
         }
         let scale64 = (0..np).map(|i| m[i] as f64 * 2f64.powi(e[i] - 31)).collect();
         let fast = (0..np / 16)
-            .map(|g| e[g * 16..g * 16 + 16].iter().all(|&v| v >= -12))
+            .map(|g| e[g * 16..g * 16 + 16].iter().all(|&v| v <= 0))
             .collect();
         Requant {
             n,
@@ -164,39 +164,68 @@ pub(crate) mod x86 {
     use super::Requant;
     use std::arch::x86_64::*;
 
+    /// `1.5 * 2^52`: adding it to a double `|x| < 2^51` rounds `x` to an
+    /// integer (half to even) held in the low bits of the mantissa.
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+    /// `rhe(acc * M) + zy` for 16 channels as `i32`, where every exponent of
+    /// the group is `<= 0`. `acc` and `M = m * 2^(e - 31)` are exact doubles
+    /// and one fused multiply-add `acc * M + (1.5 * 2^52 + zy)` rounds the
+    /// exact product once, to an integer, half to even: exactly
+    /// [`requantize`]`(acc, m, e) + zy`, read from the low 32 bits of each
+    /// double (`|acc * M| < |acc| < 2^31`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn fma16(rq: &Requant, c0: usize, acc: __m512i) -> __m512i {
+        let s = rq.scale64.as_ptr().add(c0);
+        let magic = _mm512_set1_pd(MAGIC + rq.out.zy as f64);
+        let a0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc));
+        let a1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc));
+        let f0 = _mm512_fmadd_pd(a0, _mm512_loadu_pd(s), magic);
+        let f1 = _mm512_fmadd_pd(a1, _mm512_loadu_pd(s.add(8)), magic);
+        let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        _mm512_permutex2var_epi32(_mm512_castpd_si512(f0), idx, _mm512_castpd_si512(f1))
+    }
+
     /// Requantizes 16 accumulators of channels `c0..c0 + 16` (`c0` a
-    /// multiple of 16) to 16 bytes, exactly as [`Requant::apply`].
-    ///
-    /// Where every shift `r = 31 - e` of the 16 channels is at most 43 (real
-    /// multipliers `>= 2^-13`, the usual case), in `f64`: `acc` and
-    /// `m * 2^-r` are exact doubles, their product is off the exact
-    /// `x = acc*m/2^r` by at most `|x| * 2^-53`, which for the `|x| < 512`
-    /// that survive the clamp is below `2^-44 < 2^-r`, the distance from a
-    /// non-tie multiple of `2^-r` to the nearest half-integer; exact ties
-    /// (`< 12` significant bits) are represented exactly. So clamping in
-    /// `f64` and converting with round-half-even gives the exact result.
-    /// Otherwise [`requant16_i64`].
+    /// multiple of 16) to 16 bytes, exactly as [`Requant::apply`]: by
+    /// `fma16` when the group's multipliers are below 1 (the usual case),
+    /// else [`requant16_i64`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(crate) unsafe fn requant16(rq: &Requant, c0: usize, acc: __m512i) -> __m128i {
         if !*rq.fast.get_unchecked(c0 / 16) {
             return requant16_i64(rq, c0, acc);
         }
-        let s = rq.scale64.as_ptr().add(c0);
-        let lo = _mm512_set1_pd((rq.out.lo - rq.out.zy) as f64);
-        let hi = _mm512_set1_pd((rq.out.hi - rq.out.zy) as f64);
-        let a0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc));
-        let a1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc));
-        let p0 = _mm512_min_pd(_mm512_max_pd(_mm512_mul_pd(a0, _mm512_loadu_pd(s)), lo), hi);
-        let p1 = _mm512_min_pd(
-            _mm512_max_pd(_mm512_mul_pd(a1, _mm512_loadu_pd(s.add(8))), lo),
-            hi,
+        let q = fma16(rq, c0, acc);
+        let q = _mm512_min_epi32(
+            _mm512_max_epi32(q, _mm512_set1_epi32(rq.out.lo)),
+            _mm512_set1_epi32(rq.out.hi),
         );
-        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let i0 = _mm512_cvt_roundpd_epi32::<RNE>(p0);
-        let i1 = _mm512_cvt_roundpd_epi32::<RNE>(p1);
-        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(i0), i1);
-        _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(rq.out.zy)))
+        _mm512_cvtepi32_epi8(q)
+    }
+
+    /// [`requant16`] of channels `c0..c0 + 32` to 32 bytes (saturating packs,
+    /// then the clamp on bytes).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn requant32(rq: &Requant, c0: usize, acc0: __m512i, acc1: __m512i) -> __m256i {
+        if !(*rq.fast.get_unchecked(c0 / 16) && *rq.fast.get_unchecked(c0 / 16 + 1)) {
+            let y0 = requant16(rq, c0, acc0);
+            let y1 = requant16(rq, c0 + 16, acc1);
+            return _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(y0), y1);
+        }
+        let q0 = fma16(rq, c0, acc0);
+        let q1 = fma16(rq, c0 + 16, acc1);
+        // Per 128-bit lane L: q0[4L..4L+4], q1[4L..4L+4] as i16, then u8 (both saturating).
+        let w = _mm512_packs_epi32(q0, q1);
+        let b = _mm512_packus_epi16(w, w);
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        let y = _mm512_castsi512_si256(_mm512_permutexvar_epi32(idx, b));
+        _mm256_min_epu8(
+            _mm256_max_epu8(y, _mm256_set1_epi8(rq.out.lo as u8 as i8)),
+            _mm256_set1_epi8(rq.out.hi as u8 as i8),
+        )
     }
 
     /// [`requant16`] in 64-bit integers, for any exponent: `acc * m` is
@@ -269,14 +298,12 @@ mod tests {
         for trial in 0..20_000 {
             let n = 32;
             let mult: Vec<i32> = (0..n).map(|_| (1 << 30) + (rnd() % (1 << 30)) as i32).collect();
-            // Half the trials in the f64 range (e >= -12) for whole groups.
+            // A third of the trials with multipliers below 1 (the f64 path).
             let exp: Vec<i32> = (0..n)
-                .map(|_| {
-                    if trial % 2 == 0 {
-                        (rnd() % 43) as i32 - 12
-                    } else {
-                        (rnd() % 62) as i32 - 31
-                    }
+                .map(|_| match trial % 3 {
+                    0 => (rnd() % 32) as i32 - 31,
+                    1 => (rnd() % 43) as i32 - 12,
+                    _ => (rnd() % 62) as i32 - 31,
                 })
                 .collect();
             let zy = (rnd() % 256) as i32;
@@ -297,6 +324,25 @@ mod tests {
                     let v = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr().add(c0) as *const _);
                     let y = x86::requant16(&rq, c0, v);
                     std::arch::x86_64::_mm_storeu_si128(got.as_mut_ptr() as *mut _, y);
+                }
+                if c0 == 0 {
+                    let mut got32 = [0u8; 32];
+                    unsafe {
+                        let v0 = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr() as *const _);
+                        let v1 = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr().add(16) as *const _);
+                        let y = x86::requant32(&rq, 0, v0, v1);
+                        std::arch::x86_64::_mm256_storeu_si256(got32.as_mut_ptr() as *mut _, y);
+                    }
+                    for j in 0..32 {
+                        assert_eq!(
+                            got32[j],
+                            rq.apply(acc[j], j),
+                            "requant32: acc {} m {} e {}",
+                            acc[j],
+                            mult[j],
+                            exp[j]
+                        );
+                    }
                 }
                 let mut got64 = [0u8; 16];
                 unsafe {

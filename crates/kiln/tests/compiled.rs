@@ -226,7 +226,10 @@ fn one_model_shared_by_many_threads() {
 fn check_int8(path: &Path, inputs: Vec<Tensor>) -> Vec<String> {
     let m = kiln::load_model(path).unwrap();
     let reference = kiln::Session::new(m.clone()).unwrap();
-    let want: Vec<Vec<Tensor>> = inputs.iter().map(|x| reference.run(vec![x.clone()]).unwrap()).collect();
+    let want: Vec<Vec<Tensor>> = inputs
+        .iter()
+        .map(|x| reference.run(vec![x.clone()]).unwrap())
+        .collect();
     let bits = |t: &Tensor| t.to_f32_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     let mut kernels = Vec::new();
     // Every ISA level this CPU runs (the int8 kernels differ per level).
@@ -243,7 +246,12 @@ fn check_int8(path: &Path, inputs: Vec<Tensor>) -> Vec<String> {
             for st in [&mut s1, &mut s2] {
                 let got = cm.run(st, vec![x.clone()]).unwrap();
                 for (g, w) in got.iter().zip(want) {
-                    assert_eq!(bits(g), bits(w), "{} at {isa}: output differs from the reference integer path", path.display());
+                    assert_eq!(
+                        bits(g),
+                        bits(w),
+                        "{} at {isa}: output differs from the reference integer path",
+                        path.display()
+                    );
                 }
             }
             println!(
@@ -270,13 +278,21 @@ fn qdq_model_runs_on_int8_kernels() {
         .map(|s| {
             Tensor::from_vec(
                 vec![1, 1, 28, 28],
-                (0..784).map(|i| ((i * 37 + s * 101) % 255) as f32 / 255.0).collect(),
+                (0..784)
+                    .map(|i| ((i * 37 + s * 101) % 255) as f32 / 255.0)
+                    .collect(),
             )
             .unwrap()
         })
         .collect();
     let kernels = check_int8(&path, xs);
     println!("kernels: {kernels:?}");
-    assert!(kernels.iter().any(|k| k.starts_with("qgemm_u8i8")), "no int8 GEMM in {kernels:?}");
-    assert!(kernels.iter().any(|k| k.starts_with("qdwconv_u8")), "no int8 depthwise in {kernels:?}");
+    assert!(
+        kernels.iter().any(|k| k.starts_with("qgemm_u8i8")),
+        "no int8 GEMM in {kernels:?}"
+    );
+    assert!(
+        kernels.iter().any(|k| k.starts_with("qdwconv_u8")),
+        "no int8 depthwise in {kernels:?}"
+    );
 }

@@ -77,13 +77,21 @@ fn effnet_int8_calibrated_on_photos_keeps_top1() {
         };
         let cm = kiln::runtime::CompiledModel::compile(kiln::load_model(&file).unwrap(), &opts).unwrap();
         let info = cm.plan_info(&[vec![1, 3, 224, 224]]).unwrap();
-        assert!(info.fallback_ops.is_empty(), "fallback ops at {isa}: {:?}", info.fallback_ops);
+        assert!(
+            info.fallback_ops.is_empty(),
+            "fallback ops at {isa}: {:?}",
+            info.fallback_ops
+        );
         let mut st = cm.new_state(2);
         for (x, _) in eval.iter().take(3) {
             let want = int8.run(vec![x.clone()]).unwrap()[0].to_f32_vec();
             let got = cm.run(&mut st, vec![x.clone()]).unwrap()[0].to_f32_vec();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "compiled int8 at {isa} differs from the reference integer path");
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "compiled int8 at {isa} differs from the reference integer path"
+            );
         }
         println!("compiled int8 at {isa}: bit-identical on 3 photos, no fallback");
     }

@@ -138,7 +138,10 @@ enum Kernel {
     /// An int8 step (see [`q8`]).
     Q8(q8::QKernel),
     /// An 8-bit graph output copied into a boxed tensor of its dtype.
-    Unbox8 { x: usize, slot: usize },
+    Unbox8 {
+        x: usize,
+        slot: usize,
+    },
     Conv {
         g: ConvGeom,
         w: Arc<Vec<PackedB>>,
@@ -1606,7 +1609,10 @@ fn q8_tensor(val: &Val, p: *const u8) -> Result<Tensor, RuntimeError> {
     let bytes = unsafe { std::slice::from_raw_parts(p, len) };
     let shape = val.shape.clone().unwrap_or_default();
     Ok(if val.dtype == DType::I8 {
-        Tensor::from_vec(shape, bytes.iter().map(|&b| (b ^ 0x80) as i8).collect::<Vec<i8>>())?
+        Tensor::from_vec(
+            shape,
+            bytes.iter().map(|&b| (b ^ 0x80) as i8).collect::<Vec<i8>>(),
+        )?
     } else {
         Tensor::from_vec(shape, bytes.to_vec())?
     })

@@ -227,7 +227,12 @@ impl Builder<'_> {
             StepInfo {
                 node: name.to_string(),
                 op_type: "Transpose".into(),
-                kernel: if to_nhwc { "nchw_to_nhwc_u8" } else { "nhwc_to_nchw_u8" }.into(),
+                kernel: if to_nhwc {
+                    "nchw_to_nhwc_u8"
+                } else {
+                    "nhwc_to_nchw_u8"
+                }
+                .into(),
                 shape: s,
                 flops: 0,
             },
@@ -262,7 +267,9 @@ impl Builder<'_> {
             ("QAdd", _, true) => self.lower_qadd(node, &out),
             ("QGlobalAveragePool", _, true) => self.lower_qgap(node, &out),
             ("QLut", _, true) => self.lower_qlut(node, &out),
-            ("MaxPool", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_maxpool8(node, &out),
+            ("MaxPool", true, _) if self.q8_shape(&node.inputs[0]).is_some() => {
+                self.lower_maxpool8(node, &out)
+            }
             ("Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity", true, _)
                 if self.q8_shape(&node.inputs[0]).is_some() =>
             {
@@ -372,9 +379,12 @@ impl Builder<'_> {
     fn q_weights(&self, w: &Tensor, zw: &[i32]) -> Result<Option<Vec<i8>>, RuntimeError> {
         Ok(match w.dtype() {
             DType::I8 if zw.iter().all(|&z| z == 0) => Some(w.as_slice::<i8>()?.to_vec()),
-            DType::U8 if zw.iter().all(|&z| z == 128) => {
-                Some(w.as_slice::<u8>()?.iter().map(|&v| (v as i32 - 128) as i8).collect())
-            }
+            DType::U8 if zw.iter().all(|&z| z == 128) => Some(
+                w.as_slice::<u8>()?
+                    .iter()
+                    .map(|&v| (v as i32 - 128) as i8)
+                    .collect(),
+            ),
             _ => None,
         })
     }
@@ -413,7 +423,14 @@ impl Builder<'_> {
         if xs.len() != 4 {
             return Ok(false);
         }
-        let Some(cs) = conv2d_shape(node, self.cm.opset, &xs, w.shape(), bias.as_ref().map(|b| b.len()))? else {
+        let Some(cs) = conv2d_shape(
+            node,
+            self.cm.opset,
+            &xs,
+            w.shape(),
+            bias.as_ref().map(|b| b.len()),
+        )?
+        else {
             return Ok(false);
         };
         let m = cs.m;
@@ -474,12 +491,7 @@ impl Builder<'_> {
                 rq,
             });
             (
-                QKernel::Dw {
-                    g,
-                    w: dw,
-                    x: xi,
-                    y,
-                },
+                QKernel::Dw { g, w: dw, x: xi, y },
                 format!("qdwconv_u8_scalar_{}x{}s{}", g.kh, g.kw, g.sh),
             )
         } else {
@@ -564,7 +576,15 @@ impl Builder<'_> {
             return Ok(false);
         }
         let isa = self.cm.isa;
-        let b = Arc::new(QPackedB::pack(isa, k, n, |kk, j| wq[j * k + kk], bias.as_deref(), zx, &rq));
+        let b = Arc::new(QPackedB::pack(
+            isa,
+            k,
+            n,
+            |kk, j| wq[j * k + kk],
+            bias.as_deref(),
+            zx,
+            &rq,
+        ));
         let xi = self.use_val8(a, Layout::Nchw)?;
         let mut ys = xs.clone();
         *ys.last_mut().unwrap_or(&mut 0) = n;
@@ -757,7 +777,13 @@ impl Builder<'_> {
         let ys = vec![xs[0], xs[1], g.oh, g.ow];
         let y = self.out_val8(out, ys.clone(), xdt, Layout::Nhwc);
         let info = self.info(node, "maxpool_u8".into(), &ys, 0);
-        self.push_step(info, Kernel::Q8(QKernel::MaxPool { g, x: xi, y }), vec![xi], vec![y], vec![]);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::MaxPool { g, x: xi, y }),
+            vec![xi],
+            vec![y],
+            vec![],
+        );
         Ok(true)
     }
 
@@ -796,7 +822,10 @@ pub(super) fn scratch_words(k: &QKernel) -> usize {
 pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
     match k {
         QKernel::Gemm { w, .. } | QKernel::Im2col { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
-        QKernel::Dw { w, .. } => Some((Arc::as_ptr(w) as usize, (w.w.len() + w.bias.len()) * 4 + w.rq.bytes())),
+        QKernel::Dw { w, .. } => Some((
+            Arc::as_ptr(w) as usize,
+            (w.w.len() + w.bias.len()) * 4 + w.rq.bytes(),
+        )),
         _ => None,
     }
 }
@@ -847,7 +876,11 @@ impl CompiledModel {
                 };
                 let mr = qtile_rows(w.isa);
                 let panels = w.panels();
-                let parts = if flops < 200_000 { 1 } else { threads.min(m.div_ceil(mr).max(panels)) };
+                let parts = if flops < 200_000 {
+                    1
+                } else {
+                    threads.min(m.div_ceil(mr).max(panels))
+                };
                 let by_rows = *m >= 2 * mr * parts || panels < parts;
                 pool.run(parts, &|i| unsafe {
                     if by_rows {
@@ -859,7 +892,11 @@ impl CompiledModel {
             }
             QKernel::Im2col { g, zx, w, x, y } => {
                 let pix = g.pixels();
-                let parts = if flops < 200_000 { 1 } else { threads.min(pix.div_ceil(IM2COL_ROWS)) };
+                let parts = if flops < 200_000 {
+                    1
+                } else {
+                    threads.min(pix.div_ceil(IM2COL_ROWS))
+                };
                 let scratch = ScratchPtrs {
                     base: st.scratch.as_mut_ptr() as usize,
                 };
@@ -891,16 +928,25 @@ impl CompiledModel {
                 let parts = if flops < 100_000 { 1 } else { threads.min(rows) };
                 let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
                 pool.run(parts, &|i| unsafe {
-                    qdw_scalar(g, w, px.get() as *const u8, py.get() as *mut u8, split_range(rows, parts, i));
+                    qdw_scalar(
+                        g,
+                        w,
+                        px.get() as *const u8,
+                        py.get() as *mut u8,
+                        split_range(rows, parts, i),
+                    );
                 });
             }
             QKernel::Add { a, b, y, len, p } => {
                 let (pa, pb, py) = (p8(*a) as *const u8, p8(*b) as *const u8, p8(*y));
                 for i in 0..*len {
                     unsafe {
-                        let sa = kiln_kernels::quant::requantize((*pa.add(i) as i32 - p.za) << 20, p.ma, p.ea);
-                        let sb = kiln_kernels::quant::requantize((*pb.add(i) as i32 - p.zb) << 20, p.mb, p.eb);
-                        *py.add(i) = kiln_kernels::quant::requantize_u8(sa.wrapping_add(sb), p.m, p.e, &p.out);
+                        let sa =
+                            kiln_kernels::quant::requantize((*pa.add(i) as i32 - p.za) << 20, p.ma, p.ea);
+                        let sb =
+                            kiln_kernels::quant::requantize((*pb.add(i) as i32 - p.zb) << 20, p.mb, p.eb);
+                        *py.add(i) =
+                            kiln_kernels::quant::requantize_u8(sa.wrapping_add(sb), p.m, p.e, &p.out);
                     }
                 }
             }
@@ -1006,7 +1052,10 @@ unsafe fn qdw_scalar(g: &ConvGeom, w: &QDw, x: *const u8, y: *mut u8, rows: Rang
                     if ix < 0 || ix >= g.w as isize {
                         continue;
                     }
-                    let src = std::slice::from_raw_parts(x.add(((b * g.h + iy as usize) * g.w + ix as usize) * c), c);
+                    let src = std::slice::from_raw_parts(
+                        x.add(((b * g.h + iy as usize) * g.w + ix as usize) * c),
+                        c,
+                    );
                     let wt = &w.w[(ky * g.kw + kx) * c..][..c];
                     for j in 0..c {
                         acc[j] = acc[j].wrapping_add((src[j] as i32 - w.zx) * wt[j]);
