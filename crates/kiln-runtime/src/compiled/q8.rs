@@ -495,18 +495,25 @@ impl Builder<'_> {
                 format!("qdwconv_u8_scalar_{}x{}s{}", g.kh, g.kw, g.sh),
             )
         } else {
-            let k = g.ci * g.kh * g.kw;
-            // ONNX weights [m][ci][kh][kw]; im2col rows are (ky, kx, ci) in NHWC.
+            // ONNX weights [m][ci][kh][kw]; im2col rows are (ky, kx, c) in
+            // NHWC with c padded to a multiple of 4 (zero weights), so each
+            // tap is whole 4-byte groups of the int8 GEMM.
             let (kh, kw, ci) = (g.kh, g.kw, g.ci);
+            let cip = if g.is_pointwise() { ci } else { ci.next_multiple_of(4) };
+            let k = cip * kh * kw;
             let wref = &wq;
             let b = Arc::new(QPackedB::pack(
                 isa,
                 k,
                 m,
                 |kk, j| {
-                    let (ky, rest) = (kk / (kw * ci), kk % (kw * ci));
-                    let (kx, c) = (rest / ci, rest % ci);
-                    wref[((j * ci + c) * kh + ky) * kw + kx]
+                    let (tap, c) = (kk / cip, kk % cip);
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    if c < ci {
+                        wref[((j * ci + c) * kh + ky) * kw + kx]
+                    } else {
+                        0
+                    }
                 },
                 bd.as_deref(),
                 zx,
@@ -813,7 +820,7 @@ const IM2COL_ROWS: usize = 96;
 /// Scratch words (f32 units) an int8 step needs per thread.
 pub(super) fn scratch_words(k: &QKernel) -> usize {
     match k {
-        QKernel::Im2col { g, .. } => (IM2COL_ROWS * g.ci * g.kh * g.kw).div_ceil(4) + 16,
+        QKernel::Im2col { g, .. } => IM2COL_ROWS * g.ci.next_multiple_of(4) * g.kh * g.kw / 4 + 16,
         _ => 0,
     }
 }
@@ -906,7 +913,7 @@ impl CompiledModel {
                     let s = scratch.get(i % threads, words);
                     let s8 = s.as_mut_ptr() as *mut u8;
                     let r = split_range(pix, parts, i);
-                    let kk = g.ci * g.kh * g.kw;
+                    let kk = g.ci.next_multiple_of(4) * g.kh * g.kw;
                     let mut p0 = r.start;
                     while p0 < r.end {
                         let p1 = (p0 + IM2COL_ROWS).min(r.end);
@@ -1009,26 +1016,51 @@ impl CompiledModel {
     }
 }
 
-/// im2col of output pixels `pix` into rows of `ci*kh*kw` bytes ordered
-/// (ky, kx, c); taps outside the image read the zero point `zx`.
+/// im2col of output pixels `pix` into rows of `cip*kh*kw` bytes ordered
+/// (ky, kx, c), `cip` = `ci` rounded up to 4 (the pad bytes are don't-care:
+/// their weights are zero); taps outside the image read the zero point `zx`.
 unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>, zx: u8) {
-    let k = g.ci * g.kh * g.kw;
-    for (r, p) in pix.enumerate() {
-        let b = p / (g.oh * g.ow);
-        let oy = (p / g.ow) % g.oh;
-        let ox = p % g.ow;
+    let cip = g.ci.next_multiple_of(4);
+    let k = cip * g.kh * g.kw;
+    let total = g.n * g.h * g.w;
+    let (mut b, mut oy, mut ox) = (pix.start / (g.oh * g.ow), (pix.start / g.ow) % g.oh, pix.start % g.ow);
+    let (h, w) = (g.h as isize, g.w as isize);
+    for r in 0..pix.len() {
         let row = out.add(r * k);
+        let iy0 = (oy * g.sh) as isize - g.pt as isize;
+        let ix0 = (ox * g.sw) as isize - g.pl as isize;
+        let interior = iy0 >= 0
+            && ix0 >= 0
+            && iy0 + (((g.kh - 1) * g.dh) as isize) < h
+            && ix0 + (((g.kw - 1) * g.dw) as isize) < w;
+        let base = (b * g.h) as isize;
         for ky in 0..g.kh {
-            let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
+            let iy = iy0 + (ky * g.dh) as isize;
             for kx in 0..g.kw {
-                let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
-                let dst = row.add((ky * g.kw + kx) * g.ci);
-                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                    std::ptr::write_bytes(dst, zx, g.ci);
+                let ix = ix0 + (kx * g.dw) as isize;
+                let dst = row.add((ky * g.kw + kx) * cip);
+                if !interior && (iy < 0 || ix < 0 || iy >= h || ix >= w) {
+                    std::ptr::write_bytes(dst, zx, cip);
+                    continue;
+                }
+                let q = ((base + iy) * w + ix) as usize;
+                let src = x.add(q * g.ci);
+                if g.ci < 4 && q + 1 < total {
+                    // One 4-byte load (the next pixel's first bytes land on
+                    // zero weights).
+                    (dst as *mut u32).write_unaligned((src as *const u32).read_unaligned());
                 } else {
-                    let src = x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.ci);
                     std::ptr::copy_nonoverlapping(src, dst, g.ci);
                 }
+            }
+        }
+        ox += 1;
+        if ox == g.ow {
+            ox = 0;
+            oy += 1;
+            if oy == g.oh {
+                oy = 0;
+                b += 1;
             }
         }
     }
