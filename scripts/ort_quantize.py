@@ -100,14 +100,19 @@ def sqnr_db(ref: np.ndarray, q: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(float((ref ** 2).sum()) / noise)
 
 
-def quantize(model: str, out: str, method: str, calib: np.ndarray) -> None:
-    """ORT quantize_static: QDQ, per-channel, QUInt8 activations, QInt8 weights, ORT defaults otherwise."""
+def quantize(model: str, out: str, method: str, calib: np.ndarray, batch: int = CALIB_BATCH, input_name: str = "input",
+             calibration_cache: str | None = None) -> None:
+    """ORT quantize_static: QDQ, per-channel, QUInt8 activations, QInt8 weights, ORT defaults otherwise.
+
+    calib is fed in batches of `batch` to input `input_name`. calibration_cache: ORT's
+    calibration_cache_path (a JSON file of the activation ranges: written when absent, used as is
+    when present; scripts/make_int8.py edits it between two calls)."""
     import logging
     import onnxruntime.quantization as oq
 
     class Reader(oq.CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": calib[i:i + CALIB_BATCH]} for i in range(0, len(calib), CALIB_BATCH)])
+            self.batches = iter([{input_name: calib[i:i + batch]} for i in range(0, len(calib), batch)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -119,7 +124,8 @@ def quantize(model: str, out: str, method: str, calib: np.ndarray) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress
             oq.quantize_static(model, out, Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
                                activation_type=oq.QuantType.QUInt8, weight_type=oq.QuantType.QInt8,
-                               calibrate_method=getattr(oq.CalibrationMethod, method))
+                               calibrate_method=getattr(oq.CalibrationMethod, method),
+                               calibration_cache_path=calibration_cache)
     finally:
         logging.getLogger().setLevel(level)
 
