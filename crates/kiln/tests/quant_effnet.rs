@@ -75,7 +75,7 @@ fn effnet_int8_calibrated_on_photos_keeps_top1() {
             max_isa: Some(isa),
             ..Default::default()
         };
-        let cm = kiln::runtime::CompiledModel::compile(kiln::load_model(&file).unwrap(), &opts).unwrap();
+        let cm = kiln::compile(&file, &opts).unwrap();
         let info = cm.plan_info(&[vec![1, 3, 224, 224]]).unwrap();
         assert!(
             info.fallback_ops.is_empty(),

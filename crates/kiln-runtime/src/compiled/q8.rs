@@ -103,6 +103,14 @@ pub(super) enum QKernel {
     },
     /// Max pooling, NHWC.
     MaxPool { g: PoolGeom, x: usize, y: usize },
+    /// Channel concatenation of NHWC values with equal quantization
+    /// parameters (no requantization: bytes are copied).
+    ConcatC {
+        xs: Vec<(usize, usize)>,
+        y: usize,
+        pixels: usize,
+        c: usize,
+    },
     /// Layout change of an 8-bit value.
     Transpose {
         x: usize,
@@ -267,6 +275,7 @@ impl Builder<'_> {
             ("QAdd", _, true) => self.lower_qadd(node, &out),
             ("QGlobalAveragePool", _, true) => self.lower_qgap(node, &out),
             ("QLut", _, true) => self.lower_qlut(node, &out),
+            ("Concat", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_concat8(node, &out),
             ("MaxPool", true, _) if self.q8_shape(&node.inputs[0]).is_some() => {
                 self.lower_maxpool8(node, &out)
             }
@@ -499,7 +508,11 @@ impl Builder<'_> {
             // NHWC with c padded to a multiple of 4 (zero weights), so each
             // tap is whole 4-byte groups of the int8 GEMM.
             let (kh, kw, ci) = (g.kh, g.kw, g.ci);
-            let cip = if g.is_pointwise() { ci } else { ci.next_multiple_of(4) };
+            let cip = if g.is_pointwise() {
+                ci
+            } else {
+                ci.next_multiple_of(4)
+            };
             let k = cip * kh * kw;
             let wref = &wq;
             let b = Arc::new(QPackedB::pack(
@@ -794,6 +807,52 @@ impl Builder<'_> {
         Ok(true)
     }
 
+    fn lower_concat8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some(ys) = self.types.get(out).and_then(|t| t.known_dims()) else {
+            return Ok(false);
+        };
+        let mut axis = node.attr_int("axis", 1)?;
+        if axis < 0 {
+            axis += ys.len() as i64;
+        }
+        if ys.len() != 4 || axis != 1 {
+            return Ok(false);
+        }
+        let mut parts = Vec::new();
+        let mut dt = None;
+        for i in &node.inputs {
+            let Some((s, d)) = self.q8_shape(i) else {
+                return Ok(false);
+            };
+            if s.len() != 4 || s[0] != ys[0] || s[2] != ys[2] || s[3] != ys[3] || *dt.get_or_insert(d) != d {
+                return Ok(false);
+            }
+            parts.push((i.clone(), s[1]));
+        }
+        let mut xs = Vec::new();
+        let mut reads = Vec::new();
+        for (i, c) in parts {
+            let v = self.use_val8(&i, Layout::Nhwc)?;
+            xs.push((v, c));
+            reads.push(v);
+        }
+        let y = self.out_val8(out, ys.clone(), dt.unwrap_or(DType::U8), Layout::Nhwc);
+        let info = self.info(node, "concat_channels_nhwc_u8".into(), &ys, 0);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::ConcatC {
+                xs,
+                y,
+                pixels: ys[0] * ys[2] * ys[3],
+                c: ys[1],
+            }),
+            reads,
+            vec![y],
+            vec![],
+        );
+        Ok(true)
+    }
+
     fn lower_alias8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
         let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
             return Ok(false);
@@ -987,6 +1046,17 @@ impl CompiledModel {
                     unsafe { *py.add(i) = table[*px.add(i) as usize] };
                 }
             }
+            QKernel::ConcatC { xs, y, pixels, c } => {
+                let py = p8(*y);
+                let mut off = 0;
+                for &(x, ci) in xs {
+                    let px = p8(x) as *const u8;
+                    for q in 0..*pixels {
+                        unsafe { std::ptr::copy_nonoverlapping(px.add(q * ci), py.add(q * c + off), ci) };
+                    }
+                    off += ci;
+                }
+            }
             QKernel::MaxPool { g, x, y } => unsafe { maxpool_u8_scalar(g, p8(*x), p8(*y)) },
             QKernel::Transpose {
                 x,
@@ -1023,7 +1093,11 @@ unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>,
     let cip = g.ci.next_multiple_of(4);
     let k = cip * g.kh * g.kw;
     let total = g.n * g.h * g.w;
-    let (mut b, mut oy, mut ox) = (pix.start / (g.oh * g.ow), (pix.start / g.ow) % g.oh, pix.start % g.ow);
+    let (mut b, mut oy, mut ox) = (
+        pix.start / (g.oh * g.ow),
+        (pix.start / g.ow) % g.oh,
+        pix.start % g.ow,
+    );
     let (h, w) = (g.h as isize, g.w as isize);
     for r in 0..pix.len() {
         let row = out.add(r * k);
