@@ -45,6 +45,18 @@ pub(super) enum QKernel {
         lo: i32,
         hi: i32,
     },
+    /// [`QKernel::Quantize`] of an NCHW `[n, c, hw]` input into NHWC.
+    QuantizeNhwc {
+        x: usize,
+        y: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        scale: f32,
+        zp: i32,
+        lo: i32,
+        hi: i32,
+    },
     /// `y = (x - zp) * scale` (stored encoding).
     Dequantize {
         x: usize,
@@ -327,12 +339,35 @@ impl Builder<'_> {
             return Ok(false);
         }
         let Some(s) = shift(dt) else { return Ok(false) };
-        let want = (xs.len() == 4).then_some(Layout::Nhwc);
-        let xi = self.use_val(&node.inputs[0], want)?;
-        let layout = self.vals[xi].layout;
+        let xi = self.use_val(&node.inputs[0], None)?;
         let (lo, hi) = if dt == DType::U8 { (0, 255) } else { (-128, 127) };
-        let y = self.out_val8(out, xs.clone(), dt, layout);
         let len = xs.iter().product();
+        if xs.len() == 4 && self.vals[xi].layout == Layout::Nchw && !layout_free(&xs) {
+            // A 4-D NCHW value (the graph input): quantize and transpose in
+            // one pass, so the first convolution reads NHWC bytes.
+            let y = self.out_val8(out, xs.clone(), dt, Layout::Nhwc);
+            let info = self.info(node, "quantize_nchw_to_nhwc_f32_u8".into(), &xs, len as u64);
+            self.push_step(
+                info,
+                Kernel::Q8(QKernel::QuantizeNhwc {
+                    x: xi,
+                    y,
+                    n: xs[0],
+                    c: xs[1],
+                    hw: xs[2] * xs[3],
+                    scale,
+                    zp: zp + s,
+                    lo: lo + s,
+                    hi: hi + s,
+                }),
+                vec![xi],
+                vec![y],
+                vec![],
+            );
+            return Ok(true);
+        }
+        let layout = self.vals[xi].layout;
+        let y = self.out_val8(out, xs.clone(), dt, layout);
         let info = self.info(node, "quantize_f32_u8".into(), &xs, len as u64);
         self.push_step(
             info,
@@ -896,10 +931,20 @@ pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
     }
 }
 
-/// Round half to even, as ONNX QuantizeLinear.
-#[inline]
-fn rne(v: f32) -> f32 {
-    v.round_ties_even()
+/// ONNX QuantizeLinear of one value: `clamp(rhe(v / scale) + zp, lo, hi)`,
+/// with `as` saturation (NaN -> 0) as the reference. Rounding half to even
+/// by adding and subtracting `1.5 * 2^23` (exact for `|t| < 2^22`; larger
+/// values clamp the same either way), which vectorizes where
+/// `round_ties_even` is a library call.
+#[inline(always)]
+fn quantize1(v: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> u8 {
+    let t = v / scale;
+    let r = if t.abs() < 4_194_304.0 {
+        ((t + 12_582_912.0) - 12_582_912.0) as i32
+    } else {
+        t as i32
+    };
+    (r as i64 + zp as i64).clamp(lo as i64, hi as i64) as u8
 }
 
 impl CompiledModel {
@@ -920,9 +965,28 @@ impl CompiledModel {
                 let xs = unsafe { std::slice::from_raw_parts(st.ptrs[*x], *len) };
                 let ys = unsafe { std::slice::from_raw_parts_mut(p8(*y), *len) };
                 for (d, &v) in ys.iter_mut().zip(xs) {
-                    // As the reference: `as` saturates (NaN -> 0).
-                    let r = rne(v / scale) as i64;
-                    *d = r.saturating_add(*zp as i64).clamp(*lo as i64, *hi as i64) as u8;
+                    *d = quantize1(v, *scale, *zp, *lo, *hi);
+                }
+            }
+            QKernel::QuantizeNhwc {
+                x,
+                y,
+                n,
+                c,
+                hw,
+                scale,
+                zp,
+                lo,
+                hi,
+            } => {
+                let (px, py) = (st.ptrs[*x] as *const f32, p8(*y));
+                for b in 0..*n {
+                    for ci in 0..*c {
+                        let src = unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw), *hw) };
+                        for (q, &v) in src.iter().enumerate() {
+                            unsafe { *py.add((b * hw + q) * c + ci) = quantize1(v, *scale, *zp, *lo, *hi) };
+                        }
+                    }
                 }
             }
             QKernel::Dequantize { x, y, len, scale, zp } => {
