@@ -933,18 +933,15 @@ pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
 
 /// ONNX QuantizeLinear of one value: `clamp(rhe(v / scale) + zp, lo, hi)`,
 /// with `as` saturation (NaN -> 0) as the reference. Rounding half to even
-/// by adding and subtracting `1.5 * 2^23` (exact for `|t| < 2^22`; larger
-/// values clamp the same either way), which vectorizes where
-/// `round_ties_even` is a library call.
+/// by adding and subtracting `1.5 * 2^23` (exact for `|t| <= 2^22`), which
+/// vectorizes where `round_ties_even` is a library call.
 #[inline(always)]
 fn quantize1(v: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> u8 {
-    let t = v / scale;
-    let r = if t.abs() < 4_194_304.0 {
-        ((t + 12_582_912.0) - 12_582_912.0) as i32
-    } else {
-        t as i32
-    };
-    (r as i64 + zp as i64).clamp(lo as i64, hi as i64) as u8
+    // Clamping to 2^22 first changes no result (those clamp to lo/hi) and
+    // keeps NaN (-> 0 by `as`).
+    let t = (v / scale).clamp(-4_194_304.0, 4_194_304.0);
+    let r = ((t + 12_582_912.0) - 12_582_912.0) as i32;
+    (r + zp).clamp(lo, hi) as u8
 }
 
 impl CompiledModel {
@@ -980,11 +977,20 @@ impl CompiledModel {
                 hi,
             } => {
                 let (px, py) = (st.ptrs[*x] as *const f32, p8(*y));
+                // Blocks of 64 pixels: quantize each channel's run (vectorized),
+                // then interleave the channels.
+                let mut t = [0u8; 64];
                 for b in 0..*n {
-                    for ci in 0..*c {
-                        let src = unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw), *hw) };
-                        for (q, &v) in src.iter().enumerate() {
-                            unsafe { *py.add((b * hw + q) * c + ci) = quantize1(v, *scale, *zp, *lo, *hi) };
+                    for q0 in (0..*hw).step_by(64) {
+                        let len = 64.min(hw - q0);
+                        for ci in 0..*c {
+                            let src = unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
+                            for (d, &v) in t.iter_mut().zip(src) {
+                                *d = quantize1(v, *scale, *zp, *lo, *hi);
+                            }
+                            for (q, &v) in t[..len].iter().enumerate() {
+                                unsafe { *py.add((b * hw + q0 + q) * c + ci) = v };
+                            }
                         }
                     }
                 }
