@@ -296,3 +296,17 @@ fn qdq_model_runs_on_int8_kernels() {
         "no int8 depthwise in {kernels:?}"
     );
 }
+
+/// ONNX Runtime's QDQ MobileNetV2 and EfficientNet-Lite0 (`scripts/make_int8.py`:
+/// per-channel int8 weights, uint8 activations) lower completely onto the
+/// int8 kernels and equal the reference integer path bit for bit.
+#[test]
+fn ort_int8_mobilenetv2_and_efficientnet_run_on_int8_kernels() {
+    let f = fixtures();
+    for model in ["mobilenetv2-1.0-int8.onnx", "efficientnet-lite0-int8.onnx"] {
+        let xs = inputs_of(&f.join("reference/effnet"), "imagenet_0", 2);
+        let kernels = check_int8(&f.join("models").join(model), xs);
+        assert!(kernels.iter().all(|k| k != "reference"), "{model}: fallback in {kernels:?}");
+        assert!(kernels.iter().any(|k| k.starts_with("qdwconv_u8")), "{model}: {kernels:?}");
+    }
+}
