@@ -34,7 +34,10 @@ pub mod eltwise;
 pub mod gemm;
 pub mod layout;
 pub mod pool;
+pub mod qdwconv;
+pub mod qeltwise;
 pub mod qgemm;
+pub mod qpool;
 pub mod quant;
 
 /// An instruction-set level kernels can be built for, in increasing order.
