@@ -306,7 +306,13 @@ fn ort_int8_mobilenetv2_and_efficientnet_run_on_int8_kernels() {
     for model in ["mobilenetv2-1.0-int8.onnx", "efficientnet-lite0-int8.onnx"] {
         let xs = inputs_of(&f.join("reference/effnet"), "imagenet_0", 2);
         let kernels = check_int8(&f.join("models").join(model), xs);
-        assert!(kernels.iter().all(|k| k != "reference"), "{model}: fallback in {kernels:?}");
-        assert!(kernels.iter().any(|k| k.starts_with("qdwconv_u8")), "{model}: {kernels:?}");
+        assert!(
+            kernels.iter().all(|k| k != "reference"),
+            "{model}: fallback in {kernels:?}"
+        );
+        assert!(
+            kernels.iter().any(|k| k.starts_with("qdwconv_u8")),
+            "{model}: {kernels:?}"
+        );
     }
 }

@@ -28,7 +28,10 @@
 
 use super::*;
 use kiln_ir::quant::quantize_multiplier;
+use kiln_kernels::qdwconv::{qdwconv_u8_raw, PackedQDw, QDwGeom};
+use kiln_kernels::qeltwise::{add_u8, dequantize_u8_f32, lut_u8, quantize_f32_u8, QAddParams};
 use kiln_kernels::qgemm::{qgemm_name, qgemm_u8_raw, qtile_rows, QGemmArgs, QPackedB};
+use kiln_kernels::qpool::{global_avg_pool_u8, maxpool_u8};
 use kiln_kernels::quant::{QOut, Requant};
 use std::ops::Range;
 
@@ -83,8 +86,8 @@ pub(super) enum QKernel {
     },
     /// Depthwise convolution, NHWC.
     Dw {
-        g: ConvGeom,
-        w: Arc<QDw>,
+        g: QDwGeom,
+        w: Arc<PackedQDw>,
         x: usize,
         y: usize,
     },
@@ -94,7 +97,7 @@ pub(super) enum QKernel {
         b: usize,
         y: usize,
         len: usize,
-        p: AddParams,
+        p: QAddParams,
     },
     /// `QGlobalAveragePool`, NHWC `[n, hw, c]` -> `[n, c]`.
     Gap {
@@ -132,29 +135,6 @@ pub(super) enum QKernel {
         hw: usize,
         to_nhwc: bool,
     },
-}
-
-/// Depthwise weights: `[taps][c]` as `i32`, bias, zero point, requantization.
-#[derive(Debug)]
-pub(super) struct QDw {
-    w: Vec<i32>,
-    bias: Vec<i32>,
-    zx: i32,
-    rq: Requant,
-}
-
-/// `QAdd`'s parameters (stored zero points).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct AddParams {
-    za: i32,
-    zb: i32,
-    ma: i32,
-    ea: i32,
-    mb: i32,
-    eb: i32,
-    m: i32,
-    e: i32,
-    out: QOut,
 }
 
 /// 8-bit dtype offset of the stored encoding.
@@ -514,29 +494,43 @@ impl Builder<'_> {
         };
         let isa = self.cm.isa;
         let depthwise = cs.group == cs.c && cs.c == m && cs.group > 1;
-        if !depthwise && cs.group != 1 {
+        if !depthwise && cs.group != 1 || depthwise && (g.dh != 1 || g.dw != 1) {
             return Ok(false);
         }
         let xi = self.use_val8(x, Layout::Nhwc)?;
         let y = self.out_val8(out, ys.clone(), ydt, Layout::Nhwc);
         let macs = g.macs();
         let (kernel, kname) = if depthwise {
-            let taps = g.kh * g.kw;
-            let mut wt = vec![0i32; taps * m];
-            for c in 0..m {
-                for t in 0..taps {
-                    wt[t * m + c] = wq[c * taps + t] as i32;
-                }
-            }
-            let dw = Arc::new(QDw {
-                w: wt,
-                bias: bd.unwrap_or_else(|| vec![0; m]),
-                zx,
-                rq,
-            });
+            let dw = Arc::new(PackedQDw::pack(isa, m, g.kh, g.kw, &wq, bd.as_deref(), zx, rq));
+            let kn = match dw.isa {
+                Isa::Avx512Vnni => "qdwconv_u8_avx512vnni_64c",
+                Isa::Avx512 => "qdwconv_u8_avx512_64c",
+                Isa::Avx2 => "qdwconv_u8_avx2_32c",
+                _ => "qdwconv_u8_scalar",
+            };
+            let name = format!("{kn}_{}x{}s{}", g.kh, g.kw, g.sh);
+            let dg = QDwGeom {
+                n: g.n,
+                h: g.h,
+                w: g.w,
+                c: m,
+                kh: g.kh,
+                kw: g.kw,
+                sh: g.sh,
+                sw: g.sw,
+                pt: g.pt,
+                pl: g.pl,
+                oh: g.oh,
+                ow: g.ow,
+            };
             (
-                QKernel::Dw { g, w: dw, x: xi, y },
-                format!("qdwconv_u8_scalar_{}x{}s{}", g.kh, g.kw, g.sh),
+                QKernel::Dw {
+                    g: dg,
+                    w: dw,
+                    x: xi,
+                    y,
+                },
+                name,
             )
         } else {
             // ONNX weights [m][ci][kh][kw]; im2col rows are (ky, kx, c) in
@@ -692,17 +686,12 @@ impl Builder<'_> {
         if [ma, mb, m].iter().any(|&v| v < 0) || [ea, eb, e].iter().any(|&v| !(-31..=30).contains(&v)) {
             return Ok(false);
         }
-        let p = AddParams {
-            za: attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0),
-            zb: attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0),
-            ma,
-            ea,
-            mb,
-            eb,
-            m,
-            e,
-            out: out_q,
-        };
+        let za = attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0);
+        let zb = attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0);
+        if !(0..=255).contains(&za) || !(0..=255).contains(&zb) {
+            return Ok(false);
+        }
+        let p = QAddParams::new(za, zb, (ma, ea), (mb, eb), (m, e), out_q);
         let ai = self.use_val(&node.inputs[0], None)?;
         let layout = self.vals[ai].layout;
         let bi = self.use_val8(&node.inputs[1], layout)?;
@@ -755,7 +744,7 @@ impl Builder<'_> {
                 hw,
                 c,
                 zx,
-                rq: Box::new(Requant::new(1, &[m], &[e], qo)),
+                rq: Box::new(Requant::new(c, &[m], &[e], qo)),
             }),
             vec![xi],
             vec![y],
@@ -923,10 +912,7 @@ pub(super) fn scratch_words(k: &QKernel) -> usize {
 pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
     match k {
         QKernel::Gemm { w, .. } | QKernel::Im2col { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
-        QKernel::Dw { w, .. } => Some((
-            Arc::as_ptr(w) as usize,
-            (w.w.len() + w.bias.len()) * 4 + w.rq.bytes(),
-        )),
+        QKernel::Dw { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
         _ => None,
     }
 }
@@ -959,11 +945,21 @@ impl CompiledModel {
                 lo,
                 hi,
             } => {
-                let xs = unsafe { std::slice::from_raw_parts(st.ptrs[*x], *len) };
-                let ys = unsafe { std::slice::from_raw_parts_mut(p8(*y), *len) };
-                for (d, &v) in ys.iter_mut().zip(xs) {
-                    *d = quantize1(v, *scale, *zp, *lo, *hi);
-                }
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let parts = if *len < 65_536 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    quantize_f32_u8(
+                        isa,
+                        px.get(),
+                        py.get() as *mut u8,
+                        split_range(*len, parts, i),
+                        *scale,
+                        *zp,
+                        *lo,
+                        *hi,
+                    )
+                });
             }
             QKernel::QuantizeNhwc {
                 x,
@@ -984,7 +980,8 @@ impl CompiledModel {
                     for q0 in (0..*hw).step_by(64) {
                         let len = 64.min(hw - q0);
                         for ci in 0..*c {
-                            let src = unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
+                            let src =
+                                unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
                             for (d, &v) in t.iter_mut().zip(src) {
                                 *d = quantize1(v, *scale, *zp, *lo, *hi);
                             }
@@ -996,11 +993,19 @@ impl CompiledModel {
                 }
             }
             QKernel::Dequantize { x, y, len, scale, zp } => {
-                let xs = unsafe { std::slice::from_raw_parts(p8(*x), *len) };
-                let ys = unsafe { std::slice::from_raw_parts_mut(st.ptrs[*y], *len) };
-                for (d, &v) in ys.iter_mut().zip(xs) {
-                    *d = (v as i32 - zp) as f32 * scale;
-                }
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let parts = if *len < 65_536 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    dequantize_u8_f32(
+                        isa,
+                        px.get() as *const u8,
+                        py.get(),
+                        split_range(*len, parts, i),
+                        *scale,
+                        *zp,
+                    )
+                });
             }
             QKernel::Gemm { m, w, a, lda, y } => {
                 let args = QGemmArgs {
@@ -1060,11 +1065,11 @@ impl CompiledModel {
                 });
             }
             QKernel::Dw { g, w, x, y } => {
-                let rows = g.n * g.oh;
+                let rows = g.rows();
                 let parts = if flops < 100_000 { 1 } else { threads.min(rows) };
                 let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
                 pool.run(parts, &|i| unsafe {
-                    qdw_scalar(
+                    qdwconv_u8_raw(
                         g,
                         w,
                         px.get() as *const u8,
@@ -1074,17 +1079,19 @@ impl CompiledModel {
                 });
             }
             QKernel::Add { a, b, y, len, p } => {
-                let (pa, pb, py) = (p8(*a) as *const u8, p8(*b) as *const u8, p8(*y));
-                for i in 0..*len {
-                    unsafe {
-                        let sa =
-                            kiln_kernels::quant::requantize((*pa.add(i) as i32 - p.za) << 20, p.ma, p.ea);
-                        let sb =
-                            kiln_kernels::quant::requantize((*pb.add(i) as i32 - p.zb) << 20, p.mb, p.eb);
-                        *py.add(i) =
-                            kiln_kernels::quant::requantize_u8(sa.wrapping_add(sb), p.m, p.e, &p.out);
-                    }
-                }
+                let (pa, pb, py) = (SendPtr(st.ptrs[*a]), SendPtr(st.ptrs[*b]), SendPtr(st.ptrs[*y]));
+                let parts = if *len < 32_768 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    add_u8(
+                        isa,
+                        p,
+                        pa.get() as *const u8,
+                        pb.get() as *const u8,
+                        py.get() as *mut u8,
+                        split_range(*len, parts, i),
+                    )
+                });
             }
             QKernel::Gap {
                 x,
@@ -1094,27 +1101,20 @@ impl CompiledModel {
                 c,
                 zx,
                 rq,
-            } => {
-                let (px, py) = (p8(*x) as *const u8, p8(*y));
-                let mut acc = vec![0i32; *c];
-                for b in 0..*n {
-                    acc.fill(0);
-                    for q in 0..*hw {
-                        let row = unsafe { std::slice::from_raw_parts(px.add((b * hw + q) * c), *c) };
-                        for (a, &v) in acc.iter_mut().zip(row) {
-                            *a = a.wrapping_add(v as i32 - zx);
-                        }
-                    }
-                    for (j, &a) in acc.iter().enumerate() {
-                        unsafe { *py.add(b * c + j) = rq.apply(a, 0) };
-                    }
-                }
-            }
+            } => unsafe { global_avg_pool_u8(self.isa, p8(*x), p8(*y), *hw, *c, *zx, rq, 0..*n) },
             QKernel::Lut { x, y, len, table } => {
-                let (px, py) = (p8(*x) as *const u8, p8(*y));
-                for i in 0..*len {
-                    unsafe { *py.add(i) = table[*px.add(i) as usize] };
-                }
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let parts = if *len < 65_536 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    lut_u8(
+                        isa,
+                        table,
+                        px.get() as *const u8,
+                        py.get() as *mut u8,
+                        split_range(*len, parts, i),
+                    )
+                });
             }
             QKernel::ConcatC { xs, y, pixels, c } => {
                 let py = p8(*y);
@@ -1127,7 +1127,21 @@ impl CompiledModel {
                     off += ci;
                 }
             }
-            QKernel::MaxPool { g, x, y } => unsafe { maxpool_u8_scalar(g, p8(*x), p8(*y)) },
+            QKernel::MaxPool { g, x, y } => {
+                let rows = g.n * g.oh;
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let parts = threads.min(rows);
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    maxpool_u8(
+                        isa,
+                        g,
+                        px.get() as *const u8,
+                        py.get() as *mut u8,
+                        split_range(rows, parts, i),
+                    )
+                });
+            }
             QKernel::Transpose {
                 x,
                 y,
@@ -1205,70 +1219,6 @@ unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>,
             if oy == g.oh {
                 oy = 0;
                 b += 1;
-            }
-        }
-    }
-}
-
-/// Depthwise int8 convolution, scalar: output rows `rows` of `n * oh`.
-unsafe fn qdw_scalar(g: &ConvGeom, w: &QDw, x: *const u8, y: *mut u8, rows: Range<usize>) {
-    let c = g.co;
-    let mut acc = vec![0i32; c];
-    for r in rows {
-        let (b, oy) = (r / g.oh, r % g.oh);
-        for ox in 0..g.ow {
-            acc.copy_from_slice(&w.bias);
-            for ky in 0..g.kh {
-                let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.sw + kx * g.dw) as isize - g.pl as isize;
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let src = std::slice::from_raw_parts(
-                        x.add(((b * g.h + iy as usize) * g.w + ix as usize) * c),
-                        c,
-                    );
-                    let wt = &w.w[(ky * g.kw + kx) * c..][..c];
-                    for j in 0..c {
-                        acc[j] = acc[j].wrapping_add((src[j] as i32 - w.zx) * wt[j]);
-                    }
-                }
-            }
-            let dst = y.add(((b * g.oh + oy) * g.ow + ox) * c);
-            for (j, &a) in acc.iter().enumerate() {
-                *dst.add(j) = w.rq.apply(a, j);
-            }
-        }
-    }
-}
-
-/// Max pooling of u8 NHWC (padding ignored).
-unsafe fn maxpool_u8_scalar(g: &PoolGeom, x: *const u8, y: *mut u8) {
-    for b in 0..g.n {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let dst = y.add(((b * g.oh + oy) * g.ow + ox) * g.c);
-                for j in 0..g.c {
-                    let mut m = 0u8;
-                    for ky in 0..g.kh {
-                        let iy = (oy * g.sh + ky) as isize - g.pt as isize;
-                        if iy < 0 || iy >= g.h as isize {
-                            continue;
-                        }
-                        for kx in 0..g.kw {
-                            let ix = (ox * g.sw + kx) as isize - g.pl as isize;
-                            if ix < 0 || ix >= g.w as isize {
-                                continue;
-                            }
-                            m = m.max(*x.add(((b * g.h + iy as usize) * g.w + ix as usize) * g.c + j));
-                        }
-                    }
-                    *dst.add(j) = m;
-                }
             }
         }
     }
