@@ -81,5 +81,12 @@ fn no_allocation_on_the_hot_path_after_the_first_run() {
             a, 0,
             "EfficientNet-Lite0, {threads} thread(s): {a} allocations in 5 runs"
         );
+        // An int8 QDQ model on the int8 kernels.
+        let q = fixtures().join("models/fmnist_mnv2_ort_qdq.onnx");
+        let a = allocations_of(&q, &[1, 1, 28, 28], threads);
+        assert_eq!(
+            a, 0,
+            "fmnist_mnv2_ort_qdq (int8), {threads} thread(s): {a} allocations in 5 runs"
+        );
     }
 }
