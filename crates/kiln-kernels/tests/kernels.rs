@@ -31,6 +31,8 @@
     clippy::single_range_in_vec_init
 )]
 
+mod common;
+
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
 use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
@@ -73,6 +75,9 @@ fn cpu_levels() -> Vec<Isa> {
                 && std::arch::is_x86_feature_detected!("avx512vnni")
             {
                 v.push(Isa::Avx512Vnni);
+                if common::cpu_has_amx() {
+                    v.push(Isa::Avx512Amx);
+                }
             }
         }
     }
@@ -562,7 +567,7 @@ fn gemm_property(
 
     for isa in Isa::runnable() {
         let pb = g.pack(isa);
-        prop_assert_eq!(pb.isa, isa);
+        prop_assert_eq!(pb.isa, isa.float_level());
         prop_assert_eq!(pb.nr, panel_width(isa));
         let whole = g.run(&pb);
         expect_all(
@@ -680,7 +685,7 @@ impl Dw {
             &self.w,
             self.bias.as_deref(),
         );
-        assert_eq!(pw.isa, isa);
+        assert_eq!(pw.isa, isa.float_level());
         let mut y = self.init();
         let yp = y.as_mut_ptr();
         let args = DwArgs {
@@ -897,7 +902,7 @@ impl Conv {
     fn run(&self, isa: Isa, parts: &[Range<usize>]) -> Vec<f32> {
         let wts = pack_conv_weights(isa, &self.g, &self.w, self.bias.as_deref());
         assert_eq!(wts.len(), self.g.group);
-        assert!(wts.iter().all(|p| p.isa == isa));
+        assert!(wts.iter().all(|p| p.isa == isa.float_level()));
         // NaN scratch: reading a value im2col did not write shows up.
         let mut scratch = vec![f32::NAN; self.g.scratch_len()];
         let mut y = self.init();
@@ -1825,7 +1830,7 @@ fn check_paths_run(isa: Isa) {
     let want = fingerprint(isa).to_bits();
     // GEMM, packed for `isa`.
     let pb = PackedB::pack(isa, 1, 1, |_, _| FP_X, Some(&[-1.0]));
-    assert_eq!((pb.isa, pb.nr), (isa, panel_width(isa)));
+    assert_eq!((pb.isa, pb.nr), (isa.float_level(), panel_width(isa)));
     let mut c = [0f32];
     gemm_f32(1, &[FP_X], 1, &pb, None, &mut c, 1, Activation::None);
     assert_eq!(
@@ -2068,6 +2073,8 @@ fn kiln_isa_env_caps_active_isa() {
         ("avx2", Some(Isa::Avx2)),
         ("avx512", Some(Isa::Avx512)),
         ("avx512vnni", Some(Isa::Avx512Vnni)),
+        ("avx512amx", Some(Isa::Avx512Amx)),
+        ("AVX512AMX", Some(Isa::Avx512Amx)),
         ("AVX2", Some(Isa::Avx2)),
         (" Scalar\n", Some(Isa::Scalar)),
         ("sse9", None),
@@ -2093,7 +2100,10 @@ fn kiln_isa_env_caps_active_isa() {
         let env = cap.map_or(top, |c| c.min(top));
         assert_eq!(
             line,
-            format!("env={env} set_scalar=scalar set_avx512={top} cleared={env}"),
+            format!(
+                "env={env} set_scalar=scalar set_avx512={} cleared={env}",
+                Isa::Avx512.min(top)
+            ),
             "KILN_ISA={value:?}"
         );
     }

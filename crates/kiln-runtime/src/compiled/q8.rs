@@ -984,7 +984,8 @@ impl CompiledModel {
                     for q0 in (0..*hw).step_by(64) {
                         let len = 64.min(hw - q0);
                         for ci in 0..*c {
-                            let src = unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
+                            let src =
+                                unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
                             for (d, &v) in t.iter_mut().zip(src) {
                                 *d = quantize1(v, *scale, *zp, *lo, *hi);
                             }
