@@ -79,7 +79,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     if let Ok(v) = std::env::var("KILN_ISA") {
         match Isa::from_name(&v) {
             None => eprintln!(
-                "note: KILN_ISA={v} is not an ISA level (scalar, avx2, avx512, avx512vnni) and is ignored"
+                "note: KILN_ISA={v} is not an ISA level (scalar, avx2, avx512, avx512vnni, avx512amx) and is ignored"
             ),
             Some(i) if a.isa.is_some() => {
                 eprintln!(
@@ -92,13 +92,13 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     if a.reference && a.isa.is_some() {
         eprintln!("note: --isa has no effect with --reference (the reference executor has no SIMD kernels)");
     }
-    let max_isa = match a.isa {
-        None => None,
-        Some(s) => Some(
-            Isa::from_name(s)
-                .ok_or_else(|| anyhow!("--isa {s}: expected scalar, avx2, avx512 or avx512vnni"))?,
-        ),
-    };
+    let max_isa =
+        match a.isa {
+            None => None,
+            Some(s) => Some(Isa::from_name(s).ok_or_else(|| {
+                anyhow!("--isa {s}: expected scalar, avx2, avx512, avx512vnni or avx512amx")
+            })?),
+        };
     let m = kiln::load_model(a.model)?;
     // QDQ models compile too: their Q/DQ patterns run on the int8 kernels.
     if a.reference {

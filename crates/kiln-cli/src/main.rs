@@ -106,7 +106,7 @@ enum Cmd {
         /// instead of the compiled runtime.
         #[arg(long)]
         reference: bool,
-        /// Cap the kernels' ISA level (scalar, avx2, avx512, avx512vnni); default: the best the CPU has.
+        /// Cap the kernels' ISA level (scalar, avx2, avx512, avx512vnni, avx512amx); default: the best the CPU has.
         #[arg(long)]
         isa: Option<String>,
         /// Machine-readable output.

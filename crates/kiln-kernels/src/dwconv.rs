@@ -118,7 +118,7 @@ fn lanes(isa: Isa) -> usize {
         Isa::Avx512 => 16,
         Isa::Avx2 => 8,
         Isa::Scalar => 1,
-        Isa::Avx512Vnni => lanes(Isa::Avx512),
+        Isa::Avx512Vnni | Isa::Avx512Amx => lanes(Isa::Avx512),
     }
 }
 

@@ -40,7 +40,7 @@ pub fn panel_width(isa: Isa) -> usize {
         Isa::Avx512 => 32,
         Isa::Avx2 => 16,
         Isa::Scalar => 8,
-        Isa::Avx512Vnni => panel_width(Isa::Avx512),
+        Isa::Avx512Vnni | Isa::Avx512Amx => panel_width(Isa::Avx512),
     }
 }
 
@@ -50,7 +50,7 @@ pub fn tile_rows(isa: Isa) -> usize {
         Isa::Avx512 => 12,
         Isa::Avx2 => 6,
         Isa::Scalar => 4,
-        Isa::Avx512Vnni => tile_rows(Isa::Avx512),
+        Isa::Avx512Vnni | Isa::Avx512Amx => tile_rows(Isa::Avx512),
     }
 }
 

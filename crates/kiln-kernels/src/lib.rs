@@ -11,8 +11,12 @@
 //! run time from the CPU's features ([`Isa::detect`]); the repository never
 //! builds with `-C target-cpu=native`, so one binary runs on any x86-64 and
 //! uses AVX2+FMA or AVX-512 where present. [`set_max_isa`] (or the
-//! environment variable `KILN_ISA=scalar|avx2|avx512|avx512vnni`) caps the level, which is
-//! how the tests force the lower paths.
+//! environment variable `KILN_ISA=scalar|avx2|avx512|avx512vnni|avx512amx`) caps the
+//! level, which is how the tests force the lower paths. The top level,
+//! [`Isa::Avx512Amx`], adds Intel AMX tile matrix multiplies to the int8
+//! GEMM ([`qgemm::qgemm_u8i8_avx512amx_32x32`]); it is only detected where
+//! the CPU has AMX and Linux grants this process the tile state
+//! ([`amx_usable`]).
 //!
 //! Kernel names encode op, dtype, ISA and register tile, e.g.
 //! [`gemm::gemm_f32_avx512_12x32`]: 12 rows of A by 32 columns of B per
@@ -53,11 +57,24 @@ pub enum Isa {
     /// i32). Float kernels are those of [`Isa::Avx512`] (see
     /// [`Isa::float_level`]); integer kernels use VNNI.
     Avx512Vnni,
+    /// [`Isa::Avx512Vnni`] + Intel AMX (AMX-TILE, AMX-INT8: `tdpbusd`, the
+    /// same u8 x i8 dot products of 4 into i32 on 16x64-byte tiles), usable
+    /// by this process ([`amx_usable`]). Only the int8 GEMM uses the tiles
+    /// (for the shapes where they beat VNNI); float kernels are
+    /// [`Isa::Avx512`]'s ([`Isa::float_level`]), the other int8 kernels
+    /// [`Isa::Avx512Vnni`]'s ([`Isa::int8_level`]).
+    Avx512Amx,
 }
 
 impl Isa {
     /// All levels, lowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Vnni,
+        Isa::Avx512Amx,
+    ];
 
     /// Name as used in kernel names and `KILN_ISA`.
     pub fn name(self) -> &'static str {
@@ -66,6 +83,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Avx512Amx => "avx512amx",
         }
     }
 
@@ -76,7 +94,8 @@ impl Isa {
             .find(|i| i.name() == s.trim().to_ascii_lowercase())
     }
 
-    /// The highest level this CPU supports (CPUID).
+    /// The highest level this CPU supports (CPUID; for [`Isa::Avx512Amx`]
+    /// also the operating system's permission, see [`amx_usable`]).
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
@@ -84,7 +103,11 @@ impl Isa {
                 if std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
                 {
-                    return Isa::Avx512Vnni;
+                    return if amx_usable() {
+                        Isa::Avx512Amx
+                    } else {
+                        Isa::Avx512Vnni
+                    };
                 }
                 return Isa::Avx512;
             }
@@ -95,11 +118,22 @@ impl Isa {
         Isa::Scalar
     }
 
-    /// The level the f32 kernels use: [`Isa::Avx512Vnni`] adds integer
-    /// instructions only, so its float kernels are [`Isa::Avx512`]'s.
+    /// The level the f32 kernels use: [`Isa::Avx512Vnni`] and
+    /// [`Isa::Avx512Amx`] add integer instructions only, so their float
+    /// kernels are [`Isa::Avx512`]'s.
     pub fn float_level(self) -> Isa {
         match self {
-            Isa::Avx512Vnni => Isa::Avx512,
+            Isa::Avx512Vnni | Isa::Avx512Amx => Isa::Avx512,
+            i => i,
+        }
+    }
+
+    /// The level of the int8 kernels other than the GEMM (which has its own
+    /// AMX kernel, see [`qgemm::qgemm_level`]): [`Isa::Avx512Amx`] runs
+    /// them as [`Isa::Avx512Vnni`].
+    pub fn int8_level(self) -> Isa {
+        match self {
+            Isa::Avx512Amx => Isa::Avx512Vnni,
             i => i,
         }
     }
@@ -124,6 +158,83 @@ impl std::fmt::Display for Isa {
     }
 }
 
+/// Whether this process may run Intel AMX int8 tile instructions: the CPU
+/// reports AMX-TILE and AMX-INT8 (CPUID leaf 7, subleaf 0, EDX bits 24 and
+/// 25), Linux granted the tile data state to the process
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, which Linux
+/// requires before a process's first tile instruction; the permission holds
+/// for all its threads) and XCR0 then enables XTILECFG and XTILEDATA (bits
+/// 17 and 18). The request is made once per process, on the first call
+/// (also made by [`Isa::detect`]). Always `false` off x86-64 Linux.
+pub fn amx_usable() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMX.get_or_init(amx::request)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx {
+    use std::arch::asm;
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+
+    /// `arch_prctl` request for permission to use an extended state component.
+    const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+    /// XSAVE state component 18: the AMX tile data.
+    const XFEATURE_XTILEDATA: u64 = 18;
+    /// `arch_prctl`'s system call number on x86-64.
+    const SYS_ARCH_PRCTL: u64 = 158;
+
+    /// CPUID, then the permission request, then XCR0 (see [`super::amx_usable`]).
+    pub(super) fn request() -> bool {
+        // SAFETY: CPUID is always available on x86-64 (safe functions in
+        // newer Rust, hence the allow).
+        #[allow(unused_unsafe)]
+        let (max_leaf, edx, ecx1) = unsafe { (__cpuid(0).eax, __cpuid_count(7, 0).edx, __cpuid(1).ecx) };
+        if max_leaf < 7 {
+            return false;
+        }
+        let osxsave = ecx1 >> 27 & 1 == 1;
+        if edx >> 24 & 1 == 0 || edx >> 25 & 1 == 0 || !osxsave {
+            return false;
+        }
+        let ret: i64;
+        // SAFETY: arch_prctl with an integer request touches no memory of
+        // this process; `syscall` clobbers rcx and r11.
+        unsafe {
+            asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL as i64 => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack)
+            );
+        }
+        if ret != 0 {
+            return false;
+        }
+        let (lo, _hi): (u32, u32);
+        // SAFETY: OSXSAVE is set, so XGETBV with ECX = 0 (XCR0) is valid.
+        unsafe {
+            asm!(
+                "xgetbv",
+                in("ecx") 0u32,
+                out("eax") lo,
+                out("edx") _hi,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        lo >> 17 & 3 == 3
+    }
+}
+
 /// 0 = not set (use `KILN_ISA` or no cap); else `Isa::code`.
 static MAX_ISA: AtomicU8 = AtomicU8::new(0);
 
@@ -134,8 +245,8 @@ pub fn set_max_isa(max: Option<Isa>) {
 }
 
 /// The level kernels use: [`Isa::detect`], capped by [`set_max_isa`] or else by
-/// the environment variable `KILN_ISA` (`scalar`, `avx2`, `avx512`, `avx512vnni`; an unknown
-/// value is ignored).
+/// the environment variable `KILN_ISA` (`scalar`, `avx2`, `avx512`, `avx512vnni`,
+/// `avx512amx`; an unknown value is ignored).
 pub fn active_isa() -> Isa {
     let top = Isa::detect();
     let cap = Isa::from_code(MAX_ISA.load(Ordering::Relaxed))

@@ -373,6 +373,7 @@ impl PackedQDw {
 /// The level `isa` is packed for: the SIMD kernels need kernels of at most
 /// `MAXKH` rows, and AVX-512 BW + VL (for the 32-channel blocks).
 fn supported(isa: Isa, kh: usize) -> Isa {
+    let isa = isa.int8_level();
     if kh > MAXKH {
         return Isa::Scalar;
     }

@@ -107,7 +107,7 @@ fn real(m: i32, e: i32) -> f64 {
 /// # Safety
 /// Pointers valid for the range; `y` may alias `a` or `b` exactly.
 pub unsafe fn add_u8(isa: Isa, p: &QAddParams, a: *const u8, b: *const u8, y: *mut u8, range: Range<usize>) {
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni if p.simd && x86::avx512bw() => add_u8_avx512(p, a, b, y, range),
         #[cfg(target_arch = "x86_64")]
@@ -131,7 +131,7 @@ pub unsafe fn add_u8_scalar(p: &QAddParams, a: *const u8, b: *const u8, y: *mut 
 /// # Safety
 /// Pointers valid for the range; `y` may alias `x` exactly.
 pub unsafe fn lut_u8(isa: Isa, table: &[u8; 256], x: *const u8, y: *mut u8, range: Range<usize>) {
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni if x86::avx512vbmi() => lut_u8_avx512vbmi(table, x, y, range),
         _ => lut_u8_scalar(table, x, y, range),
@@ -170,7 +170,7 @@ pub unsafe fn quantize_f32_u8(
         0 <= lo && lo <= hi && hi <= 255,
         "clamp [{lo}, {hi}] not within [0, 255]"
     );
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni if x86::avx512bw() => {
             quantize_f32_u8_avx512(x, y, range, scale, zp, lo, hi)
@@ -219,7 +219,7 @@ pub unsafe fn dequantize_u8_f32(
     scale: f32,
     zp: i32,
 ) {
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni if x86::avx512bw() => dequantize_u8_f32_avx512(x, y, range, scale, zp),
         #[cfg(target_arch = "x86_64")]

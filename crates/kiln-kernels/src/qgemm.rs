@@ -15,6 +15,12 @@
 //! [`qgemm_u8_scalar`] bit for bit, whatever the tiling or thread split.
 //!
 //! Micro-kernels (register tile `MR x NR`):
+//! - [`qgemm_u8i8_avx512amx_32x32`]: Intel AMX `tdpbusd` on tiles (see its
+//!   documentation): the same `u8 x i8` dot products of 4 as `vpdpbusd`,
+//!   16x16 `i32` accumulator tiles over 64-byte (16 row-group) steps of `K`,
+//!   on the VNNI packing of `B`; chosen per call by shape
+//!   ([`qgemm_u8_raw`]), with the VNNI kernel for the shapes where it is
+//!   faster and for leftover rows.
 //! - [`qgemm_u8i8_avx512vnni_12x32`]: `vpdpbusd` (u8 x i8, four products
 //!   summed into each `i32` lane, no intermediate saturation); `B` packed in
 //!   groups of 4 rows (`[K/4][32][4]` per panel); 24 zmm accumulators.
@@ -42,7 +48,8 @@ pub struct QPackedB {
     pub nr: usize,
     /// The ISA level of the kernel this packing is for ([`qgemm_level`]).
     pub isa: Isa,
-    /// `K` rounded up to the kernel's row group (4, or 2 for AVX2).
+    /// `K` rounded up to the kernel's row group (4, or 2 for AVX2; for AMX,
+    /// a multiple of 64 when `K > 64`: whole tile steps, zero weights).
     kp: usize,
     /// Scalar / VNNI layout: per panel `[kp/4][nr][4]` bytes.
     data: Vec<i8>,
@@ -54,8 +61,8 @@ pub struct QPackedB {
     pub rq: Requant,
 }
 
-/// The int8 kernel level for `isa`: VNNI where present, AVX2's kernel on
-/// AVX-512 without VNNI.
+/// The int8 kernel level for `isa`: AMX or VNNI where present, AVX2's
+/// kernel on AVX-512 without VNNI.
 pub fn qgemm_level(isa: Isa) -> Isa {
     match isa {
         Isa::Avx512 => Isa::Avx2,
@@ -66,24 +73,27 @@ pub fn qgemm_level(isa: Isa) -> Isa {
 /// Panel width of `isa`'s int8 micro-kernel.
 pub fn qpanel_width(isa: Isa) -> usize {
     match qgemm_level(isa) {
-        Isa::Avx512Vnni => 32,
+        Isa::Avx512Vnni | Isa::Avx512Amx => 32,
         Isa::Avx2 | Isa::Avx512 => 16,
         Isa::Scalar => 8,
     }
 }
 
-/// Rows of `isa`'s int8 micro-tile.
+/// Rows of `isa`'s int8 micro-tile (AMX: two 16-row tiles).
 pub fn qtile_rows(isa: Isa) -> usize {
     match qgemm_level(isa) {
+        Isa::Avx512Amx => 32,
         Isa::Avx512Vnni => 12,
         Isa::Avx2 | Isa::Avx512 => 6,
         Isa::Scalar => 4,
     }
 }
 
-/// Kernel name of `isa`'s int8 GEMM.
+/// Kernel name of `isa`'s int8 GEMM (AMX: the kernel of the shapes where
+/// it beats VNNI, see [`qgemm_u8_raw`]).
 pub fn qgemm_name(isa: Isa) -> &'static str {
     match qgemm_level(isa) {
+        Isa::Avx512Amx => "qgemm_u8i8_avx512amx_32x32",
         Isa::Avx512Vnni => "qgemm_u8i8_avx512vnni_12x32",
         Isa::Avx2 | Isa::Avx512 => "qgemm_u8i8_avx2_6x16",
         Isa::Scalar => "qgemm_u8i8_scalar",
@@ -108,7 +118,11 @@ impl QPackedB {
         let nr = qpanel_width(isa);
         let panels = n.div_ceil(nr);
         let np = panels * nr;
-        let group = if isa == Isa::Avx2 { 2 } else { 4 };
+        let group = match isa {
+            Isa::Avx2 => 2,
+            Isa::Avx512Amx if k > AMX_KSTEP => AMX_KSTEP,
+            _ => 4,
+        };
         let kp = k.div_ceil(group) * group;
         let mut data = Vec::new();
         let mut data16 = Vec::new();
@@ -202,7 +216,11 @@ pub unsafe fn qgemm_u8_raw(args: &QGemmArgs, b: &QPackedB, rows: Range<usize>, p
     }
     match b.isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => qgemm_u8i8_avx512vnni_12x32(args, b, rows, panels),
+        Isa::Avx512Amx if amx_wins(rows.len(), b.k, panels.len() * 32) => {
+            qgemm_u8i8_avx512amx_32x32(args, b, rows, panels)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni | Isa::Avx512Amx => qgemm_u8i8_avx512vnni_12x32(args, b, rows, panels),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => x86::qgemm_u8i8_avx2_6x16(args, b, rows, panels),
         _ => qgemm_u8_scalar(args, b, rows, panels),
@@ -256,6 +274,29 @@ pub unsafe fn qgemm_u8_scalar(args: &QGemmArgs, b: &QPackedB, rows: Range<usize>
     }
 }
 
+/// Bytes of a row of `A` per AMX step: an A tile row (64 bytes, 16 groups
+/// of 4 `K` values; a B tile then has 16 rows of 64 bytes).
+const AMX_KSTEP: usize = 64;
+
+/// Whether [`qgemm_u8_raw`] runs the AMX kernel (else the VNNI kernel) for
+/// a call on `rows` rows, reduction length `k` and `cols` columns (its
+/// panels): at least one 16-row tile, `K >= 16` and 64K multiply-adds.
+///
+/// Measured with `examples/qgemm_speed.rs` (one thread, both kernels
+/// warm): AMX lost for `K <= 8` at every size (0.7-0.9x VNNI: a 64-byte
+/// step holds only 1-2 groups of `K`) and for calls below ~32-64K
+/// multiply-adds (0.7-1.0x: `ldtilecfg` and `tilerelease` cost ~0.1 us per
+/// call), and won from there (1.1-1.5x at 64-150K, 1.2-3.5x on MobileNetV2's
+/// pointwise shapes).
+pub fn amx_wins(rows: usize, k: usize, cols: usize) -> bool {
+    rows >= 16 && k >= AMX_MIN_K && rows * k * cols >= AMX_MIN_MACS
+}
+
+/// Smallest `K` for AMX.
+const AMX_MIN_K: usize = 16;
+/// Fewest multiply-adds per call for AMX.
+const AMX_MIN_MACS: usize = 64 * 1024;
+
 /// Rows of A kept hot in L2 while all panels pass over them.
 fn row_block(mr: usize, k: usize) -> usize {
     ((128 * 1024) / k.max(1)).clamp(mr, 40 * mr) / mr * mr
@@ -272,7 +313,7 @@ fn for_tiles(rows: Range<usize>, mr: usize, mut f: impl FnMut(usize, usize)) {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::qgemm_u8i8_avx512vnni_12x32;
+pub use x86::{qgemm_u8i8_avx512amx_32x32, qgemm_u8i8_avx512vnni_12x32};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -418,10 +459,341 @@ mod x86 {
             }
         }
         let m0: u16 = if cols >= 16 { u16::MAX } else { (1u16 << cols) - 1 };
-        for i in 0..MR {
+        for (i, &acc) in acc.iter().enumerate() {
             let cp = args.c.add((i0 + i) * args.ldc + col);
-            let y0 = requant16(&b.rq, col, acc[i]);
+            let y0 = requant16(&b.rq, col, acc);
             _mm_mask_storeu_epi8(cp as *mut i8, m0, y0);
+        }
+    }
+
+    /// AMX int8 GEMM: 32x32 blocks of `C` as 2x2 tiles of 16x16 `i32`.
+    ///
+    /// Intel AMX (Advanced Matrix Extensions, Sapphire Rapids and later) has
+    /// eight tile registers of up to 16 rows of 64 bytes; `tdpbusd C, A, B`
+    /// adds to each `i32` `C[i][j]` the dot products
+    /// `Σ_g Σ_t A[i][4g + t]·B[g][4j + t]` of `u8` `A` bytes with `i8` `B`
+    /// bytes. That is `vpdpbusd`'s arithmetic per lane (products exact in
+    /// `i32`, sums wrapping, no saturation), and `B`'s tile layout (row `g`:
+    /// 4 consecutive `K` values of each of 16 columns) is the VNNI packing
+    /// of [`QPackedB`]: a B tile is 16 groups of one 32-column panel (64
+    /// bytes at offset 0 or 64, row stride 128). Integer sums do not depend
+    /// on order, so the result equals [`qgemm_u8_scalar`] bit for bit.
+    ///
+    /// Tiles: `tmm4`, `tmm5` hold 16 rows of `A` each (one step of `K`: 64
+    /// bytes), `tmm6`, `tmm7` the two halves of the panel (16 groups of 4
+    /// rows of `B`), `tmm0..tmm3` the four accumulators; per step, four
+    /// tile loads and four `tdpbusd`. `K` is padded to whole steps in the
+    /// packing (zero weights; for `K <= 64` one step, the `A` tiles `K`
+    /// rounded up to 4 bytes wide). `A` is read in place (row stride `lda`)
+    /// where `K` is whole steps and its rows do not straddle cache lines
+    /// (or only one or two panels reuse them); otherwise each 32-row block
+    /// is first copied to an aligned buffer, zero-padded past `K` (nothing
+    /// is read past a row). Accumulators start from the bias (a tile load
+    /// with row stride 0) and are stored to the stack and requantized with
+    /// the VNNI kernel's epilogue; partial panels use one B tile and masked
+    /// stores. Rows are done in blocks of 32, then 16; the last `rows % 16`
+    /// go to [`qgemm_u8i8_avx512vnni_12x32`] (as do all calls on fewer than
+    /// 16 rows).
+    ///
+    /// The tile configuration is loaded (`ldtilecfg`) on entry and released
+    /// (`tilerelease`) before returning, so no tile state outlives a call.
+    ///
+    /// # Safety
+    /// As [`qgemm_u8_raw`]; `b` must be packed for [`Isa::Avx512Amx`] and
+    /// [`crate::amx_usable`] must be true (AVX-512 F, BW, VNNI, AMX-TILE and
+    /// AMX-INT8, with the tile state granted to this process).
+    pub unsafe fn qgemm_u8i8_avx512amx_32x32(
+        args: &QGemmArgs,
+        b: &QPackedB,
+        rows: Range<usize>,
+        panels: Range<usize>,
+    ) {
+        debug_assert_eq!((b.isa, b.nr), (Isa::Avx512Amx, 32));
+        let amx_rows = rows.len() / 16 * 16;
+        if amx_rows == 0 || b.k == 0 {
+            return qgemm_u8i8_avx512vnni_12x32(args, b, rows, panels);
+        }
+        let split = rows.start + amx_rows;
+        if !panels.is_empty() {
+            amx_rows_x16(args, b, rows.start..split, panels.clone());
+        }
+        if split < rows.end {
+            qgemm_u8i8_avx512vnni_12x32(args, b, split..rows.end, panels);
+        }
+    }
+
+    /// Palette-1 tile configuration (the 64-byte operand of `ldtilecfg`).
+    #[repr(C, align(64))]
+    struct TileCfg {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        /// Bytes per row of `tmm0..tmm15`.
+        colsb: [u16; 16],
+        /// Rows of `tmm0..tmm15`.
+        rows: [u8; 16],
+    }
+
+    /// `tileloadd tmmT, [p + stride]` (row `r` at `p + r * stride`).
+    macro_rules! tileload {
+        ($t:literal, $p:expr, $stride:expr) => {
+            std::arch::asm!(
+                concat!("tileloadd tmm", $t, ", [{p} + {s} * 1]"),
+                p = in(reg) $p,
+                s = in(reg) $stride,
+                options(nostack, readonly, preserves_flags)
+            )
+        };
+    }
+
+    /// `tilestored [p + stride], tmmT`.
+    macro_rules! tilestore {
+        ($t:literal, $p:expr, $stride:expr) => {
+            std::arch::asm!(
+                concat!("tilestored [{p} + {s} * 1], tmm", $t),
+                p = in(reg) $p,
+                s = in(reg) $stride,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// `tdpbusd tmmC, tmmA, tmmB`: `C += A (u8) · B (i8)`.
+    macro_rules! tdpbusd {
+        ($c:literal, $a:literal, $b:literal) => {
+            std::arch::asm!(
+                concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $b),
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// Panels of a call from which an `A` whose tile rows straddle cache
+    /// lines is copied (fewer: read in place, where `K` allows): measured,
+    /// the copy costs about as much as one or two passes over such rows.
+    const AMX_COPY_MIN_PANELS: usize = 3;
+
+    /// Rows `rows` (a multiple of 16 long) by `panels` on AMX tiles.
+    ///
+    /// Blocks of 32 (or 16) rows by one panel, row blocks outer (the block
+    /// of `A` stays in L1 while the panels pass). `A` is read in place when
+    /// `K` is whole steps and no tile row straddles cache lines (a step of
+    /// 64 bytes, or a smaller power of two, with rows aligned to it) or few
+    /// panels reuse them; otherwise each block is first copied to an aligned
+    /// buffer, zero-padded to whole steps (a tile row that straddles two
+    /// cache lines loads both: reading unaligned rows in place was up to
+    /// 1.8x slower). Measured and dropped: running the epilogue of one
+    /// block while the tiles compute the next (slower, much so for long
+    /// `K`), copying the next block while the tiles compute, and loading
+    /// `B` with the non-temporal hint (`tileloaddt1`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn amx_rows_x16(args: &QGemmArgs, b: &QPackedB, rows: Range<usize>, panels: Range<usize>) {
+        let kstep = b.kp.min(AMX_KSTEP);
+        let mut cfg = TileCfg {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..4 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        for t in 4..6 {
+            cfg.colsb[t] = kstep as u16;
+            cfg.rows[t] = 16;
+        }
+        for t in 6..8 {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = (kstep / 4) as u8;
+        }
+        // Rows of a step never straddle cache lines: steps of a power of
+        // two bytes, rows aligned to it.
+        let line_exact = kstep.is_power_of_two() && (args.a as usize | args.lda).is_multiple_of(kstep);
+        let in_place = b.k == b.kp && (line_exact || panels.len() < AMX_COPY_MIN_PANELS);
+        // Row stride of the copy: K padded to 64 bytes (a multiple of kstep).
+        let ps = b.kp.next_multiple_of(64);
+        let mut copy: Vec<Line> = Vec::new();
+        if !in_place {
+            copy.resize(32 * ps / 64, Line([0; 64]));
+        }
+        let mut blk = Block {
+            a: args.a,
+            sa: if in_place { args.lda } else { ps },
+            steps: b.kp / kstep,
+            kstep,
+        };
+        let mut cbuf = std::mem::MaybeUninit::<CBuf>::uninit();
+        let c = cbuf.as_mut_ptr() as *mut u8;
+        std::arch::asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly, preserves_flags));
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let mr = (rows.end - r0).min(32);
+            let a = args.a.add(r0 * args.lda);
+            if in_place {
+                blk.a = a;
+            } else {
+                let d = copy.as_mut_ptr() as *mut u8;
+                copy_rows(a, args.lda, d, ps, mr, b.k);
+                blk.a = d;
+            }
+            for p in panels.clone() {
+                let cols = 32.min(b.n - p * 32);
+                let (mt, nt) = (mr / 16, if cols > 16 { 2 } else { 1 });
+                let col = p * 32;
+                match (mt, nt) {
+                    (2, 2) => amx_compute::<2, 2>(b, &blk, col),
+                    (2, _) => amx_compute::<2, 1>(b, &blk, col),
+                    (_, 2) => amx_compute::<1, 2>(b, &blk, col),
+                    _ => amx_compute::<1, 1>(b, &blk, col),
+                }
+                amx_store(c, mt, nt);
+                amx_epilogue(args, b, c as *const i32, r0, mr, col, cols);
+            }
+            r0 += mr;
+        }
+        std::arch::asm!("tilerelease", options(nostack, nomem, preserves_flags));
+    }
+
+    /// `rows` rows of `k` bytes at `a` (stride `lda`) to `d` (stride `ps`, a
+    /// multiple of 64 at least `k`), each row zero-padded to `ps` bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn copy_rows(a: *const u8, lda: usize, d: *mut u8, ps: usize, rows: usize, k: usize) {
+        for i in 0..rows {
+            let (src, dst) = (a.add(i * lda), d.add(i * ps));
+            let mut c = 0;
+            while c + 64 <= k {
+                _mm512_store_si512(dst.add(c) as *mut _, _mm512_loadu_si512(src.add(c) as *const _));
+                c += 64;
+            }
+            if c < ps {
+                // The last bytes of the row (masked: nothing read past K), then zeros.
+                let mask = if k > c { u64::MAX >> (64 - (k - c)) } else { 0 };
+                _mm512_store_si512(
+                    dst.add(c) as *mut _,
+                    _mm512_maskz_loadu_epi8(mask, src.add(c) as *const i8),
+                );
+            }
+        }
+    }
+
+    /// A 64-byte aligned line of the copy of `A`.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Line([u8; 64]);
+
+    /// `C` tiles stored for the epilogue: 32 rows of 32 `i32` (bias included).
+    #[repr(C, align(64))]
+    struct CBuf([[i32; 32]; 32]);
+
+    /// Where one 32-row block of `A` is read.
+    struct Block {
+        /// First row of the block.
+        a: *const u8,
+        /// Its row stride.
+        sa: usize,
+        /// Steps of `K` (`kp / kstep`).
+        steps: usize,
+        /// Bytes of `K` per step.
+        kstep: usize,
+    }
+
+    /// Accumulates one `16·MT x 16·NT` block (`A` rows of `blk`, panel
+    /// columns from `col`) into `tmm0` (rows 0-15, columns 0-15), `tmm1`
+    /// (columns 16-31), `tmm2`, `tmm3` (rows 16-31), starting from the bias
+    /// (each row of the tiles loaded from the same 64 bytes: stride 0).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn amx_compute<const MT: usize, const NT: usize>(b: &QPackedB, blk: &Block, col: usize) {
+        let bp = b.data.as_ptr().add(col * b.kp) as *const u8;
+        let bias = b.bias.as_ptr().add(col);
+        tileload!("0", bias, 0usize);
+        if NT == 2 {
+            tileload!("1", bias.add(16), 0usize);
+        }
+        if MT == 2 {
+            tileload!("2", bias, 0usize);
+            if NT == 2 {
+                tileload!("3", bias.add(16), 0usize);
+            }
+        }
+        let (sa, a16) = (blk.sa, blk.a.add(16 * blk.sa));
+        let wstep = blk.kstep / 4 * 128;
+        for s in 0..blk.steps {
+            let (a0, w) = (blk.a.add(s * blk.kstep), bp.add(s * wstep));
+            tileload!("4", a0, sa);
+            tileload!("6", w, 128usize);
+            tdpbusd!("0", "4", "6");
+            if NT == 2 {
+                tileload!("7", w.add(64), 128usize);
+                tdpbusd!("1", "4", "7");
+            }
+            if MT == 2 {
+                tileload!("5", a16.add(s * blk.kstep), sa);
+                tdpbusd!("2", "5", "6");
+                if NT == 2 {
+                    tdpbusd!("3", "5", "7");
+                }
+            }
+        }
+    }
+
+    /// Stores the accumulator tiles of an `mt x nt` block to a [`CBuf`].
+    #[inline]
+    unsafe fn amx_store(c: *mut u8, mt: usize, nt: usize) {
+        tilestore!("0", c, 128usize);
+        if nt == 2 {
+            tilestore!("1", c.add(64), 128usize);
+        }
+        if mt == 2 {
+            tilestore!("2", c.add(16 * 128), 128usize);
+            if nt == 2 {
+                tilestore!("3", c.add(16 * 128 + 64), 128usize);
+            }
+        }
+    }
+
+    /// Requantizes a stored block ([`CBuf`] `c`, `rows` rows) to `C` at row
+    /// `r0`, columns `col..col + cols` (masked stores for a partial panel).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn amx_epilogue(
+        args: &QGemmArgs,
+        b: &QPackedB,
+        c: *const i32,
+        r0: usize,
+        rows: usize,
+        col: usize,
+        cols: usize,
+    ) {
+        let m0: u16 = if cols >= 16 { u16::MAX } else { (1u16 << cols) - 1 };
+        if cols > 16 {
+            let m1: u16 = if cols >= 32 {
+                u16::MAX
+            } else {
+                ((1u32 << (cols - 16)) - 1) as u16
+            };
+            for i in 0..rows {
+                let acc0 = _mm512_load_si512(c.add(i * 32) as *const _);
+                let acc1 = _mm512_load_si512(c.add(i * 32 + 16) as *const _);
+                let y = requant32(&b.rq, col, acc0, acc1);
+                let cp = args.c.add((r0 + i) * args.ldc + col);
+                if cols == 32 {
+                    _mm256_storeu_si256(cp as *mut __m256i, y);
+                } else {
+                    _mm_mask_storeu_epi8(cp as *mut i8, m0, _mm256_castsi256_si128(y));
+                    _mm_mask_storeu_epi8(cp.add(16) as *mut i8, m1, _mm256_extracti128_si256::<1>(y));
+                }
+            }
+        } else {
+            for i in 0..rows {
+                let acc = _mm512_load_si512(c.add(i * 32) as *const _);
+                let y = requant16(&b.rq, col, acc);
+                let cp = args.c.add((r0 + i) * args.ldc + col);
+                _mm_mask_storeu_epi8(cp as *mut i8, m0, y);
+            }
         }
     }
 

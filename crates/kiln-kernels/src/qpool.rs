@@ -29,7 +29,7 @@ use std::ops::Range;
 /// `x` holds `[n, h, w, c]`, `y` holds `[n, oh, ow, c]`, disjoint. Calls
 /// on disjoint `rows` may run concurrently.
 pub unsafe fn maxpool_u8(isa: Isa, g: &PoolGeom, x: *const u8, y: *mut u8, rows: Range<usize>) {
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni if std::arch::is_x86_feature_detected!("avx512bw") => {
             maxpool_u8_avx512(g, x, y, rows)
@@ -109,7 +109,7 @@ pub unsafe fn global_avg_pool_u8(
     batch: Range<usize>,
 ) {
     assert_eq!(rq.n, c, "requantization for {} channels, input has {c}", rq.n);
-    match isa {
+    match isa.int8_level() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni
             if std::arch::is_x86_feature_detected!("avx512bw")

@@ -170,21 +170,24 @@ pub(crate) mod x86 {
 
     /// `rhe(acc * M) + zy` for 16 channels as `i32`, where every exponent of
     /// the group is `<= 0`. `acc` and `M = m * 2^(e - 31)` are exact doubles
-    /// and one fused multiply-add `acc * M + (1.5 * 2^52 + zy)` rounds the
-    /// exact product once, to an integer, half to even: exactly
-    /// [`requantize`]`(acc, m, e) + zy`, read from the low 32 bits of each
-    /// double (`|acc * M| < |acc| < 2^31`).
+    /// and one fused multiply-add `acc * M + 1.5 * 2^52` rounds the exact
+    /// product once, to an integer, half to even (the offset is even, so the
+    /// tie parity is that of the result): exactly [`requantize`]`(acc, m, e)`,
+    /// read from the low 32 bits of each double (`|acc * M| < |acc| < 2^31`);
+    /// `zy` is added after (adding it inside the rounding would make ties
+    /// follow the parity of the sum, wrong for odd `zy`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn fma16(rq: &Requant, c0: usize, acc: __m512i) -> __m512i {
         let s = rq.scale64.as_ptr().add(c0);
-        let magic = _mm512_set1_pd(MAGIC + rq.out.zy as f64);
+        let magic = _mm512_set1_pd(MAGIC);
         let a0 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc));
         let a1 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(acc));
         let f0 = _mm512_fmadd_pd(a0, _mm512_loadu_pd(s), magic);
         let f1 = _mm512_fmadd_pd(a1, _mm512_loadu_pd(s.add(8)), magic);
         let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        _mm512_permutex2var_epi32(_mm512_castpd_si512(f0), idx, _mm512_castpd_si512(f1))
+        let q = _mm512_permutex2var_epi32(_mm512_castpd_si512(f0), idx, _mm512_castpd_si512(f1));
+        _mm512_add_epi32(q, _mm512_set1_epi32(rq.out.zy))
     }
 
     /// Requantizes 16 accumulators of channels `c0..c0 + 16` (`c0` a
@@ -354,6 +357,12 @@ mod tests {
             let n = 32;
             let mult: Vec<i32> = (0..n).map(|_| (1 << 30) + (rnd() % (1 << 30)) as i32).collect();
             // A third of the trials with multipliers below 1 (the f64 path).
+            let mult: Vec<i32> = if trial % 5 == 0 {
+                // m = 2^30 (M = 2^(e-32)): products land on ties often.
+                vec![1 << 30; n]
+            } else {
+                mult
+            };
             let exp: Vec<i32> = (0..n)
                 .map(|_| match trial % 3 {
                     0 => (rnd() % 32) as i32 - 31,
@@ -489,6 +498,41 @@ mod tests {
                     for j in 0..16 {
                         assert_eq!(got[j], want[c0 + j], "requant16: {}", show(c0 + j));
                     }
+                }
+            }
+        }
+    }
+}
+/// Regression: the f64 epilogue once added the output zero point inside
+/// the rounding (`acc * M + (1.5 * 2^52 + zy)`), so ties followed the parity
+/// of `result + zy`: wrong by one for odd `zy` (caught by the global
+/// average pool property test).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod regression_fma_requant_ties_with_odd_zero_point {
+    use super::*;
+
+    #[test]
+    fn ties_round_to_even_results_whatever_the_zero_point() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw"))
+        {
+            return;
+        }
+        for zy in [0, 1, 2, 3, 177] {
+            // M = 0.5: every odd accumulator is a tie.
+            let rq = Requant::new(16, &[1 << 30], &[0], QOut::checked(zy, 0, 255));
+            for base in (-600..600).step_by(16) {
+                let acc: Vec<i32> = (0..16).map(|j| base + j).collect();
+                let mut got = [0u8; 16];
+                unsafe {
+                    let v = std::arch::x86_64::_mm512_loadu_si512(acc.as_ptr() as *const _);
+                    std::arch::x86_64::_mm_storeu_si128(
+                        got.as_mut_ptr() as *mut _,
+                        x86::requant16(&rq, 0, v),
+                    );
+                }
+                for j in 0..16 {
+                    assert_eq!(got[j], rq.apply(acc[j], j), "acc {} zy {zy}", acc[j]);
                 }
             }
         }

@@ -31,6 +31,8 @@
     clippy::single_range_in_vec_init
 )]
 
+mod common;
+
 use kiln_kernels::conv::{conv_f32_raw, pack_conv_weights, ConvArgs, ConvGeom};
 use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
 use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
@@ -73,6 +75,9 @@ fn cpu_levels() -> Vec<Isa> {
                 && std::arch::is_x86_feature_detected!("avx512vnni")
             {
                 v.push(Isa::Avx512Vnni);
+                if common::cpu_has_amx() {
+                    v.push(Isa::Avx512Amx);
+                }
             }
         }
     }
@@ -2068,6 +2073,8 @@ fn kiln_isa_env_caps_active_isa() {
         ("avx2", Some(Isa::Avx2)),
         ("avx512", Some(Isa::Avx512)),
         ("avx512vnni", Some(Isa::Avx512Vnni)),
+        ("avx512amx", Some(Isa::Avx512Amx)),
+        ("AVX512AMX", Some(Isa::Avx512Amx)),
         ("AVX2", Some(Isa::Avx2)),
         (" Scalar\n", Some(Isa::Scalar)),
         ("sse9", None),

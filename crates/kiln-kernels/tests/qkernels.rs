@@ -366,7 +366,7 @@ impl QDw {
             self.zx,
             self.rq.clone(),
         );
-        assert_eq!(pw.isa, isa);
+        assert_eq!(pw.isa, isa.int8_level());
         let mut y = vec![SENTINEL; self.out_len() + GUARD];
         for rows in parts {
             // SAFETY: buffers sized for the geometry.

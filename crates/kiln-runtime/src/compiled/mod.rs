@@ -2712,7 +2712,7 @@ fn tile_name(isa: Isa) -> &'static str {
         Isa::Avx512 => "12x32",
         Isa::Avx2 => "6x16",
         Isa::Scalar => "4x8",
-        Isa::Avx512Vnni => tile_name(Isa::Avx512),
+        Isa::Avx512Vnni | Isa::Avx512Amx => tile_name(Isa::Avx512),
     }
 }
 
