@@ -614,10 +614,20 @@ mod x86 {
         let in_place = b.k == b.kp && (line_exact || panels.len() < AMX_COPY_MIN_PANELS);
         // Row stride of the copy: K padded to 64 bytes (a multiple of kstep).
         let ps = b.kp.next_multiple_of(64);
-        let mut copy: Vec<Line> = Vec::new();
-        if !in_place {
-            copy.resize(32 * ps / 64, Line([0; 64]));
-        }
+        // The copy buffer is per thread and kept (no allocation after a
+        // thread's first, largest call); bytes past k are don't-care: the
+        // packed weights there are zero.
+        let copy: *mut Line = if in_place {
+            std::ptr::null_mut()
+        } else {
+            ACOPY.with(|c| {
+                let mut v = c.borrow_mut();
+                if v.len() < 32 * ps / 64 {
+                    v.resize(32 * ps / 64, Line([0; 64]));
+                }
+                v.as_mut_ptr()
+            })
+        };
         let mut blk = Block {
             a: args.a,
             sa: if in_place { args.lda } else { ps },
@@ -634,7 +644,7 @@ mod x86 {
             if in_place {
                 blk.a = a;
             } else {
-                let d = copy.as_mut_ptr() as *mut u8;
+                let d = copy as *mut u8;
                 copy_rows(a, args.lda, d, ps, mr, b.k);
                 blk.a = d;
             }
@@ -677,6 +687,11 @@ mod x86 {
                 );
             }
         }
+    }
+
+    std::thread_local! {
+        /// Per-thread aligned copy of A blocks whose rows straddle lines.
+        static ACOPY: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// A 64-byte aligned line of the copy of `A`.

@@ -1047,7 +1047,8 @@ impl CompiledModel {
             ..
         } = b;
         let steps = fuse_dw_pw(&vals, steps, &outputs);
-        let mut steps = fuse_affine(&vals, steps, &outputs);
+        let steps = fuse_affine(&vals, steps, &outputs);
+        let mut steps = q8::fuse_gemm_add(&vals, steps, &outputs);
         let arena_len = plan_memory(&mut vals, &mut steps, &outputs);
         let scratch_len = steps
             .iter()

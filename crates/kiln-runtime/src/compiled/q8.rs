@@ -76,6 +76,20 @@ pub(super) enum QKernel {
         lda: usize,
         y: usize,
     },
+    /// A pointwise GEMM whose output only feeds a `QAdd` with `skip`, fused:
+    /// per block of rows, the GEMM writes into per-thread scratch and the
+    /// add reads it from there (cache-hot) with the same rows of `skip`.
+    GemmAdd {
+        m: usize,
+        w: Arc<QPackedB>,
+        a: usize,
+        lda: usize,
+        skip: usize,
+        /// The GEMM output is the add's first operand.
+        gemm_first: bool,
+        y: usize,
+        p: QAddParams,
+    },
     /// General convolution: im2col of a tile of pixels, then GEMM.
     Im2col {
         g: ConvGeom,
@@ -900,10 +914,79 @@ impl Builder<'_> {
 /// Rows of an im2col tile (a multiple of every int8 GEMM's tile rows).
 const IM2COL_ROWS: usize = 96;
 
+/// Rows per block of a fused GEMM + add (a multiple of every tile height).
+const GEMM_ADD_ROWS: usize = 96;
+
+/// Fuses each pointwise int8 GEMM step whose output is read only by the
+/// next step, a same-length `QAdd` (the residual of an inverted residual
+/// block), into one [`QKernel::GemmAdd`]: one step and no pass over the
+/// GEMM output in memory. Bit-identical (the same integer ops).
+pub(super) fn fuse_gemm_add(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
+    let (readers, aliased) = readers_and_aliased(vals, &steps, outputs);
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let mut it = steps.into_iter().peekable();
+    while let Some(st) = it.next() {
+        let fused = match (&st.kernel, it.peek().map(|n| &n.kernel)) {
+            (
+                Kernel::Q8(QKernel::Gemm { m, w, a, lda, y: t }),
+                Some(Kernel::Q8(QKernel::Add {
+                    a: aa,
+                    b: bb,
+                    y,
+                    len,
+                    p,
+                })),
+            ) if (aa == t) != (bb == t)
+                && readers[*t] == 1
+                && !aliased.contains(t)
+                && *len == m * w.n
+                && !matches!(vals[*t].loc, Loc::Output(_)) =>
+            {
+                let gemm_first = aa == t;
+                Some(QKernel::GemmAdd {
+                    m: *m,
+                    w: w.clone(),
+                    a: *a,
+                    lda: *lda,
+                    skip: if gemm_first { *bb } else { *aa },
+                    gemm_first,
+                    y: *y,
+                    p: *p,
+                })
+            }
+            _ => None,
+        };
+        let Some(k) = fused else {
+            out.push(st);
+            continue;
+        };
+        let next = it.next().expect("peeked");
+        let (a, skip, y) = match &k {
+            QKernel::GemmAdd { a, skip, y, .. } => (*a, *skip, *y),
+            _ => unreachable!("built above"),
+        };
+        out.push(Step {
+            info: StepInfo {
+                node: format!("{} + {}", st.info.node, next.info.node),
+                op_type: "QConv+QAdd".into(),
+                kernel: format!("{}+add_u8", st.info.kernel),
+                shape: next.info.shape.clone(),
+                flops: st.info.flops + next.info.flops,
+            },
+            kernel: Kernel::Q8(k),
+            reads: vec![a, skip],
+            writes: vec![y],
+            inplace: vec![skip],
+        });
+    }
+    out
+}
+
 /// Scratch words (f32 units) an int8 step needs per thread.
 pub(super) fn scratch_words(k: &QKernel) -> usize {
     match k {
         QKernel::Im2col { g, .. } => IM2COL_ROWS * g.ci.next_multiple_of(4) * g.kh * g.kw / 4 + 16,
+        QKernel::GemmAdd { w, .. } => (GEMM_ADD_ROWS * w.n).div_ceil(4) + 16,
         _ => 0,
     }
 }
@@ -911,7 +994,9 @@ pub(super) fn scratch_words(k: &QKernel) -> usize {
 /// Packed bytes held by an int8 step, with a key to count shared ones once.
 pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
     match k {
-        QKernel::Gemm { w, .. } | QKernel::Im2col { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
+        QKernel::Gemm { w, .. } | QKernel::Im2col { w, .. } | QKernel::GemmAdd { w, .. } => {
+            Some((Arc::as_ptr(w) as usize, w.bytes()))
+        }
         QKernel::Dw { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
         _ => None,
     }
@@ -1028,6 +1113,60 @@ impl CompiledModel {
                         qgemm_u8_raw(&args, w, split_range(*m, parts, i), 0..panels);
                     } else {
                         qgemm_u8_raw(&args, w, 0..*m, split_range(panels, parts, i));
+                    }
+                });
+            }
+            QKernel::GemmAdd {
+                m,
+                w,
+                a,
+                lda,
+                skip,
+                gemm_first,
+                y,
+                p,
+            } => {
+                let blocks = m.div_ceil(GEMM_ADD_ROWS);
+                let parts = if flops < 200_000 { 1 } else { threads.min(blocks) };
+                let scratch = ScratchPtrs {
+                    base: st.scratch.as_mut_ptr() as usize,
+                };
+                let (pa, ps, py) = (
+                    SendPtr(st.ptrs[*a]),
+                    SendPtr(st.ptrs[*skip]),
+                    SendPtr(st.ptrs[*y]),
+                );
+                let words = scratch_words(k);
+                let n = w.n;
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    let t = scratch.get(i % threads, words).as_mut_ptr() as *mut u8;
+                    let rb = split_range(blocks, parts, i);
+                    for blk in rb {
+                        let r0 = blk * GEMM_ADD_ROWS;
+                        let r1 = (r0 + GEMM_ADD_ROWS).min(*m);
+                        let args = QGemmArgs {
+                            m: r1 - r0,
+                            a: (pa.get() as *const u8).add(r0 * lda),
+                            lda: *lda,
+                            c: t,
+                            ldc: n,
+                        };
+                        qgemm_u8_raw(&args, w, 0..r1 - r0, 0..w.panels());
+                        let s = (ps.get() as *const u8).add(r0 * n);
+                        let (x0, x1) = if *gemm_first {
+                            (t as *const u8, s)
+                        } else {
+                            (s, t as *const u8)
+                        };
+                        add_u8(
+                            isa,
+                            p,
+                            x0,
+                            x1,
+                            (py.get() as *mut u8).add(r0 * n),
+                            0..(r1 - r0) * n,
+                        );
                     }
                 });
             }
