@@ -547,25 +547,22 @@ impl Builder<'_> {
                 name,
             )
         } else {
-            // ONNX weights [m][ci][kh][kw]; im2col rows are (ky, kx, c) in
-            // NHWC with c padded to a multiple of 4 (zero weights), so each
-            // tap is whole 4-byte groups of the int8 GEMM.
+            // ONNX weights [m][ci][kh][kw]; im2col rows are kh segments of
+            // (kx, c) in NHWC order, each padded to a multiple of 4 bytes
+            // (zero weights): an interior pixel's segment is one contiguous
+            // copy of the input row.
             let (kh, kw, ci) = (g.kh, g.kw, g.ci);
-            let cip = if g.is_pointwise() {
-                ci
-            } else {
-                ci.next_multiple_of(4)
-            };
-            let k = cip * kh * kw;
+            let segp = if g.is_pointwise() { ci } else { im2col_seg(&g) };
+            let k = segp * kh;
             let wref = &wq;
             let b = Arc::new(QPackedB::pack(
                 isa,
                 k,
                 m,
                 |kk, j| {
-                    let (tap, c) = (kk / cip, kk % cip);
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    if c < ci {
+                    let (ky, r) = (kk / segp, kk % segp);
+                    let (kx, c) = (r / ci, r % ci);
+                    if r < kw * ci {
                         wref[((j * ci + c) * kh + ky) * kw + kx]
                     } else {
                         0
@@ -985,7 +982,7 @@ pub(super) fn fuse_gemm_add(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -
 /// Scratch words (f32 units) an int8 step needs per thread.
 pub(super) fn scratch_words(k: &QKernel) -> usize {
     match k {
-        QKernel::Im2col { g, .. } => IM2COL_ROWS * g.ci.next_multiple_of(4) * g.kh * g.kw / 4 + 16,
+        QKernel::Im2col { g, .. } => IM2COL_ROWS * im2col_seg(g) * g.kh / 4 + 16,
         QKernel::GemmAdd { w, .. } => (GEMM_ADD_ROWS * w.n).div_ceil(4) + 16,
         _ => 0,
     }
@@ -1000,19 +997,6 @@ pub(super) fn packed_bytes(k: &QKernel) -> Option<(usize, usize)> {
         QKernel::Dw { w, .. } => Some((Arc::as_ptr(w) as usize, w.bytes())),
         _ => None,
     }
-}
-
-/// ONNX QuantizeLinear of one value: `clamp(rhe(v / scale) + zp, lo, hi)`,
-/// with `as` saturation (NaN -> 0) as the reference. Rounding half to even
-/// by adding and subtracting `1.5 * 2^23` (exact for `|t| <= 2^22`), which
-/// vectorizes where `round_ties_even` is a library call.
-#[inline(always)]
-fn quantize1(v: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> u8 {
-    // Clamping to 2^22 first changes no result (those clamp to lo/hi) and
-    // keeps NaN (-> 0 by `as`).
-    let t = (v / scale).clamp(-4_194_304.0, 4_194_304.0);
-    let r = ((t + 12_582_912.0) - 12_582_912.0) as i32;
-    (r + zp).clamp(lo, hi) as u8
 }
 
 impl CompiledModel {
@@ -1058,18 +1042,26 @@ impl CompiledModel {
                 hi,
             } => {
                 let (px, py) = (st.ptrs[*x] as *const f32, p8(*y));
-                // Blocks of 64 pixels: quantize each channel's run (vectorized),
-                // then interleave the channels.
+                // Blocks of 64 pixels: quantize each channel's run (SIMD
+                // kernel), then interleave the channels.
                 let mut t = [0u8; 64];
+                let isa = self.isa;
                 for b in 0..*n {
                     for q0 in (0..*hw).step_by(64) {
                         let len = 64.min(hw - q0);
                         for ci in 0..*c {
-                            let src =
-                                unsafe { std::slice::from_raw_parts(px.add((b * c + ci) * hw + q0), len) };
-                            for (d, &v) in t.iter_mut().zip(src) {
-                                *d = quantize1(v, *scale, *zp, *lo, *hi);
-                            }
+                            unsafe {
+                                quantize_f32_u8(
+                                    isa,
+                                    px.add((b * c + ci) * hw + q0),
+                                    t.as_mut_ptr(),
+                                    0..len,
+                                    *scale,
+                                    *zp,
+                                    *lo,
+                                    *hi,
+                                )
+                            };
                             for (q, &v) in t[..len].iter().enumerate() {
                                 unsafe { *py.add((b * hw + q0 + q) * c + ci) = v };
                             }
@@ -1186,7 +1178,7 @@ impl CompiledModel {
                     let s = scratch.get(i % threads, words);
                     let s8 = s.as_mut_ptr() as *mut u8;
                     let r = split_range(pix, parts, i);
-                    let kk = g.ci.next_multiple_of(4) * g.kh * g.kw;
+                    let kk = im2col_seg(g) * g.kh;
                     let mut p0 = r.start;
                     while p0 < r.end {
                         let p1 = (p0 + IM2COL_ROWS).min(r.end);
@@ -1309,13 +1301,20 @@ impl CompiledModel {
     }
 }
 
-/// im2col of output pixels `pix` into rows of `cip*kh*kw` bytes ordered
-/// (ky, kx, c), `cip` = `ci` rounded up to 4 (the pad bytes are don't-care:
-/// their weights are zero); taps outside the image read the zero point `zx`.
+/// Bytes of one kernel row of an im2col row: `kw * ci` rounded up to 4.
+fn im2col_seg(g: &ConvGeom) -> usize {
+    (g.kw * g.ci).next_multiple_of(4)
+}
+
+/// im2col of output pixels `pix` into rows of `kh` segments of
+/// [`im2col_seg`] bytes, each the `(kx, c)` taps of one kernel row (pad
+/// bytes are don't-care: their weights are zero); taps outside the image
+/// read the zero point `zx`. The buffer needs 16 bytes of slack at the end.
 unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>, zx: u8) {
-    let cip = g.ci.next_multiple_of(4);
-    let k = cip * g.kh * g.kw;
-    let total = g.n * g.h * g.w;
+    let seg = im2col_seg(g);
+    let k = seg * g.kh;
+    let run = g.kw * g.ci;
+    let total = g.n * g.h * g.w * g.ci;
     let (mut b, mut oy, mut ox) = (
         pix.start / (g.oh * g.ow),
         (pix.start / g.ow) % g.oh,
@@ -1326,28 +1325,34 @@ unsafe fn im2col_u8(g: &ConvGeom, x: *const u8, out: *mut u8, pix: Range<usize>,
         let row = out.add(r * k);
         let iy0 = (oy * g.sh) as isize - g.pt as isize;
         let ix0 = (ox * g.sw) as isize - g.pl as isize;
-        let interior = iy0 >= 0
-            && ix0 >= 0
-            && iy0 + (((g.kh - 1) * g.dh) as isize) < h
-            && ix0 + (((g.kw - 1) * g.dw) as isize) < w;
+        let x_inside = ix0 >= 0 && ix0 + (((g.kw - 1) * g.dw) as isize) < w;
         let base = (b * g.h) as isize;
         for ky in 0..g.kh {
             let iy = iy0 + (ky * g.dh) as isize;
+            let dst = row.add(ky * seg);
+            if iy < 0 || iy >= h {
+                std::ptr::write_bytes(dst, zx, run);
+                continue;
+            }
+            let start = (((base + iy) * w + ix0.max(0)) as usize) * g.ci;
+            if x_inside && g.dw == 1 {
+                // One contiguous run of kw pixels.
+                if run <= 16 && start + 16 <= total {
+                    let v = (x.add(start) as *const [u8; 16]).read_unaligned();
+                    (dst as *mut [u8; 16]).write_unaligned(v);
+                } else {
+                    std::ptr::copy_nonoverlapping(x.add(start), dst, run);
+                }
+                continue;
+            }
             for kx in 0..g.kw {
                 let ix = ix0 + (kx * g.dw) as isize;
-                let dst = row.add((ky * g.kw + kx) * cip);
-                if !interior && (iy < 0 || ix < 0 || iy >= h || ix >= w) {
-                    std::ptr::write_bytes(dst, zx, cip);
-                    continue;
-                }
-                let q = ((base + iy) * w + ix) as usize;
-                let src = x.add(q * g.ci);
-                if g.ci < 4 && q + 1 < total {
-                    // One 4-byte load (the next pixel's first bytes land on
-                    // zero weights).
-                    (dst as *mut u32).write_unaligned((src as *const u32).read_unaligned());
+                let d = dst.add(kx * g.ci);
+                if ix < 0 || ix >= w {
+                    std::ptr::write_bytes(d, zx, g.ci);
                 } else {
-                    std::ptr::copy_nonoverlapping(src, dst, g.ci);
+                    let q = (((base + iy) * w + ix) as usize) * g.ci;
+                    std::ptr::copy_nonoverlapping(x.add(q), d, g.ci);
                 }
             }
         }
