@@ -31,6 +31,7 @@ use crate::Isa;
 use std::ops::Range;
 
 /// `1.5 * 2^52`: `x + MAGIC` (for `|x| < 2^51`) is `MAGIC + round_half_even(x)`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// Parameters of a requantizing add (kiln `QAdd`), stored encoding.
@@ -98,6 +99,7 @@ impl QAddParams {
 }
 
 /// `M = m * 2^(e - 31)` (exact in `f64`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn real(m: i32, e: i32) -> f64 {
     m as f64 * 2f64.powi(e - 31)
 }

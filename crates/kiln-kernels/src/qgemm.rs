@@ -298,11 +298,13 @@ const AMX_MIN_K: usize = 16;
 const AMX_MIN_MACS: usize = 64 * 1024;
 
 /// Rows of A kept hot in L2 while all panels pass over them.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn row_block(mr: usize, k: usize) -> usize {
     ((128 * 1024) / k.max(1)).clamp(mr, 40 * mr) / mr * mr
 }
 
 /// Splits `rows` into balanced tiles of at most `mr` rows.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn for_tiles(rows: Range<usize>, mr: usize, mut f: impl FnMut(usize, usize)) {
     let len = rows.len();
     let tiles = len.div_ceil(mr);

@@ -149,6 +149,7 @@ pub unsafe fn global_avg_pool_u8_scalar(
 
 /// `hw * zx` as the wrapping `i32` the sum of `hw` terms `x - zx` differs
 /// from the sum of the `x` by.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline]
 fn zero_sum(hw: usize, zx: i32) -> i32 {
     (hw as u64).wrapping_mul(zx as u64) as i32

@@ -83,14 +83,18 @@ pub struct Requant {
     pub out: QOut,
     /// Per 16 channels: right shifts `31 - e` as `i64`, even channels
     /// (0, 2, .., 14) then odd ones (AVX-512 lane order of `vpmuldq`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) shift64: Vec<i64>,
     /// Per 16 channels, same order: `2^(31 - e - 1) - 1` (the rounding
     /// addend before the round-half-even correction).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) round64: Vec<i64>,
     /// `m * 2^(e - 31)` per channel as `f64` (exact: `m` has 31 bits).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) scale64: Vec<f64>,
     /// Per 16 channels: every exponent `e <= 0` (real multiplier below 1,
     /// so `|acc * M| < 2^31`): the `f64` epilogue applies (see `x86::requant16`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fast: Vec<bool>,
 }
 
