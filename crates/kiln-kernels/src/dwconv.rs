@@ -155,6 +155,7 @@ fn tap_range(o: usize, s: usize, p: usize, d: usize, k: usize, len: usize) -> Ra
 
 /// Output columns `in_lo..in_hi` whose window lies entirely inside the input
 /// along W (no padding taps).
+#[cfg(target_arch = "x86_64")]
 fn interior(g: &DwGeom) -> (usize, usize) {
     let lo = g.pl.div_ceil(g.sw);
     let span = (g.kw - 1) * g.dw;

@@ -110,11 +110,13 @@ impl PackedB {
     }
 
     /// Start of panel `p` (`k x nr` values).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn panel_ptr(&self, p: usize) -> *const f32 {
         self.data[p * self.k * self.nr..].as_ptr()
     }
 
     /// Bias of panel `p` (`nr` values, zero-padded).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn bias_ptr(&self, p: usize) -> *const f32 {
         self.bias[p * self.nr..].as_ptr()
     }
@@ -215,7 +217,11 @@ pub fn gemm_f32(
     unsafe { gemm_f32_raw(&args, b, 0..m, 0..b.panels()) }
 }
 
+// Blocking helpers of the SIMD micro-kernels (x86 only so far; a NEON kernel
+// widens their cfg to its architecture).
+
 /// Rows of A kept hot in L2 while all panels pass over them.
+#[cfg(target_arch = "x86_64")]
 fn row_block(isa: Isa, k: usize) -> usize {
     let mr = tile_rows(isa);
     ((96 * 1024) / (4 * k.max(1))).clamp(mr, 40 * mr) / mr * mr
@@ -223,6 +229,7 @@ fn row_block(isa: Isa, k: usize) -> usize {
 
 /// Splits `rows` into tiles of at most `mr` rows, balanced (e.g. 49 rows with
 /// `mr = 12` gives 10,10,10,10,9 rather than 12,12,12,12,1).
+#[cfg(target_arch = "x86_64")]
 fn for_tiles(rows: Range<usize>, mr: usize, mut f: impl FnMut(usize, usize)) {
     let len = rows.len();
     let tiles = len.div_ceil(mr);

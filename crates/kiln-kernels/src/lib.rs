@@ -26,6 +26,43 @@
 //! 1x1 convolution is a plain GEMM and a depthwise convolution vectorizes
 //! across channels. Weights are packed once, at load ([`gemm::PackedB`],
 //! [`dwconv::PackedDw`]).
+//!
+//! ## Other architectures, and NEON / dotprod later
+//!
+//! Everything x86-specific (the `x86` submodules of the kernel files, their
+//! re-exports and the few helpers only they call) is behind
+//! `#[cfg(target_arch = "x86_64")]`, and every dispatch `match` on an [`Isa`]
+//! ends in a `_ =>` arm that calls the scalar kernel. On any other target,
+//! e.g. `aarch64-unknown-linux-gnu` (built and tested under qemu by
+//! `scripts/test-aarch64`), [`Isa::detect`] returns [`Isa::Scalar`] and the
+//! portable scalar kernels run (which the compiler may still vectorize for the
+//! baseline: NEON is part of every aarch64 target). [`simd_features`] reports
+//! what the CPU has all the same (`neon, dotprod` on a recent ARM core).
+//!
+//! ISA levels are per architecture: ordered, but only those of the target
+//! compiled for can run. NEON (f32, 4 lanes, FMA) and dotprod (`sdot`/`udot`,
+//! int8 dot products of 4 into i32: ARM's counterpart of VNNI) kernels slot
+//! into the same dispatch:
+//!
+//! 1. levels `Isa::Neon` and `Isa::NeonDot` (names `neon`, `neondot`), placed
+//!    after the x86 levels; [`Isa::detect`] gets a
+//!    `#[cfg(target_arch = "aarch64")]` block like the x86 one, with
+//!    `std::arch::is_aarch64_feature_detected!("neon")` and `("dotprod")`;
+//! 2. [`Isa::runnable`] keeps only the current architecture's levels (today
+//!    it takes every level up to the detected one, which would then include
+//!    the x86 levels on ARM), and a cap ([`set_max_isa`], `KILN_ISA`) resolves
+//!    to the highest runnable level not above it, so an x86 name caps an ARM
+//!    CPU at `scalar` and an ARM name leaves an x86 CPU uncapped;
+//! 3. kernels in `aarch64` submodules next to the `x86` ones, behind
+//!    `#[cfg(target_arch = "aarch64")]` with
+//!    `#[target_feature(enable = "neon")]` (`"neon,dotprod"` for int8),
+//!    named as above (e.g. `gemm_f32_neon_8x12`); each dispatch `match` gets
+//!    `#[cfg(target_arch = "aarch64")] Isa::Neon => ...` arms, and packing
+//!    its widths ([`gemm::panel_width`] and the depthwise channel block). The
+//!    x86-only helpers above widen their cfg to the architectures using them;
+//! 4. `tests/kernels.rs` runs every property on every level of
+//!    [`Isa::runnable`], so the new levels are covered once its independent
+//!    `cpu_levels()` list detects them.
 #![warn(missing_docs)]
 // Kernel entry points take their geometry and pointers flat, by design.
 #![allow(clippy::too_many_arguments)]
@@ -233,6 +270,32 @@ mod amx {
         }
         lo >> 17 & 3 == 3
     }
+}
+
+/// SIMD features of this CPU that kernel levels are (or will be) built on,
+/// as the `std::arch` detection macros name them: `avx2`, `fma`, `avx512f` on
+/// x86-64; `neon`, `dotprod` on aarch64, which has no kernel level of its own
+/// yet (there [`Isa::detect`] is [`Isa::Scalar`]); none elsewhere. For reports
+/// and test output: kernels are chosen by [`Isa::detect`] and [`active_isa`].
+pub fn simd_features() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    let found = [
+        ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+        ("fma", std::arch::is_x86_feature_detected!("fma")),
+        ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let found = [
+        ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+        ("dotprod", std::arch::is_aarch64_feature_detected!("dotprod")),
+    ];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let found: [(&str, bool); 0] = [];
+    found
+        .into_iter()
+        .filter(|&(_, on)| on)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// 0 = not set (use `KILN_ISA` or no cap); else `Isa::code`.

@@ -38,7 +38,7 @@ use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
 use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32, gemm_f32_raw, panel_width, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
-use kiln_kernels::{active_isa, set_max_isa, Activation, Isa};
+use kiln_kernels::{active_isa, set_max_isa, simd_features, Activation, Isa};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::BTreeSet;
@@ -2005,11 +2005,25 @@ fn every_cpu_isa_level_is_tested() {
     let ran = ISAS_RAN.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let names: Vec<&str> = ran.iter().map(|i| i.name()).collect();
     // Straight to stderr, past the test harness's output capture.
+    let features = simd_features();
     let _ = writeln!(
         std::io::stderr(),
-        "kiln-kernels: ISA levels tested: {}",
-        names.join(", ")
+        "kiln-kernels: ISA levels tested: {} (CPU SIMD features: {})",
+        names.join(", "),
+        if features.is_empty() {
+            "none".to_string()
+        } else {
+            features.join(", ")
+        }
     );
+    if !cfg!(target_arch = "x86_64") {
+        // Expected, not a failure: the SIMD kernels are x86-64 only so far.
+        let _ = writeln!(
+            std::io::stderr(),
+            "kiln-kernels: {} has no SIMD kernel levels yet: only the scalar kernels ran",
+            std::env::consts::ARCH
+        );
+    }
     for isa in cpu_levels().into_iter().chain(runnable) {
         assert!(
             ran.contains(&isa),
