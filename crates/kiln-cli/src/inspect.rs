@@ -28,10 +28,8 @@ pub fn inspect(model_path: &Path, shapes: &[String], json: bool) -> Result<()> {
     // Peak activation memory: the compiled plan's arena for these shapes.
     let plan = match kiln::shapes::bind_input_shapes(&g.inputs, &binds) {
         Ok(dims) => {
-            let mut m = model.clone();
-            kiln::opt::optimize(&mut m, &kiln::opt::Options::default())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-            let cm = kiln::runtime::CompiledModel::compile(m, &Default::default())
+            // As `kiln bench` compiles it (QDQ lowered before optimizing).
+            let cm = kiln::compile_model(model.clone(), &Default::default())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
             Some(
                 cm.plan_info(&dims)

@@ -74,8 +74,8 @@ enum Cmd {
     /// Measure latency on the compiled runtime (optimized graph, SIMD
     /// kernels, static memory plan, caller-owned I/O buffers): warm-up, then N
     /// timed runs; prints p50/p90/p99, GFLOP/s, the planned arena and peak
-    /// memory. QDQ (int8) models run on the reference executor's integer
-    /// kernels. --profile adds a per-step table (op, kernel, shape, time
+    /// memory. QDQ (int8) models run on the int8 kernels (VNNI/AMX where
+    /// the CPU has them). --profile adds a per-step table (op, kernel, shape, time
     /// share, GFLOP/s).
     Bench {
         /// ONNX model file.

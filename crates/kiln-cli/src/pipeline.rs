@@ -281,7 +281,7 @@ pub fn pipeline(o: &Opts) -> Result<()> {
     print!("{}", table(&rows));
     println!();
     println!(
-        "fp32 and int8 both run on the compiled runtime (int8: VNNI/AVX2 integer kernels). Files: {}",
+        "fp32 and int8 both run on the compiled runtime (int8 on the integer kernels). Files: {}",
         o.out.display()
     );
     Ok(())
