@@ -2381,24 +2381,7 @@ impl Builder<'_> {
         let Some(ps) = pool2d_shape(node, self.cm.opset, &xs)? else {
             return Ok(false);
         };
-        let g = PoolGeom {
-            n: xs[0],
-            h: xs[2],
-            w: xs[3],
-            c: xs[1],
-            kh: ps.kernel[0],
-            kw: ps.kernel[1],
-            sh: ps.strides[0],
-            sw: ps.strides[1],
-            pt: ps.pads_begin[0],
-            pl: ps.pads_begin[1],
-            pb: ps.pads_end[0],
-            pr: ps.pads_end[1],
-            oh: ps.output[0],
-            ow: ps.output[1],
-            max: ps.max,
-            count_include_pad: ps.count_include_pad,
-        };
+        let g = pool_geom(&xs, &ps);
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
         let flops = (g.n * g.oh * g.ow * g.c * g.kh * g.kw) as u64;
@@ -2695,6 +2678,28 @@ impl Builder<'_> {
             vec![],
         );
         Ok(())
+    }
+}
+
+/// The NHWC pooling geometry of an NCHW input `xs` pooled as `ps`.
+fn pool_geom(xs: &[usize], ps: &kiln_ir::ops::pool::Pool2dShape) -> PoolGeom {
+    PoolGeom {
+        n: xs[0],
+        h: xs[2],
+        w: xs[3],
+        c: xs[1],
+        kh: ps.kernel[0],
+        kw: ps.kernel[1],
+        sh: ps.strides[0],
+        sw: ps.strides[1],
+        pt: ps.pads_begin[0],
+        pl: ps.pads_begin[1],
+        pb: ps.pads_end[0],
+        pr: ps.pads_end[1],
+        oh: ps.output[0],
+        ow: ps.output[1],
+        max: ps.max,
+        count_include_pad: ps.count_include_pad,
     }
 }
 

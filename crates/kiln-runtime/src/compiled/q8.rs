@@ -810,24 +810,7 @@ impl Builder<'_> {
         if !ps.max {
             return Ok(false);
         }
-        let g = PoolGeom {
-            n: xs[0],
-            h: xs[2],
-            w: xs[3],
-            c: xs[1],
-            kh: ps.kernel[0],
-            kw: ps.kernel[1],
-            sh: ps.strides[0],
-            sw: ps.strides[1],
-            pt: ps.pads_begin[0],
-            pl: ps.pads_begin[1],
-            pb: ps.pads_end[0],
-            pr: ps.pads_end[1],
-            oh: ps.output[0],
-            ow: ps.output[1],
-            max: true,
-            count_include_pad: false,
-        };
+        let g = pool_geom(&xs, &ps);
         let xi = self.use_val8(&node.inputs[0], Layout::Nhwc)?;
         let ys = vec![xs[0], xs[1], g.oh, g.ow];
         let y = self.out_val8(out, ys.clone(), xdt, Layout::Nhwc);
