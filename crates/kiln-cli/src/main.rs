@@ -11,6 +11,8 @@ mod inspect;
 mod optimize;
 mod pipeline;
 mod quantize;
+#[cfg(feature = "train")]
+mod train;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -165,6 +167,12 @@ enum Cmd {
         /// Machine-readable output (SQNR "inf" when the scores are identical).
         #[arg(long)]
         json: bool,
+    },
+    /// Train a model on labelled data (fit; checkpoints every epoch, resumable).
+    #[cfg(feature = "train")]
+    Train {
+        #[command(subcommand)]
+        cmd: TrainCmd,
     },
     /// Quantize a model to int8 (QDQ ONNX), calibrated on sample data; with
     /// --accuracy-budget, keep the most sensitive layers in fp32 until the top-1
@@ -362,6 +370,15 @@ struct ClassOpts {
     json: bool,
 }
 
+/// `kiln train` subcommands.
+#[cfg(feature = "train")]
+#[derive(Subcommand)]
+enum TrainCmd {
+    /// Train with cross-entropy (AdamW, one-cycle LR), validate each epoch on kiln's
+    /// runtime, checkpoint every epoch; writes model.onnx, checkpoint.kiln, metrics.json.
+    Fit(train::FitArgs),
+}
+
 fn preset_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(Preset::ALL.iter().map(|(n, _)| *n))
 }
@@ -500,6 +517,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             json,
         }),
+        #[cfg(feature = "train")]
+        Cmd::Train { cmd } => match cmd {
+            TrainCmd::Fit(a) => train::fit(&a),
+        },
         Cmd::Quantize {
             model,
             calib,

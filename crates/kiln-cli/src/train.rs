@@ -1,0 +1,173 @@
+//! `kiln train fit`: fine-tune or train a model on labelled data (kiln-train).
+
+use anyhow::{bail, Context, Result};
+use kiln::data::{DataSpec, LabelMode, Split};
+use kiln::preprocess::Preset;
+use kiln_train::data::{Augment, TrainSet};
+use kiln_train::{FitConfig, FitEvent};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Arguments of `kiln train fit`.
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// fp32 ONNX model to train (BatchNormalization may be folded or not; its
+    /// initializers are the starting weights).
+    pub model: PathBuf,
+    /// Labelled training data: an IDX folder (Fashion-MNIST), an ImageFolder
+    /// directory, a .npz archive or a folder of .npy files.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split of an IDX folder or Keras-style .npz (`train` or `test`).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Preprocessing preset for image folders.
+    #[arg(long, default_value = "efficientnet-lite", value_parser = crate::preset_names())]
+    pub preset: String,
+    /// Hold out the last N samples of the data for validation (0: no validation).
+    #[arg(long, default_value_t = 5000)]
+    pub val_count: usize,
+    /// Use only the first N samples (before the hold-out), for smoke runs.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Epochs.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Peak learning rate (AdamW, one-cycle schedule).
+    #[arg(long, default_value_t = 4e-3)]
+    pub lr: f64,
+    /// AdamW decoupled weight decay (Conv/Gemm weights).
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Augmentations: comma-separated `flip`, `shift:K` (random crop with K-pixel zero padding), or `none`.
+    #[arg(long, default_value = "flip,shift:2")]
+    pub augment: String,
+    /// Seed of the shuffle and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training threads (1 gives bit-reproducible runs).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Output folder: checkpoint.kiln, model.onnx, metrics.json.
+    #[arg(long, short = 'o', default_value = "kiln-train-out")]
+    pub out: PathBuf,
+    /// Continue from OUT/checkpoint.kiln (same model and settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs in total, as an interrupt would (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Cap on the memory the decoded training data may take (MiB).
+    #[arg(long, default_value_t = 4096)]
+    pub max_memory_mb: usize,
+}
+
+pub fn fit(a: &FitArgs) -> Result<()> {
+    let model = kiln::load_model(&a.model)?;
+    let mut spec = DataSpec::new(&a.data);
+    spec.preset = Preset::from_name(&a.preset).context("unknown preset")?;
+    spec.labels = LabelMode::Auto;
+    spec.split = Some(match a.split.as_str() {
+        "train" => Split::Train,
+        "test" => Split::Test,
+        s => bail!("--split {s}: expected train or test"),
+    });
+    if let Some(n) = a.limit {
+        spec.limit = Some(n);
+    }
+    let t0 = std::time::Instant::now();
+    let all = TrainSet::load(spec, a.max_memory_mb << 20)?;
+    if a.val_count * 2 > all.len() {
+        bail!("--val-count {} holds out more than half of the {} samples", a.val_count, all.len());
+    }
+    let cut = all.len() - a.val_count;
+    let (train, val) = if a.val_count > 0 {
+        (all.slice(0..cut), Some(all.slice(cut..all.len())))
+    } else {
+        (all, None)
+    };
+    eprintln!(
+        "data: {} training samples of {:?}{} ({:.1} s)",
+        train.len(),
+        train.shape,
+        val.as_ref().map(|v| format!(", {} validation samples (the last of the data)", v.len())).unwrap_or_default(),
+        t0.elapsed().as_secs_f64()
+    );
+    let cfg = FitConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        threads: a.threads,
+        augment: Augment::parse(&a.augment)?,
+        out_dir: a.out.clone(),
+        resume: a.resume,
+        stop_after: a.stop_after,
+        eval_batch: 256,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let report = kiln_train::fit(&model, &train, val.as_ref(), &cfg, &mut |ev| match ev {
+        FitEvent::Start { epoch, epochs, steps, params, resumed } => {
+            eprintln!(
+                "training {} ({params} learnable params): epochs {epoch}..={epochs}, {steps} steps of {} each{}",
+                a.model.display(),
+                a.batch,
+                if resumed { ", resumed from the checkpoint" } else { "" }
+            );
+        }
+        FitEvent::Step { epoch, step, steps, loss, images_per_s } => {
+            if !tty {
+                return;
+            }
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(steps as u64);
+                if let Ok(st) = indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} {bar:30} step {pos}/{len}  {msg}  {elapsed_precise} (eta {eta})",
+                ) {
+                    b.set_style(st);
+                }
+                b
+            });
+            b.set_prefix(format!("{epoch}/{}", a.epochs));
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
+        }
+        FitEvent::Epoch(m) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "epoch {}/{}: loss {:.4}, train top-1 {:.2}%{}, {:.1} s ({:.0} img/s), lr {:.2e}",
+                m.epoch,
+                a.epochs,
+                m.train_loss,
+                m.train_top1,
+                m.val_top1.map(|v| format!(", val top-1 {v:.2}%")).unwrap_or_default(),
+                m.seconds,
+                m.images_per_s,
+                m.lr
+            );
+        }
+    })?;
+    if report.stopped_early {
+        eprintln!(
+            "stopped after epoch {} of {}; continue with --resume",
+            report.history.len(),
+            a.epochs
+        );
+    }
+    println!(
+        "wrote {} (epoch {}, weights hash {:016x}), {}, {}",
+        a.out.join("model.onnx").display(),
+        report.history.len(),
+        report.weights_hash,
+        a.out.join("checkpoint.kiln").display(),
+        a.out.join("metrics.json").display()
+    );
+    Ok(())
+}

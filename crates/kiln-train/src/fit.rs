@@ -1,0 +1,429 @@
+//! The training loop: epochs of shuffled, augmented mini-batches, AdamW with
+//! a one-cycle schedule, a checkpoint and an exported model after every
+//! epoch, resume from the last checkpoint, and a JSON metrics log.
+//!
+//! Reproducibility: every random draw comes from [`Rng`] streams seeded by
+//! `(seed, epoch)` (the shuffle) and `(seed, epoch, step)` (augmentation), and
+//! the checkpoint holds every other piece of state (parameters, running
+//! statistics, AdamW moments, the step counter), so with `threads = 1` a run
+//! stopped after any epoch and resumed ends bit-identical to an uninterrupted
+//! one ([`FitReport::weights_hash`]). With more threads burn's reductions
+//! may split differently and results can differ in the last bits.
+//!
+//! Files written to [`FitConfig::out_dir`] (each atomically: temp file, then rename):
+//! - `checkpoint.kiln` — state after the last completed epoch (format below);
+//! - `model.onnx` — the model after the last completed epoch;
+//! - `metrics.json` — configuration and per-epoch metrics.
+//!
+//! Checkpoint format: the bytes `KILNCKPT`, a little-endian `u64` header
+//! length, a JSON header (format version, config, model signature, epochs
+//! done, step, history), then raw little-endian `f32` arrays: for each
+//! parameter its value, AdamW `m` and `v`; for each BatchNormalization its
+//! running mean and variance.
+
+use crate::data::{Augment, Rng, TrainSet};
+use crate::graph::TrainGraph;
+use crate::optim::{adamw_step, AdamWConfig, Moments, OneCycle};
+use crate::{Error, ErrorKind};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_ir::Model;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Settings of a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitConfig {
+    /// Epochs (full passes over the training set).
+    pub epochs: usize,
+    /// Mini-batch size; the last, smaller batch of an epoch is kept.
+    pub batch: usize,
+    /// Peak learning rate of the one-cycle schedule.
+    pub lr: f64,
+    /// AdamW decoupled weight decay (applied to Conv/Gemm/MatMul weights only).
+    pub weight_decay: f64,
+    /// Seed of the shuffle and augmentation streams.
+    pub seed: u64,
+    /// Threads of burn's pool (1: bit-reproducible).
+    pub threads: usize,
+    /// Augmentation of training batches.
+    pub augment: Augment,
+    /// Where the checkpoint, model and metrics go.
+    pub out_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint.kiln` if it exists.
+    pub resume: bool,
+    /// Stop (as an interrupt would) after this many epochs in total.
+    pub stop_after: Option<usize>,
+    /// Batch size of validation runs on kiln's runtime.
+    pub eval_batch: usize,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 4,
+            batch: 128,
+            lr: 4e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+            threads: 2,
+            augment: Augment { flip: true, shift: 2 },
+            out_dir: PathBuf::from("kiln-train-out"),
+            resume: false,
+            stop_after: None,
+            eval_batch: 256,
+        }
+    }
+}
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean cross-entropy over the epoch's training batches.
+    pub train_loss: f64,
+    /// Training top-1 (%) of the batches as they were trained (augmented).
+    pub train_top1: f64,
+    /// Validation top-1 (%) of the exported model on kiln's runtime.
+    pub val_top1: Option<f64>,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Training wall time (s), without validation.
+    pub seconds: f64,
+    /// Training throughput (images/s, forward + backward + update).
+    pub images_per_s: f64,
+}
+
+impl EpochMetrics {
+    fn to_json(&self) -> Value {
+        json!({"epoch": self.epoch, "train_loss": self.train_loss, "train_top1": self.train_top1,
+               "val_top1": self.val_top1, "lr": self.lr, "seconds": self.seconds,
+               "images_per_s": self.images_per_s})
+    }
+    fn from_json(v: &Value) -> Option<EpochMetrics> {
+        Some(EpochMetrics {
+            epoch: v["epoch"].as_u64()? as usize,
+            train_loss: v["train_loss"].as_f64()?,
+            train_top1: v["train_top1"].as_f64()?,
+            val_top1: v["val_top1"].as_f64(),
+            lr: v["lr"].as_f64()?,
+            seconds: v["seconds"].as_f64()?,
+            images_per_s: v["images_per_s"].as_f64()?,
+        })
+    }
+}
+
+/// Progress reports of [`fit`] (the CLI draws its progress bars from them).
+#[derive(Debug, Clone)]
+pub enum FitEvent {
+    /// Training (re)starts at `epoch` (1-based) of `epochs`, `steps` per epoch.
+    Start { epoch: usize, epochs: usize, steps: usize, params: usize, resumed: bool },
+    /// A step finished: running mean loss of the epoch, images/s so far.
+    Step { epoch: usize, step: usize, steps: usize, loss: f64, images_per_s: f64 },
+    /// An epoch finished (after validation and the checkpoint).
+    Epoch(EpochMetrics),
+}
+
+/// The outcome of [`fit`].
+#[derive(Debug, Clone)]
+pub struct FitReport {
+    /// Every epoch so far (resumed runs include the earlier ones).
+    pub history: Vec<EpochMetrics>,
+    /// The trained model (same graph as the input, new weights).
+    pub model: Model,
+    /// [`TrainGraph::weights_hash`] of the final weights.
+    pub weights_hash: u64,
+    /// True if the run stopped at [`FitConfig::stop_after`] before the last epoch.
+    pub stopped_early: bool,
+}
+
+const MAGIC: &[u8; 8] = b"KILNCKPT";
+
+fn signature(g: &TrainGraph) -> Value {
+    let p: Vec<Value> = g.params.iter().map(|p| json!([p.name, p.shape])).collect();
+    let b: Vec<Value> = g.bn.iter().map(|b| json!([b.node, b.mean.len()])).collect();
+    json!({"params": p, "bn": b})
+}
+
+fn config_json(c: &FitConfig) -> Value {
+    json!({"epochs": c.epochs, "batch": c.batch, "lr": c.lr, "weight_decay": c.weight_decay,
+           "seed": c.seed, "augment": {"flip": c.augment.flip, "shift": c.augment.shift}})
+}
+
+struct State {
+    graph: TrainGraph,
+    moments: Vec<Moments>,
+    step: u64,
+    epochs_done: usize,
+    history: Vec<EpochMetrics>,
+}
+
+fn save_checkpoint(path: &Path, st: &State, cfg: &FitConfig) -> Result<(), Error> {
+    let header = json!({
+        "format": 1, "config": config_json(cfg), "signature": signature(&st.graph),
+        "epochs_done": st.epochs_done, "step": st.step,
+        "history": st.history.iter().map(EpochMetrics::to_json).collect::<Vec<_>>(),
+    });
+    let h = serde_json::to_vec(&header).expect("JSON of plain values");
+    let mut out = Vec::with_capacity(16 + h.len() + 12 * st.graph.num_params());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    let mut put = |v: &[f32]| v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    for (p, m) in st.graph.params.iter().zip(&st.moments) {
+        put(&p.data);
+        let zeros = vec![0.0; p.data.len()];
+        put(if m.m.is_empty() { &zeros } else { &m.m });
+        put(if m.v.is_empty() { &zeros } else { &m.v });
+    }
+    for b in &st.graph.bn {
+        put(&b.mean);
+        put(&b.var);
+    }
+    kiln::write_atomic(path, &out).map_err(Error::from)
+}
+
+fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::new(ErrorKind::Checkpoint, m).with_file(path);
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(bad("not a kiln checkpoint (magic bytes missing)".into()));
+    }
+    let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    let hend = 16usize.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated header".into()))?;
+    let header: Value = serde_json::from_slice(&bytes[16..hend]).map_err(|e| bad(format!("header: {e}")))?;
+    if header["format"] != json!(1) {
+        return Err(bad(format!("unknown checkpoint format {}", header["format"])));
+    }
+    if header["signature"] != signature(&st.graph) {
+        return Err(bad("the checkpoint belongs to a different model (parameter names or shapes differ)".into()));
+    }
+    if header["config"] != config_json(cfg) {
+        return Err(bad(format!(
+            "the checkpoint was made with other settings: {} (now {}); resume with the same settings or use a new --out",
+            header["config"],
+            config_json(cfg)
+        )));
+    }
+    let mut at = hend;
+    let mut take = |n: usize| -> Result<Vec<f32>, Error> {
+        let end = at.checked_add(n * 4).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated data".into()))?;
+        let v = bytes[at..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        at = end;
+        Ok(v)
+    };
+    for (p, m) in st.graph.params.iter_mut().zip(st.moments.iter_mut()) {
+        let n = p.data.len();
+        p.data = take(n)?;
+        m.m = take(n)?;
+        m.v = take(n)?;
+    }
+    for b in st.graph.bn.iter_mut() {
+        b.mean = take(b.mean.len())?;
+        b.var = take(b.var.len())?;
+    }
+    if at != bytes.len() {
+        return Err(bad(format!("{} trailing bytes", bytes.len() - at)));
+    }
+    st.epochs_done = header["epochs_done"].as_u64().ok_or_else(|| bad("epochs_done missing".into()))? as usize;
+    st.step = header["step"].as_u64().ok_or_else(|| bad("step missing".into()))?;
+    st.history = header["history"]
+        .as_array()
+        .map(|a| a.iter().filter_map(EpochMetrics::from_json).collect())
+        .unwrap_or_default();
+    Ok(())
+}
+
+/// Top-1 accuracy (%) of `model` on `set`, run on kiln's compiled runtime.
+///
+/// # Errors
+/// Compilation or run errors of the runtime, e.g. an input shape mismatch.
+pub fn evaluate(model: &Model, set: &TrainSet, batch: usize, threads: usize) -> Result<f64, Error> {
+    let cm = kiln::compile_model(model.clone(), &kiln::runtime::CompileOptions::default())?;
+    let mut state = cm.new_state(threads.max(1));
+    let k = set.sample_len();
+    let [c, h, w] = set.shape;
+    let mut correct = 0usize;
+    for start in (0..set.len()).step_by(batch.max(1)) {
+        let end = (start + batch).min(set.len());
+        let x = kiln_ir::Tensor::from_vec(vec![end - start, c, h, w], set.x[start * k..end * k].to_vec())
+            .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
+        let out = cm.run(&mut state, vec![x]).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
+        let logits = out[0].to_f32_vec();
+        let classes = logits.len() / (end - start);
+        for (i, row) in logits.chunks_exact(classes).enumerate() {
+            if kiln::eval::argmax(row) == Some(set.y[start + i] as usize) {
+                correct += 1;
+            }
+        }
+    }
+    Ok(100.0 * correct as f64 / set.len().max(1) as f64)
+}
+
+fn write_metrics(path: &Path, model_name: &str, cfg: &FitConfig, st: &State, train: &TrainSet, val: Option<&TrainSet>) -> Result<(), Error> {
+    let v = json!({
+        "model": model_name,
+        "train_data": train.source,
+        "val_data": val.map(|v| v.source.clone()),
+        "config": config_json(cfg),
+        "threads": cfg.threads,
+        "params": st.graph.num_params(),
+        "epochs_done": st.epochs_done,
+        "weights_hash": format!("{:016x}", st.graph.weights_hash()),
+        "history": st.history.iter().map(EpochMetrics::to_json).collect::<Vec<_>>(),
+    });
+    let mut s = serde_json::to_string_pretty(&v).expect("JSON of plain values");
+    s.push('\n');
+    kiln::write_atomic(path, s.as_bytes()).map_err(Error::from)
+}
+
+/// Trains `model` (fp32, BatchNormalization unfolded) on `train` for
+/// classification with cross-entropy, validating each epoch on `val`.
+///
+/// Each step: a batch of shuffled, augmented samples, a forward pass in
+/// training mode, softmax cross-entropy against the labels, backward, AdamW
+/// at the one-cycle learning rate, BatchNormalization running statistics
+/// updated (momentum 0.1). After each epoch the model is exported, validated
+/// on kiln's runtime, and the checkpoint, `model.onnx` and `metrics.json` are
+/// written. `on` receives progress events.
+///
+/// # Errors
+/// [`ErrorKind::Config`] for a zero batch, epoch or thread count;
+/// [`ErrorKind::Data`] if the samples do not match the model's input or a
+/// label is out of range; [`ErrorKind::Checkpoint`] if resuming from a
+/// checkpoint of another model or settings; translation and I/O errors.
+pub fn fit(
+    model: &Model,
+    train: &TrainSet,
+    val: Option<&TrainSet>,
+    cfg: &FitConfig,
+    on: &mut dyn FnMut(FitEvent),
+) -> Result<FitReport, Error> {
+    if cfg.batch == 0 || cfg.epochs == 0 || cfg.threads == 0 {
+        return Err(Error::new(ErrorKind::Config, "batch, epochs and threads must be at least 1"));
+    }
+    if train.is_empty() {
+        return Err(Error::new(ErrorKind::Data, "the training set is empty"));
+    }
+    let graph = TrainGraph::from_model(model)?;
+    let model_name = if model.graph.name.is_empty() { "model".to_string() } else { model.graph.name.clone() };
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let ckpt = cfg.out_dir.join("checkpoint.kiln");
+    let n_params = graph.params.len();
+    let mut st = State { graph, moments: vec![Moments::default(); n_params], step: 0, epochs_done: 0, history: vec![] };
+    let resumed = cfg.resume && ckpt.exists();
+    if resumed {
+        load_checkpoint(&ckpt, &mut st, cfg)?;
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Config, format!("thread pool: {e}")))?;
+    let steps = train.len().div_ceil(cfg.batch);
+    let sched = OneCycle::new(cfg.lr, (steps * cfg.epochs) as u64);
+    let adam = AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() };
+    let device = Device::flex().autodiff();
+    let [c, h, w] = train.shape;
+    on(FitEvent::Start { epoch: st.epochs_done + 1, epochs: cfg.epochs, steps, params: st.graph.num_params(), resumed });
+    let mut stopped_early = false;
+    while st.epochs_done < cfg.epochs {
+        if cfg.stop_after.is_some_and(|s| st.epochs_done >= s) {
+            stopped_early = true;
+            break;
+        }
+        let epoch = st.epochs_done + 1;
+        let perm = Rng::new(&[cfg.seed, epoch as u64]).permutation(train.len());
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr_now = 0.0;
+        for s in 0..steps {
+            let idx = &perm[s * cfg.batch..((s + 1) * cfg.batch).min(train.len())];
+            let mut rng = Rng::new(&[cfg.seed, epoch as u64, s as u64]);
+            let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng);
+            let b = idx.len();
+            let (loss, hits, grads, stats) = pool.install(|| -> Result<_, Error> {
+                let x = Tensor::<4>::from_data(TensorData::new(xb, [b, c, h, w]), &device);
+                let f = st.graph.forward(x, &device, true, &[])?;
+                let classes = f.output.dims()[1];
+                let mut onehot = vec![0f32; b * classes];
+                for (i, &y) in yb.iter().enumerate() {
+                    let y = y as usize;
+                    if y >= classes {
+                        return Err(Error::new(ErrorKind::Data, format!("label {y} is out of range for {classes} classes")));
+                    }
+                    onehot[i * classes + y] = 1.0;
+                }
+                let logits = f.output.clone().into_data().try_into_vec::<f32>().unwrap_or_default();
+                let hits = logits
+                    .chunks_exact(classes)
+                    .zip(&yb)
+                    .filter(|(row, &y)| kiln::eval::argmax(row) == Some(y as usize))
+                    .count();
+                let t = Tensor::<2>::from_data(TensorData::new(onehot, [b, classes]), &device);
+                let loss = (log_softmax(f.output, 1) * t).sum() * (-1.0 / b as f32);
+                let lv = loss.clone().into_data().try_into_vec::<f32>().unwrap_or_default()[0] as f64;
+                let g = loss.backward();
+                let grads: Vec<Vec<f32>> = f
+                    .leaves
+                    .iter()
+                    .zip(&st.graph.params)
+                    .map(|(leaf, p)| {
+                        leaf.grad(&g)
+                            .and_then(|t| t.into_data().try_into_vec::<f32>().ok())
+                            .unwrap_or_else(|| vec![0.0; p.data.len()])
+                    })
+                    .collect();
+                Ok((lv, hits, grads, f.batch_stats))
+            })?;
+            if !loss.is_finite() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("the loss became {loss} at epoch {epoch}, step {}; lower the learning rate", s + 1),
+                ));
+            }
+            st.step += 1;
+            let (lr, beta1) = sched.at(st.step - 1);
+            lr_now = lr;
+            for ((p, g), m) in st.graph.params.iter_mut().zip(&grads).zip(st.moments.iter_mut()) {
+                adamw_step(&adam, &mut p.data, g, m, st.step, lr, beta1, p.decay);
+            }
+            st.graph.update_bn(&stats);
+            loss_sum += loss * b as f64;
+            correct += hits;
+            seen += b;
+            on(FitEvent::Step {
+                epoch,
+                step: s + 1,
+                steps,
+                loss: loss_sum / seen as f64,
+                images_per_s: seen as f64 / t0.elapsed().as_secs_f64(),
+            });
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let exported = st.graph.to_model(model)?;
+        let val_top1 = match val {
+            Some(v) => Some(evaluate(&exported, v, cfg.eval_batch, cfg.threads)?),
+            None => None,
+        };
+        let m = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen as f64,
+            train_top1: 100.0 * correct as f64 / seen as f64,
+            val_top1,
+            lr: lr_now,
+            seconds: secs,
+            images_per_s: seen as f64 / secs,
+        };
+        st.history.push(m.clone());
+        st.epochs_done = epoch;
+        let bytes = kiln_onnx::to_bytes(&exported).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
+        kiln::write_atomic(&cfg.out_dir.join("model.onnx"), &bytes)?;
+        save_checkpoint(&ckpt, &st, cfg)?;
+        write_metrics(&cfg.out_dir.join("metrics.json"), &model_name, cfg, &st, train, val)?;
+        on(FitEvent::Epoch(m));
+    }
+    let model = st.graph.to_model(model)?;
+    Ok(FitReport { history: st.history, model, weights_hash: st.graph.weights_hash(), stopped_early })
+}

@@ -1,0 +1,105 @@
+//! kiln-train on the real Fashion-MNIST net and data (`.fixtures`, built by scripts/fixtures).
+
+use kiln::data::{DataSpec, Split};
+use kiln_train::data::{Augment, TrainSet};
+use kiln_train::{fit, FitConfig, TrainGraph};
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    let p = std::env::var_os("KILN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
+    assert!(p.join("STAMP").exists(), "fixtures missing at {}: run scripts/fixtures first (scripts/test does)", p.display());
+    p
+}
+
+fn fmnist(split: Split, range: std::ops::Range<usize>) -> TrainSet {
+    let mut spec = DataSpec::new(fixtures().join("fashion-mnist"));
+    spec.split = Some(split);
+    spec.range = Some(range);
+    TrainSet::load(spec, 1 << 30).unwrap()
+}
+
+fn fmnist_model() -> kiln_ir::Model {
+    kiln::load_model(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx")).unwrap()
+}
+
+/// The trainable view computes what kiln's reference executor computes
+/// (eval mode), and exporting it unchanged gives back the same initializers.
+#[test]
+fn translation_matches_reference_and_round_trips() {
+    let m = fmnist_model();
+    let g = TrainGraph::from_model(&m).unwrap();
+    assert!(g.num_params() > 100_000, "{} params", g.num_params());
+    let test = fmnist(Split::Test, 0..64);
+    let device = burn::tensor::Device::flex();
+    let x = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(test.x.clone(), [64, 1, 28, 28]), &device);
+    let ours = g.forward(x, &device, false, &[]).unwrap().output.into_data().try_into_vec::<f32>().unwrap();
+    let sess = kiln::Session::new(m.clone()).unwrap();
+    let input = kiln_ir::Tensor::from_vec(vec![64, 1, 28, 28], test.x.clone()).unwrap();
+    let reference = sess.run(vec![input]).unwrap()[0].to_f32_vec();
+    let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "max abs diff {diff}");
+    assert_eq!(g.to_model(&m).unwrap(), m);
+}
+
+/// [CI] Resume: with one thread, a run stopped after epoch 1 and resumed ends
+/// with weights bit-identical to the uninterrupted run (hash of every weight).
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let m = fmnist_model();
+    let train = fmnist(Split::Train, 0..384);
+    let val = fmnist(Split::Train, 55_000..55_256);
+    let tmp = std::env::temp_dir().join(format!("kiln-train-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let cfg = |dir: &str| FitConfig {
+        epochs: 2,
+        batch: 64,
+        lr: 1e-3,
+        threads: 1,
+        augment: Augment { flip: true, shift: 2 },
+        out_dir: tmp.join(dir),
+        ..FitConfig::default()
+    };
+    let full = fit(&m, &train, Some(&val), &cfg("full"), &mut |_| {}).unwrap();
+    assert_eq!(full.history.len(), 2);
+    let mut c = cfg("resumed");
+    c.stop_after = Some(1);
+    let first = fit(&m, &train, Some(&val), &c, &mut |_| {}).unwrap();
+    assert!(first.stopped_early && first.history.len() == 1);
+    assert_ne!(first.weights_hash, full.weights_hash);
+    c.stop_after = None;
+    c.resume = true;
+    let resumed = fit(&m, &train, Some(&val), &c, &mut |_| {}).unwrap();
+    assert_eq!(resumed.history.len(), 2);
+    assert_eq!(
+        resumed.weights_hash, full.weights_hash,
+        "resumed {:016x} vs uninterrupted {:016x}",
+        resumed.weights_hash, full.weights_hash
+    );
+    assert_eq!(resumed.model, full.model);
+    // The metrics log and the exported model are there; the model runs on kiln's runtime.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.join("resumed/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["history"].as_array().unwrap().len(), 2);
+    let exported = kiln::load_model(&tmp.join("resumed/model.onnx")).unwrap();
+    let acc = kiln_train::fit::evaluate(&exported, &val, 128, 1).unwrap();
+    assert!(acc > 50.0, "val top-1 {acc}");
+    // Another model's checkpoint, or other settings, are refused by name.
+    c.lr = 2e-3;
+    let e = fit(&m, &train, Some(&val), &c, &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Checkpoint, "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Unsupported ops are refused with model, node and op named.
+#[test]
+fn unsupported_op_is_named() {
+    let mut m = fmnist_model();
+    let n = m.graph.nodes.iter_mut().find(|n| n.op_type == "GlobalAveragePool").unwrap();
+    n.op_type = "LpPool".into();
+    let name = n.name.clone();
+    let e = TrainGraph::from_model(&m).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Unsupported);
+    assert!(e.message.contains(&name) && e.message.contains("LpPool"), "{e}");
+}
