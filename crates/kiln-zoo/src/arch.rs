@@ -222,8 +222,14 @@ pub(crate) fn mobilenet_v3_small(n: &mut Net, x: &V, width: f64, classes: usize,
     n.gemm("classifier.3", &y, classes)
 }
 
-/// The width multipliers ShuffleNetV2 has stage tables for.
-pub(crate) const SHUFFLENET_WIDTHS: [f32; 4] = [0.5, 1.0, 1.5, 2.0];
+/// ShuffleNetV2's stage output channels (stem, stages 2-4, conv5) per width
+/// (torchvision's `stages_out_channels`).
+pub(crate) const SHUFFLENET_TABLES: [(f32, [usize; 5]); 4] = [
+    (0.5, [24, 48, 96, 192, 1024]),
+    (1.0, [24, 116, 232, 464, 1024]),
+    (1.5, [24, 176, 352, 704, 1024]),
+    (2.0, [24, 244, 488, 976, 2048]),
+];
 
 /// torchvision `shufflenet_v2_x{0_5,1_0,1_5,2_0}` (`table` = its stage
 /// output channels).

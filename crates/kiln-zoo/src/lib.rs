@@ -36,9 +36,11 @@
 //! EfficientNet-Lite (whose references initialise differently).
 //!
 //! ## Width and input size
-//! The width multiplier rounds channels with torchvision's `_make_divisible(c
-//! * width, 8)` (for EfficientNet-Lite on top of the variant's own width
-//! coefficient; EfficientNet-Lite keeps its stem (32) and head (1280) fixed).
+//! The width multiplier rounds channels with torchvision's
+//! `_make_divisible(c * width, 8)` (for EfficientNet-Lite on top of the
+//! variant's own width coefficient; EfficientNet-Lite keeps its stem (32) and
+//! head (1280) fixed). MobileNetV2 scales its last conv (1280) only for
+//! widths above 1, as torchvision does; FmnistMnv2 scales all its channels.
 //! ShuffleNetV2 has fixed stage tables for widths 0.5, 1.0, 1.5 and 2.0 and
 //! rejects others. H and W must be at least 16; any channel count is accepted
 //! (1 for Fashion-MNIST).
@@ -243,21 +245,13 @@ pub fn build(cfg: &ZooConfig) -> Result<Model, ZooError> {
             arch::mobilenet_v3_small(&mut n, &x, width, cfg.classes, small)
         }
         Arch::ShuffleNetV2 => {
-            let table = match arch::SHUFFLENET_WIDTHS.iter().position(|&x| x == cfg.width) {
-                Some(0) => [24, 48, 96, 192, 1024],
-                Some(1) => [24, 116, 232, 464, 1024],
-                Some(2) => [24, 176, 352, 704, 1024],
-                Some(_) => [24, 244, 488, 976, 2048],
-                None => {
-                    return Err(bad(
-                        "width",
-                        format!(
-                            "{} (ShuffleNetV2 has stage tables for 0.5, 1.0, 1.5, 2.0 only)",
-                            cfg.width
-                        ),
-                    ))
-                }
-            };
+            let &(_, table) = arch::SHUFFLENET_TABLES
+                .iter()
+                .find(|t| t.0 == cfg.width)
+                .ok_or_else(|| {
+                    let msg = "(ShuffleNetV2 has stage tables for 0.5, 1.0, 1.5, 2.0 only)";
+                    bad("width", format!("{} {msg}", cfg.width))
+                })?;
             arch::shufflenet_v2(&mut n, &x, table, cfg.classes, small)
         }
         Arch::EfficientNetLite(v) => {

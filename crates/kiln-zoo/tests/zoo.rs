@@ -244,13 +244,14 @@ fn initialisation_is_deterministic_and_seeded() {
 
 /// scripts/train_fmnist.py's net at width 1: the committed export
 /// (models/fmnist_mnv2.onnx, BN folded into the convs) has the same convs,
-/// in the same order, with the same weight shapes, strides, pads and groups.
+/// in the same order, with the same weight shapes, strides, pads and groups,
+/// and the script's parameter count.
 #[test]
 fn fmnist_mnv2_is_the_training_script_net() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
     let trained = kiln::onnx::load(&path).unwrap();
     let zoo = build(&ZooConfig::new(Arch::FmnistMnv2)).unwrap();
-    let convs = |m: &Model| -> Vec<(String, Vec<usize>, Vec<i64>, Vec<i64>, i64)> {
+    let convs = |m: &Model| -> Vec<String> {
         m.graph
             .nodes
             .iter()
@@ -258,12 +259,12 @@ fn fmnist_mnv2_is_the_training_script_net() {
             .map(|n| {
                 let ints = |a: &str| n.attr_ints_opt(a).unwrap().unwrap_or_default();
                 let w = m.graph.initializers[&n.inputs[1]].shape().to_vec();
-                (
-                    n.op_type.clone(),
-                    w,
+                format!(
+                    "{} weight {w:?} strides {:?} pads {:?} group {}",
+                    n.op_type,
                     ints("strides"),
                     ints("pads"),
-                    n.attr_int("group", 1).unwrap(),
+                    n.attr_int("group", 1).unwrap()
                 )
             })
             .collect()
@@ -271,6 +272,8 @@ fn fmnist_mnv2_is_the_training_script_net() {
     assert_eq!(convs(&zoo), convs(&trained));
     let adds = |m: &Model| m.graph.nodes.iter().filter(|n| n.op_type == "Add").count();
     assert_eq!(adds(&zoo), adds(&trained));
+    // models/fmnist_mnv2.md: 159,162 learnable parameters in torch.
+    assert_eq!(stats(&ZooConfig::new(Arch::FmnistMnv2)).1, 159_162);
 }
 
 /// Each architecture, exported with kiln_onnx::save, gives the same logits in
@@ -373,27 +376,29 @@ fn perturb(m: &mut Model, seed: u64) {
     }
 }
 
-fn macs(cfg: &ZooConfig) -> u64 {
+/// (MACs, learnable parameters) at `cfg`.
+fn stats(cfg: &ZooConfig) -> (u64, u64) {
     let m = build(cfg).unwrap();
-    kiln::stats::model_stats(&m, &HashMap::new())
-        .unwrap()
-        .macs
-        .unwrap()
+    let s = kiln::stats::model_stats(&m, &HashMap::new()).unwrap();
+    (s.macs.unwrap(), s.learnable_params)
 }
 
 /// Conv + Gemm MACs at the reference resolution, width 1, against the papers
-/// (±10%) and, for EfficientNet-Lite0, the fixture's exact 385.19M.
+/// (±10%) and, for EfficientNet-Lite0, the fixture's exact 385.19M; learnable
+/// parameters (weights, biases, BN gamma and beta) exactly torchvision's
+/// (`sum(p.numel() for p in model.parameters())`) and the Lite0 checkpoint's.
 #[test]
 fn mac_counts_match_the_papers() {
-    for (arch, want) in [
-        (Arch::MobileNetV2, 300e6),
-        (Arch::MobileNetV3Small, 56e6),
-        (Arch::ShuffleNetV2, 146e6),
-        (Arch::EfficientNetLite(0), 385.19e6),
+    for (arch, want, params) in [
+        (Arch::MobileNetV2, 300e6, 3_504_872),
+        (Arch::MobileNetV3Small, 56e6, 2_542_856),
+        (Arch::ShuffleNetV2, 146e6, 2_278_604),
+        (Arch::EfficientNetLite(0), 385.19e6, 4_652_008),
     ] {
-        let got = macs(&ZooConfig::new(arch)) as f64;
+        let (macs, p) = stats(&ZooConfig::new(arch));
+        let got = macs as f64;
         println!(
-            "{}: {:.2}M MACs (reference {:.2}M)",
+            "{}: {:.2}M MACs (reference {:.2}M), {p} params",
             arch.name(),
             got / 1e6,
             want / 1e6
@@ -403,24 +408,27 @@ fn mac_counts_match_the_papers() {
             "{}: {got} MACs, want {want} ± 10%",
             arch.name()
         );
+        assert_eq!(p, params, "{}: learnable parameters", arch.name());
     }
-    let lite0 = macs(&ZooConfig::new(Arch::EfficientNetLite(0)));
+    let lite0 = stats(&ZooConfig::new(Arch::EfficientNetLite(0))).0;
     assert!(
         lite0.abs_diff(385_190_000) < 10_000,
         "EfficientNet-Lite0: {lite0} MACs"
     );
     for v in 1..=4 {
         let cfg = ZooConfig::new(Arch::EfficientNetLite(v));
+        let (m, p) = stats(&cfg);
         println!(
-            "{} at {:?}: {:.2}M MACs",
+            "{} at {:?}: {:.2}M MACs, {p} params",
             cfg.arch.name(),
             cfg.input,
-            macs(&cfg) as f64 / 1e6
+            m as f64 / 1e6
         );
     }
+    let (m, p) = stats(&ZooConfig::new(Arch::FmnistMnv2));
     println!(
-        "fmnist-mnv2 at [1, 28, 28]: {:.2}M MACs",
-        macs(&ZooConfig::new(Arch::FmnistMnv2)) as f64 / 1e6
+        "fmnist-mnv2 at [1, 28, 28]: {:.2}M MACs, {p} params",
+        m as f64 / 1e6
     );
 }
 
@@ -433,6 +441,12 @@ fn lite0_with_fixture_weights_reproduces_the_fixture() {
     let fixture = kiln::onnx::load(&f.join("models/efficientnet-lite0.onnx")).unwrap();
     let zoo = efficientnet_lite0_from_onnx(&fixture).unwrap();
     assert!(zoo.graph.nodes.iter().any(|n| n.name == "blocks.15.dw.conv"));
+    let histogram = |m: &Model| {
+        let mut h: Vec<String> = m.graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+        h.sort();
+        h
+    };
+    assert_eq!(histogram(&zoo), histogram(&fixture));
     let session = Session::new(zoo).unwrap();
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(f.join("reference/effnet"))
         .unwrap()
