@@ -33,7 +33,10 @@
 //! ReLU gain (std = sqrt(2 / (C_out k k))), Conv biases (squeeze-excite only)
 //! 0; BatchNormalization gamma 1, beta 0, running mean 0, running var 1; Gemm
 //! weights N(0, 0.01^2), biases 0. The same scheme is used for ShuffleNetV2 and
-//! EfficientNet-Lite (whose references initialise differently).
+//! EfficientNet-Lite (whose references initialise differently). Evaluated
+//! untrained (running statistics 0 and 1), a fresh net's activations shrink
+//! layer by layer (fan-out init of the depthwise convs), so its logits are
+//! near 0: the init is meant for training, where BN normalises by batch.
 //!
 //! ## Width and input size
 //! The width multiplier rounds channels with torchvision's
