@@ -174,6 +174,28 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TrainCmd,
     },
+    /// Build an untrained student architecture of the zoo (Conv + BatchNormalization
+    /// + activation, seeded init) as ONNX, ready for `kiln train fit`; prints its
+    /// parameters and MACs.
+    Zoo {
+        /// fmnist-mnv2, mobilenetv2, mobilenetv3-small, shufflenetv2, efficientnet-lite0..4.
+        arch: String,
+        /// Output ONNX file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Width multiplier (ShuffleNetV2: 0.5, 1.0, 1.5 or 2.0).
+        #[arg(long, default_value_t = 1.0)]
+        width: f32,
+        /// Input C,H,W (default: the architecture's reference input).
+        #[arg(long, value_name = "C,H,W")]
+        input: Option<String>,
+        /// Number of classes (default: 10 for fmnist-mnv2, else 1000).
+        #[arg(long)]
+        classes: Option<usize>,
+        /// Seed of the weight initialisation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Quantize a model to int8 (QDQ ONNX), calibrated on sample data; with
     /// --accuracy-budget, keep the most sensitive layers in fp32 until the top-1
     /// drop on --val data fits the budget (mixed precision).
@@ -370,6 +392,48 @@ struct ClassOpts {
     json: bool,
 }
 
+fn zoo(
+    arch: &str,
+    output: &Path,
+    width: f32,
+    input: Option<&str>,
+    classes: Option<usize>,
+    seed: u64,
+) -> Result<()> {
+    let a = kiln_zoo::Arch::from_name(arch)?;
+    let mut cfg = kiln_zoo::ZooConfig::new(a);
+    cfg.width = width;
+    cfg.seed = seed;
+    if let Some(c) = classes {
+        cfg.classes = c;
+    }
+    if let Some(s) = input {
+        let d: Vec<usize> = s
+            .split(',')
+            .map(|v| v.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--input {s}: expected C,H,W"))?;
+        let [c, h, w] = d[..] else {
+            anyhow::bail!("--input {s}: expected three numbers C,H,W");
+        };
+        cfg.input = [c, h, w];
+    }
+    let m = kiln_zoo::build(&cfg)?;
+    let bytes = kiln::onnx::to_bytes(&m)?;
+    kiln::write_atomic(output, &bytes)?;
+    let st = kiln::stats::model_stats(&m, &Default::default())?;
+    println!(
+        "wrote {} ({}, width {width}, input {:?}, {} classes, seed {seed}): {} learnable params, {:.2}M MACs",
+        output.display(),
+        a.name(),
+        cfg.input,
+        cfg.classes,
+        st.learnable_params,
+        st.macs.unwrap_or(0) as f64 / 1e6
+    );
+    Ok(())
+}
+
 /// `kiln train` subcommands.
 #[cfg(feature = "train")]
 #[derive(Subcommand)]
@@ -517,6 +581,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             threads,
             json,
         }),
+        Cmd::Zoo {
+            arch,
+            output,
+            width,
+            input,
+            classes,
+            seed,
+        } => zoo(&arch, &output, width, input.as_deref(), classes, seed),
         #[cfg(feature = "train")]
         Cmd::Train { cmd } => match cmd {
             TrainCmd::Fit(a) => train::fit(&a),

@@ -81,7 +81,11 @@ pub fn fit(a: &FitArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let all = TrainSet::load(spec, a.max_memory_mb << 20)?;
     if a.val_count * 2 > all.len() {
-        bail!("--val-count {} holds out more than half of the {} samples", a.val_count, all.len());
+        bail!(
+            "--val-count {} holds out more than half of the {} samples",
+            a.val_count,
+            all.len()
+        );
     }
     let cut = all.len() - a.val_count;
     let (train, val) = if a.val_count > 0 {
@@ -93,7 +97,9 @@ pub fn fit(a: &FitArgs) -> Result<()> {
         "data: {} training samples of {:?}{} ({:.1} s)",
         train.len(),
         train.shape,
-        val.as_ref().map(|v| format!(", {} validation samples (the last of the data)", v.len())).unwrap_or_default(),
+        val.as_ref()
+            .map(|v| format!(", {} validation samples (the last of the data)", v.len()))
+            .unwrap_or_default(),
         t0.elapsed().as_secs_f64()
     );
     let cfg = FitConfig {
@@ -112,7 +118,13 @@ pub fn fit(a: &FitArgs) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let report = kiln_train::fit(&model, &train, val.as_ref(), &cfg, &mut |ev| match ev {
-        FitEvent::Start { epoch, epochs, steps, params, resumed } => {
+        FitEvent::Start {
+            epoch,
+            epochs,
+            steps,
+            params,
+            resumed,
+        } => {
             eprintln!(
                 "training {} ({params} learnable params): epochs {epoch}..={epochs}, {steps} steps of {} each{}",
                 a.model.display(),
@@ -120,7 +132,13 @@ pub fn fit(a: &FitArgs) -> Result<()> {
                 if resumed { ", resumed from the checkpoint" } else { "" }
             );
         }
-        FitEvent::Step { epoch, step, steps, loss, images_per_s } => {
+        FitEvent::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+            images_per_s,
+        } => {
             if !tty {
                 return;
             }
@@ -147,7 +165,9 @@ pub fn fit(a: &FitArgs) -> Result<()> {
                 a.epochs,
                 m.train_loss,
                 m.train_top1,
-                m.val_top1.map(|v| format!(", val top-1 {v:.2}%")).unwrap_or_default(),
+                m.val_top1
+                    .map(|v| format!(", val top-1 {v:.2}%"))
+                    .unwrap_or_default(),
                 m.seconds,
                 m.images_per_s,
                 m.lr

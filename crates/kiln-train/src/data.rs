@@ -88,7 +88,9 @@ impl TrainSet {
         let ds = Dataset::open(spec)?;
         let derr = |m: String| Error::new(ErrorKind::Data, m).with_file(&path);
         if !ds.has_labels() {
-            return Err(derr("the dataset has no labels; training needs a label per sample".into()));
+            return Err(derr(
+                "the dataset has no labels; training needs a label per sample".into(),
+            ));
         }
         let n = ds.len();
         let mut shape = None;
@@ -97,7 +99,10 @@ impl TrainSet {
             let s = s?;
             let d = s.input.shape();
             if d.len() != 4 || d[0] != 1 {
-                return Err(derr(format!("sample {} has dims {d:?}; training needs [1, C, H, W] per sample", s.name)));
+                return Err(derr(format!(
+                    "sample {} has dims {d:?}; training needs [1, C, H, W] per sample",
+                    s.name
+                )));
             }
             let sh = [d[1], d[2], d[3]];
             match shape {
@@ -114,16 +119,26 @@ impl TrainSet {
                     shape = Some(sh);
                 }
                 Some(p) if p != sh => {
-                    return Err(derr(format!("sample {} is {sh:?}, the first sample was {p:?}", s.name)));
+                    return Err(derr(format!(
+                        "sample {} is {sh:?}, the first sample was {p:?}",
+                        s.name
+                    )));
                 }
                 _ => {}
             }
-            let label = s.label.ok_or_else(|| derr(format!("sample {} has no label", s.name)))?;
+            let label = s
+                .label
+                .ok_or_else(|| derr(format!("sample {} has no label", s.name)))?;
             x.extend(s.input.to_f32_vec());
             y.push(label as u32);
         }
         let shape = shape.ok_or_else(|| derr("the dataset is empty".into()))?;
-        Ok(TrainSet { shape, x, y, source: format!("{} ({} samples)", path.display(), n) })
+        Ok(TrainSet {
+            shape,
+            x,
+            y,
+            source: format!("{} ({} samples)", path.display(), n),
+        })
     }
 
     /// Number of samples.
@@ -196,7 +211,10 @@ impl Augment {
                 "flip" => a.flip = true,
                 t if t.starts_with("shift:") => {
                     a.shift = t[6..].parse().map_err(|_| {
-                        Error::new(ErrorKind::Config, format!("augmentation '{t}': expected shift:K with K a pixel count"))
+                        Error::new(
+                            ErrorKind::Config,
+                            format!("augmentation '{t}': expected shift:K with K a pixel count"),
+                        )
                     })?;
                 }
                 t => {
@@ -221,7 +239,10 @@ impl Augment {
         let flip = self.flip && rng.below(2) == 1;
         let (dy, dx) = if self.shift > 0 {
             let r = 2 * self.shift + 1;
-            (rng.below(r) as isize - self.shift as isize, rng.below(r) as isize - self.shift as isize)
+            (
+                rng.below(r) as isize - self.shift as isize,
+                rng.below(r) as isize - self.shift as isize,
+            )
         } else {
             (0, 0)
         };

@@ -119,9 +119,21 @@ impl EpochMetrics {
 #[derive(Debug, Clone)]
 pub enum FitEvent {
     /// Training (re)starts at `epoch` (1-based) of `epochs`, `steps` per epoch.
-    Start { epoch: usize, epochs: usize, steps: usize, params: usize, resumed: bool },
+    Start {
+        epoch: usize,
+        epochs: usize,
+        steps: usize,
+        params: usize,
+        resumed: bool,
+    },
     /// A step finished: running mean loss of the epoch, images/s so far.
-    Step { epoch: usize, step: usize, steps: usize, loss: f64, images_per_s: f64 },
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+        images_per_s: f64,
+    },
     /// An epoch finished (after validation and the checkpoint).
     Epoch(EpochMetrics),
 }
@@ -192,13 +204,18 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), E
         return Err(bad("not a kiln checkpoint (magic bytes missing)".into()));
     }
     let hlen = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
-    let hend = 16usize.checked_add(hlen).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated header".into()))?;
+    let hend = 16usize
+        .checked_add(hlen)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad("truncated header".into()))?;
     let header: Value = serde_json::from_slice(&bytes[16..hend]).map_err(|e| bad(format!("header: {e}")))?;
     if header["format"] != json!(1) {
         return Err(bad(format!("unknown checkpoint format {}", header["format"])));
     }
     if header["signature"] != signature(&st.graph) {
-        return Err(bad("the checkpoint belongs to a different model (parameter names or shapes differ)".into()));
+        return Err(bad(
+            "the checkpoint belongs to a different model (parameter names or shapes differ)".into(),
+        ));
     }
     if header["config"] != config_json(cfg) {
         return Err(bad(format!(
@@ -209,8 +226,14 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), E
     }
     let mut at = hend;
     let mut take = |n: usize| -> Result<Vec<f32>, Error> {
-        let end = at.checked_add(n * 4).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated data".into()))?;
-        let v = bytes[at..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        let end = at
+            .checked_add(n * 4)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| bad("truncated data".into()))?;
+        let v = bytes[at..end]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
         at = end;
         Ok(v)
     };
@@ -227,8 +250,12 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), E
     if at != bytes.len() {
         return Err(bad(format!("{} trailing bytes", bytes.len() - at)));
     }
-    st.epochs_done = header["epochs_done"].as_u64().ok_or_else(|| bad("epochs_done missing".into()))? as usize;
-    st.step = header["step"].as_u64().ok_or_else(|| bad("step missing".into()))?;
+    st.epochs_done = header["epochs_done"]
+        .as_u64()
+        .ok_or_else(|| bad("epochs_done missing".into()))? as usize;
+    st.step = header["step"]
+        .as_u64()
+        .ok_or_else(|| bad("step missing".into()))?;
     st.history = header["history"]
         .as_array()
         .map(|a| a.iter().filter_map(EpochMetrics::from_json).collect())
@@ -250,7 +277,9 @@ pub fn evaluate(model: &Model, set: &TrainSet, batch: usize, threads: usize) -> 
         let end = (start + batch).min(set.len());
         let x = kiln_ir::Tensor::from_vec(vec![end - start, c, h, w], set.x[start * k..end * k].to_vec())
             .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
-        let out = cm.run(&mut state, vec![x]).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
+        let out = cm
+            .run(&mut state, vec![x])
+            .map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
         let logits = out[0].to_f32_vec();
         let classes = logits.len() / (end - start);
         for (i, row) in logits.chunks_exact(classes).enumerate() {
@@ -262,7 +291,14 @@ pub fn evaluate(model: &Model, set: &TrainSet, batch: usize, threads: usize) -> 
     Ok(100.0 * correct as f64 / set.len().max(1) as f64)
 }
 
-fn write_metrics(path: &Path, model_name: &str, cfg: &FitConfig, st: &State, train: &TrainSet, val: Option<&TrainSet>) -> Result<(), Error> {
+fn write_metrics(
+    path: &Path,
+    model_name: &str,
+    cfg: &FitConfig,
+    st: &State,
+    train: &TrainSet,
+    val: Option<&TrainSet>,
+) -> Result<(), Error> {
     let v = json!({
         "model": model_name,
         "train_data": train.source,
@@ -302,17 +338,30 @@ pub fn fit(
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
     if cfg.batch == 0 || cfg.epochs == 0 || cfg.threads == 0 {
-        return Err(Error::new(ErrorKind::Config, "batch, epochs and threads must be at least 1"));
+        return Err(Error::new(
+            ErrorKind::Config,
+            "batch, epochs and threads must be at least 1",
+        ));
     }
     if train.is_empty() {
         return Err(Error::new(ErrorKind::Data, "the training set is empty"));
     }
     let graph = TrainGraph::from_model(model)?;
-    let model_name = if model.graph.name.is_empty() { "model".to_string() } else { model.graph.name.clone() };
+    let model_name = if model.graph.name.is_empty() {
+        "model".to_string()
+    } else {
+        model.graph.name.clone()
+    };
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let ckpt = cfg.out_dir.join("checkpoint.kiln");
     let n_params = graph.params.len();
-    let mut st = State { graph, moments: vec![Moments::default(); n_params], step: 0, epochs_done: 0, history: vec![] };
+    let mut st = State {
+        graph,
+        moments: vec![Moments::default(); n_params],
+        step: 0,
+        epochs_done: 0,
+        history: vec![],
+    };
     let resumed = cfg.resume && ckpt.exists();
     if resumed {
         load_checkpoint(&ckpt, &mut st, cfg)?;
@@ -323,10 +372,19 @@ pub fn fit(
         .map_err(|e| Error::new(ErrorKind::Config, format!("thread pool: {e}")))?;
     let steps = train.len().div_ceil(cfg.batch);
     let sched = OneCycle::new(cfg.lr, (steps * cfg.epochs) as u64);
-    let adam = AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() };
+    let adam = AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
     let device = Device::flex().autodiff();
     let [c, h, w] = train.shape;
-    on(FitEvent::Start { epoch: st.epochs_done + 1, epochs: cfg.epochs, steps, params: st.graph.num_params(), resumed });
+    on(FitEvent::Start {
+        epoch: st.epochs_done + 1,
+        epochs: cfg.epochs,
+        steps,
+        params: st.graph.num_params(),
+        resumed,
+    });
     let mut stopped_early = false;
     while st.epochs_done < cfg.epochs {
         if cfg.stop_after.is_some_and(|s| st.epochs_done >= s) {
@@ -351,11 +409,19 @@ pub fn fit(
                 for (i, &y) in yb.iter().enumerate() {
                     let y = y as usize;
                     if y >= classes {
-                        return Err(Error::new(ErrorKind::Data, format!("label {y} is out of range for {classes} classes")));
+                        return Err(Error::new(
+                            ErrorKind::Data,
+                            format!("label {y} is out of range for {classes} classes"),
+                        ));
                     }
                     onehot[i * classes + y] = 1.0;
                 }
-                let logits = f.output.clone().into_data().try_into_vec::<f32>().unwrap_or_default();
+                let logits = f
+                    .output
+                    .clone()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap_or_default();
                 let hits = logits
                     .chunks_exact(classes)
                     .zip(&yb)
@@ -380,7 +446,10 @@ pub fn fit(
             if !loss.is_finite() {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    format!("the loss became {loss} at epoch {epoch}, step {}; lower the learning rate", s + 1),
+                    format!(
+                        "the loss became {loss} at epoch {epoch}, step {}; lower the learning rate",
+                        s + 1
+                    ),
                 ));
             }
             st.step += 1;
@@ -418,12 +487,25 @@ pub fn fit(
         };
         st.history.push(m.clone());
         st.epochs_done = epoch;
-        let bytes = kiln_onnx::to_bytes(&exported).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
+        let bytes =
+            kiln_onnx::to_bytes(&exported).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
         kiln::write_atomic(&cfg.out_dir.join("model.onnx"), &bytes)?;
         save_checkpoint(&ckpt, &st, cfg)?;
-        write_metrics(&cfg.out_dir.join("metrics.json"), &model_name, cfg, &st, train, val)?;
+        write_metrics(
+            &cfg.out_dir.join("metrics.json"),
+            &model_name,
+            cfg,
+            &st,
+            train,
+            val,
+        )?;
         on(FitEvent::Epoch(m));
     }
     let model = st.graph.to_model(model)?;
-    Ok(FitReport { history: st.history, model, weights_hash: st.graph.weights_hash(), stopped_early })
+    Ok(FitReport {
+        history: st.history,
+        model,
+        weights_hash: st.graph.weights_hash(),
+        stopped_early,
+    })
 }

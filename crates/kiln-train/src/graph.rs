@@ -67,7 +67,11 @@ impl V {
             3 => V::R3(self.flat().reshape([d(0), d(1), d(2)])),
             4 => V::R4(self.flat().reshape([d(0), d(1), d(2), d(3)])),
             5 => V::R5(self.flat().reshape([d(0), d(1), d(2), d(3), d(4)])),
-            r => return Err(format!("rank {r} values are not supported in training (ranks 1 to 5)")),
+            r => {
+                return Err(format!(
+                    "rank {r} values are not supported in training (ranks 1 to 5)"
+                ))
+            }
         })
     }
     fn flat(self) -> Tensor<1> {
@@ -140,24 +144,51 @@ enum Src {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Conv { opts: ConvOptions<2> },
-    BatchNorm { stats: usize, eps: f64 },
+    Conv {
+        opts: ConvOptions<2>,
+    },
+    BatchNorm {
+        stats: usize,
+        eps: f64,
+    },
     Relu,
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Binary(&'static str),
     GlobalAveragePool,
     MaxPool(MaxPoolOptions<2>),
     AveragePool(AvgPoolOptions<2>),
-    Flatten { axis: usize },
-    Gemm { trans_a: bool, trans_b: bool, alpha: f32, beta: f32 },
+    Flatten {
+        axis: usize,
+    },
+    Gemm {
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+    },
     MatMul,
-    Concat { axis: i64 },
-    Split { axis: i64, sizes: Vec<usize> },
-    Reshape { shape: Vec<i64> },
-    Transpose { perm: Vec<usize> },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        axis: i64,
+        sizes: Vec<usize>,
+    },
+    Reshape {
+        shape: Vec<i64>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
     Identity,
 }
 
@@ -273,7 +304,10 @@ fn constants_as_initializers(model: &Model) -> Result<Model, Error> {
             t.clone()
         } else if let Some(v) = n.attr_float_opt("value_float").map_err(|e| bad(e.to_string()))? {
             kiln_ir::Tensor::scalar(v)
-        } else if let Some(v) = n.attr_floats_opt("value_floats").map_err(|e| bad(e.to_string()))? {
+        } else if let Some(v) = n
+            .attr_floats_opt("value_floats")
+            .map_err(|e| bad(e.to_string()))?
+        {
             kiln_ir::Tensor::from_vec(vec![v.len()], v).map_err(|e| bad(e.to_string()))?
         } else if let Some(v) = n.attr_int_opt("value_int").map_err(|e| bad(e.to_string()))? {
             kiln_ir::Tensor::scalar(v)
@@ -282,7 +316,10 @@ fn constants_as_initializers(model: &Model) -> Result<Model, Error> {
         } else {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("node '{}' (op Constant): only value, value_float(s) and value_int(s) are supported", n.name),
+                format!(
+                    "node '{}' (op Constant): only value, value_float(s) and value_int(s) are supported",
+                    n.name
+                ),
             ));
         };
         m.graph.initializers.insert(n.outputs[0].clone(), t);
@@ -309,7 +346,11 @@ impl TrainGraph {
         let owned = constants_as_initializers(model)?;
         let model = &owned;
         let g = &model.graph;
-        let model_name = if g.name.is_empty() { "model".to_string() } else { g.name.clone() };
+        let model_name = if g.name.is_empty() {
+            "model".to_string()
+        } else {
+            g.name.clone()
+        };
         let err = |n: &Node, attr: Option<&str>, msg: String| {
             let at = attr.map(|a| format!(", attribute '{a}'")).unwrap_or_default();
             Error::new(
@@ -320,7 +361,10 @@ impl TrainGraph {
         if g.inputs.len() != 1 {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("{model_name}: training needs exactly one graph input, the model has {}", g.inputs.len()),
+                format!(
+                    "{model_name}: training needs exactly one graph input, the model has {}",
+                    g.inputs.len()
+                ),
             ));
         }
         let mut slot_of: HashMap<String, usize> = HashMap::new();
@@ -333,7 +377,9 @@ impl TrainGraph {
         let mut bn: Vec<BnStats> = vec![];
         let mut steps: Vec<Step> = vec![];
         let mut sorted = g.clone();
-        sorted.topo_sort().map_err(|e| Error::new(ErrorKind::Model, format!("{model_name}: {e}")))?;
+        sorted
+            .topo_sort()
+            .map_err(|e| Error::new(ErrorKind::Model, format!("{model_name}: {e}")))?;
 
         for n in &sorted.nodes {
             let input = |i: usize| n.inputs.get(i).filter(|s| !s.is_empty()).cloned();
@@ -341,9 +387,19 @@ impl TrainGraph {
                 if let Some(&i) = param_of.get(name) {
                     return Ok(Src::Param(i));
                 }
-                let (shape, data) = f32_init(model, name)
-                    .ok_or_else(|| err(n, None, format!("input '{name}' must be an f32 initializer to be trained")))?;
-                params.push(ParamTensor { name: name.to_string(), shape, data, decay });
+                let (shape, data) = f32_init(model, name).ok_or_else(|| {
+                    err(
+                        n,
+                        None,
+                        format!("input '{name}' must be an f32 initializer to be trained"),
+                    )
+                })?;
+                params.push(ParamTensor {
+                    name: name.to_string(),
+                    shape,
+                    data,
+                    decay,
+                });
                 param_of.insert(name.to_string(), params.len() - 1);
                 Ok(Src::Param(params.len() - 1))
             };
@@ -354,27 +410,45 @@ impl TrainGraph {
                 if let Some(&c) = const_of.get(name) {
                     return Ok(Src::Const(c));
                 }
-                let (shape, data) = f32_init(model, name)
-                    .ok_or_else(|| err(n, None, format!("input '{name}' is neither computed nor an f32 initializer")))?;
+                let (shape, data) = f32_init(model, name).ok_or_else(|| {
+                    err(
+                        n,
+                        None,
+                        format!("input '{name}' is neither computed nor an f32 initializer"),
+                    )
+                })?;
                 consts.push((shape, data));
                 const_of.insert(name.to_string(), consts.len() - 1);
                 Ok(Src::Const(consts.len() - 1))
             };
             let ints = |a: &str, dflt: Vec<i64>| -> Result<Vec<i64>, Error> {
-                Ok(n.attr_ints_opt(a).map_err(|e| err(n, Some(a), e.to_string()))?.unwrap_or(dflt))
+                Ok(n.attr_ints_opt(a)
+                    .map_err(|e| err(n, Some(a), e.to_string()))?
+                    .unwrap_or(dflt))
             };
             let int = |a: &str, dflt: i64| n.attr_int(a, dflt).map_err(|e| err(n, Some(a), e.to_string()));
-            let float = |a: &str, dflt: f32| n.attr_float(a, dflt).map_err(|e| err(n, Some(a), e.to_string()));
+            let float =
+                |a: &str, dflt: f32| n.attr_float(a, dflt).map_err(|e| err(n, Some(a), e.to_string()));
             let no_auto_pad = || -> Result<(), Error> {
-                let p = n.attr_string("auto_pad", "NOTSET").map_err(|e| err(n, Some("auto_pad"), e.to_string()))?;
+                let p = n
+                    .attr_string("auto_pad", "NOTSET")
+                    .map_err(|e| err(n, Some("auto_pad"), e.to_string()))?;
                 if p != "NOTSET" {
-                    return Err(err(n, Some("auto_pad"), format!("'{p}' is not supported in training; use explicit pads")));
+                    return Err(err(
+                        n,
+                        Some("auto_pad"),
+                        format!("'{p}' is not supported in training; use explicit pads"),
+                    ));
                 }
                 Ok(())
             };
             let pads2 = |p: &[i64]| -> Result<[(usize, usize); 2], Error> {
                 if p.len() != 4 || p.iter().any(|&v| v < 0) {
-                    return Err(err(n, Some("pads"), format!("expected 4 non-negative values, got {p:?}")));
+                    return Err(err(
+                        n,
+                        Some("pads"),
+                        format!("expected 4 non-negative values, got {p:?}"),
+                    ));
                 }
                 Ok([(p[0] as usize, p[2] as usize), (p[1] as usize, p[3] as usize)])
             };
@@ -391,7 +465,11 @@ impl TrainGraph {
                     let w = input(1).ok_or_else(|| err(n, None, "missing weight".into()))?;
                     let wshape = f32_init(model, &w).map(|x| x.0).unwrap_or_default();
                     if wshape.len() != 4 {
-                        return Err(err(n, None, format!("only 2-D convolutions are supported (weight dims {wshape:?})")));
+                        return Err(err(
+                            n,
+                            None,
+                            format!("only 2-D convolutions are supported (weight dims {wshape:?})"),
+                        ));
                     }
                     ins.push(value(&input(0).unwrap_or_default())?);
                     ins.push(param(&w, true, &mut params)?);
@@ -405,18 +483,26 @@ impl TrainGraph {
                     if group < 1 {
                         return Err(err(n, Some("group"), format!("must be >= 1, got {group}")));
                     }
-                    Op::Conv { opts: ConvOptions::new_with_padding(strides, pads, dil, group as usize) }
+                    Op::Conv {
+                        opts: ConvOptions::new_with_padding(strides, pads, dil, group as usize),
+                    }
                 }
                 "BatchNormalization" => {
                     if int("training_mode", 0)? != 0 {
-                        return Err(err(n, Some("training_mode"), "must be 0 in the source model".into()));
+                        return Err(err(
+                            n,
+                            Some("training_mode"),
+                            "must be 0 in the source model".into(),
+                        ));
                     }
                     ins.push(value(&input(0).unwrap_or_default())?);
                     let names: Vec<String> = (1..5).map(|i| input(i).unwrap_or_default()).collect();
                     ins.push(param(&names[0], false, &mut params)?);
                     ins.push(param(&names[1], false, &mut params)?);
-                    let mean = f32_init(model, &names[2]).ok_or_else(|| err(n, None, "running mean must be an f32 initializer".into()))?;
-                    let var = f32_init(model, &names[3]).ok_or_else(|| err(n, None, "running variance must be an f32 initializer".into()))?;
+                    let mean = f32_init(model, &names[2])
+                        .ok_or_else(|| err(n, None, "running mean must be an f32 initializer".into()))?;
+                    let var = f32_init(model, &names[3])
+                        .ok_or_else(|| err(n, None, "running variance must be an f32 initializer".into()))?;
                     bn.push(BnStats {
                         node: n.name.clone(),
                         mean_name: names[2].clone(),
@@ -424,21 +510,31 @@ impl TrainGraph {
                         mean: mean.1,
                         var: var.1,
                     });
-                    Op::BatchNorm { stats: bn.len() - 1, eps: float("epsilon", 1e-5)? as f64 }
+                    Op::BatchNorm {
+                        stats: bn.len() - 1,
+                        eps: float("epsilon", 1e-5)? as f64,
+                    }
                 }
                 "Relu" => Op::Relu,
                 "Sigmoid" => Op::Sigmoid,
                 "HardSwish" => Op::HardSwish,
-                "HardSigmoid" => Op::HardSigmoid { alpha: float("alpha", 0.2)?, beta: float("beta", 0.5)? },
+                "HardSigmoid" => Op::HardSigmoid {
+                    alpha: float("alpha", 0.2)?,
+                    beta: float("beta", 0.5)?,
+                },
                 "Clip" => {
                     let bound = |i: usize, a: &str, d: f32| -> Result<f32, Error> {
                         match input(i) {
-                            Some(name) => scalar_init(model, &name)
-                                .ok_or_else(|| err(n, None, format!("{a} '{name}' must be a scalar initializer"))),
+                            Some(name) => scalar_init(model, &name).ok_or_else(|| {
+                                err(n, None, format!("{a} '{name}' must be a scalar initializer"))
+                            }),
                             None => Ok(n.attr_float(a, d).map_err(|e| err(n, Some(a), e.to_string()))?),
                         }
                     };
-                    Op::Clip { min: bound(1, "min", f32::NEG_INFINITY)?, max: bound(2, "max", f32::INFINITY)? }
+                    Op::Clip {
+                        min: bound(1, "min", f32::NEG_INFINITY)?,
+                        max: bound(2, "max", f32::INFINITY)?,
+                    }
                 }
                 "Add" => Op::Binary("Add"),
                 "Sub" => Op::Binary("Sub"),
@@ -474,7 +570,11 @@ impl TrainGraph {
                 "Flatten" => {
                     let a = int("axis", 1)?;
                     if a < 0 {
-                        return Err(err(n, Some("axis"), "negative axes are not supported in training".into()));
+                        return Err(err(
+                            n,
+                            Some("axis"),
+                            "negative axes are not supported in training".into(),
+                        ));
                     }
                     Op::Flatten { axis: a as usize }
                 }
@@ -495,27 +595,47 @@ impl TrainGraph {
                 "MatMul" => {
                     ins.push(value(&input(0).unwrap_or_default())?);
                     let b = input(1).unwrap_or_default();
-                    ins.push(if slot_of.contains_key(&b) { value(&b)? } else { param(&b, true, &mut params)? });
+                    ins.push(if slot_of.contains_key(&b) {
+                        value(&b)?
+                    } else {
+                        param(&b, true, &mut params)?
+                    });
                     Op::MatMul
                 }
-                "Concat" => Op::Concat { axis: int("axis", 0)? },
+                "Concat" => Op::Concat {
+                    axis: int("axis", 0)?,
+                },
                 "Split" => {
                     let axis = int("axis", 0)?;
                     let sizes = match input(1) {
-                        Some(s) => ints_init(model, &s).ok_or_else(|| err(n, None, format!("split '{s}' must be an int64 initializer")))?,
+                        Some(s) => ints_init(model, &s).ok_or_else(|| {
+                            err(n, None, format!("split '{s}' must be an int64 initializer"))
+                        })?,
                         None => ints("split", vec![])?,
                     };
                     if sizes.is_empty() || sizes.len() != n.outputs.len() || sizes.iter().any(|&s| s < 0) {
-                        return Err(err(n, Some("split"), format!("explicit sizes, one per output, are needed; got {sizes:?}")));
+                        return Err(err(
+                            n,
+                            Some("split"),
+                            format!("explicit sizes, one per output, are needed; got {sizes:?}"),
+                        ));
                     }
                     ins.push(value(&input(0).unwrap_or_default())?);
-                    Op::Split { axis, sizes: sizes.iter().map(|&s| s as usize).collect() }
+                    Op::Split {
+                        axis,
+                        sizes: sizes.iter().map(|&s| s as usize).collect(),
+                    }
                 }
                 "Reshape" => {
                     let s = input(1).unwrap_or_default();
-                    let shape = ints_init(model, &s).ok_or_else(|| err(n, None, format!("shape '{s}' must be an int64 initializer")))?;
+                    let shape = ints_init(model, &s)
+                        .ok_or_else(|| err(n, None, format!("shape '{s}' must be an int64 initializer")))?;
                     if int("allowzero", 0)? != 0 {
-                        return Err(err(n, Some("allowzero"), "allowzero = 1 is not supported in training".into()));
+                        return Err(err(
+                            n,
+                            Some("allowzero"),
+                            "allowzero = 1 is not supported in training".into(),
+                        ));
                     }
                     ins.push(value(&input(0).unwrap_or_default())?);
                     Op::Reshape { shape }
@@ -554,12 +674,26 @@ impl TrainGraph {
                     break;
                 }
             }
-            steps.push(Step { node: n.name.clone(), op_type: n.op_type.clone(), op, inputs: ins, outputs: outs, frees: vec![] });
+            steps.push(Step {
+                node: n.name.clone(),
+                op_type: n.op_type.clone(),
+                op,
+                inputs: ins,
+                outputs: outs,
+                frees: vec![],
+            });
         }
-        let out_name = &g.outputs.first().ok_or_else(|| Error::new(ErrorKind::Model, format!("{model_name}: no graph output")))?.name;
-        let output_slot = *slot_of
-            .get(out_name)
-            .ok_or_else(|| Error::new(ErrorKind::Model, format!("{model_name}: output '{out_name}' is not computed")))?;
+        let out_name = &g
+            .outputs
+            .first()
+            .ok_or_else(|| Error::new(ErrorKind::Model, format!("{model_name}: no graph output")))?
+            .name;
+        let output_slot = *slot_of.get(out_name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Model,
+                format!("{model_name}: output '{out_name}' is not computed"),
+            )
+        })?;
         // Liveness: free each slot after its last reader (the output is kept).
         let mut last: HashMap<usize, usize> = HashMap::new();
         for (i, s) in steps.iter().enumerate() {
@@ -609,7 +743,13 @@ impl TrainGraph {
     /// # Errors
     /// [`ErrorKind::Shape`] naming node and op when an op meets shapes it
     /// cannot handle (e.g. a Reshape whose target does not fit).
-    pub fn forward(&self, x: Tensor<4>, device: &Device, train: bool, taps: &[String]) -> Result<Forward, Error> {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        device: &Device,
+        train: bool,
+        taps: &[String],
+    ) -> Result<Forward, Error> {
         let leaves: Vec<Tensor<1>> = self
             .params
             .iter()
@@ -626,15 +766,28 @@ impl TrainGraph {
         slots[self.input_slot] = Some(V::R4(x));
         let mut batch_stats = vec![];
         let mut tapped = HashMap::new();
-        let tap_slots: Vec<(usize, &String)> = taps.iter().filter_map(|t| self.slot_of.get(t).map(|&s| (s, t))).collect();
+        let tap_slots: Vec<(usize, &String)> = taps
+            .iter()
+            .filter_map(|t| self.slot_of.get(t).map(|&s| (s, t)))
+            .collect();
         for step in &self.steps {
             let fail = |m: String| {
-                Error::new(ErrorKind::Shape, format!("{}: node '{}' (op {}): {m}", self.model_name, step.node, step.op_type))
+                Error::new(
+                    ErrorKind::Shape,
+                    format!(
+                        "{}: node '{}' (op {}): {m}",
+                        self.model_name, step.node, step.op_type
+                    ),
+                )
             };
             let get = |i: usize, slots: &Vec<Option<V>>| -> Result<V, Error> {
                 match step.inputs.get(i) {
-                    Some(Src::Slot(s)) => slots[*s].clone().ok_or_else(|| fail(format!("input {i} was not computed"))),
-                    Some(Src::Param(p)) => V::R1(leaves[*p].clone()).reshape(&self.params[*p].shape).map_err(fail),
+                    Some(Src::Slot(s)) => slots[*s]
+                        .clone()
+                        .ok_or_else(|| fail(format!("input {i} was not computed"))),
+                    Some(Src::Param(p)) => V::R1(leaves[*p].clone())
+                        .reshape(&self.params[*p].shape)
+                        .map_err(fail),
                     Some(Src::Const(c)) => {
                         let (shape, data) = &self.consts[*c];
                         let t = Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device);
@@ -661,7 +814,10 @@ impl TrainGraph {
                     let [_, cin, _, _] = x.dims();
                     let [_, wc, _, _] = w.dims();
                     if cin != wc * opts.groups {
-                        return Err(fail(format!("input has {cin} channels, weight expects {} x group {}", wc, opts.groups)));
+                        return Err(fail(format!(
+                            "input has {cin} channels, weight expects {} x group {}",
+                            wc, opts.groups
+                        )));
                     }
                     vec![V::R4(conv2d(x, w, param1(2), opts.clone()))]
                 }
@@ -671,13 +827,27 @@ impl TrainGraph {
                     if train {
                         let [n, _, h, w] = x.dims();
                         let r = batch_norm_train(x, gamma, beta, *eps);
-                        let m = r.mean.into_data().try_into_vec::<f32>().map_err(|e| fail(format!("{e:?}")))?;
-                        let v = r.variance.into_data().try_into_vec::<f32>().map_err(|e| fail(format!("{e:?}")))?;
-                        batch_stats.push(BatchStats { mean: m, var: v, count: n * h * w });
+                        let m = r
+                            .mean
+                            .into_data()
+                            .try_into_vec::<f32>()
+                            .map_err(|e| fail(format!("{e:?}")))?;
+                        let v = r
+                            .variance
+                            .into_data()
+                            .try_into_vec::<f32>()
+                            .map_err(|e| fail(format!("{e:?}")))?;
+                        batch_stats.push(BatchStats {
+                            mean: m,
+                            var: v,
+                            count: n * h * w,
+                        });
                         vec![V::R4(r.output)]
                     } else {
                         let s = &self.bn[*stats];
-                        let t = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+                        let t = |v: &Vec<f32>| {
+                            Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device)
+                        };
                         vec![V::R4(batch_norm(x, gamma, beta, t(&s.mean), t(&s.var), *eps))]
                     }
                 }
@@ -687,7 +857,9 @@ impl TrainGraph {
                     if max.is_finite() { t.clamp_max(*max) } else { t }
                 })],
                 Op::Sigmoid => vec![each_rank!(x0, t => sigmoid(t))],
-                Op::HardSigmoid { alpha, beta } => vec![each_rank!(x0, t => (t * *alpha + *beta).clamp(0.0, 1.0))],
+                Op::HardSigmoid { alpha, beta } => {
+                    vec![each_rank!(x0, t => (t * *alpha + *beta).clamp(0.0, 1.0))]
+                }
                 Op::HardSwish => vec![each_rank!(x0, t => t.clone() * (t / 6.0 + 0.5).clamp(0.0, 1.0))],
                 Op::Binary(kind) => vec![binary(x0, get(1, &slots)?, kind).map_err(fail)?],
                 Op::GlobalAveragePool => {
@@ -706,7 +878,12 @@ impl TrainGraph {
                     let b: usize = d[*axis..].iter().product();
                     vec![x0.reshape(&[a, b]).map_err(fail)?]
                 }
-                Op::Gemm { trans_a, trans_b, alpha, beta } => {
+                Op::Gemm {
+                    trans_a,
+                    trans_b,
+                    alpha,
+                    beta,
+                } => {
                     let a = x0.r2("Gemm").map_err(fail)?;
                     let a = if *trans_a { a.transpose() } else { a };
                     let b = get(1, &slots)?.r2("Gemm B").map_err(fail)?;
@@ -720,8 +897,15 @@ impl TrainGraph {
                     }
                     if step.inputs.len() > 2 {
                         let c = get(2, &slots)?;
-                        let c = if *beta != 1.0 { each_rank!(c, t => t * *beta) } else { c };
-                        y = binary(V::R2(y), c, "Add").map_err(fail)?.r2("Gemm").map_err(fail)?;
+                        let c = if *beta != 1.0 {
+                            each_rank!(c, t => t * *beta)
+                        } else {
+                            c
+                        };
+                        y = binary(V::R2(y), c, "Add")
+                            .map_err(fail)?
+                            .r2("Gemm")
+                            .map_err(fail)?;
                     }
                     vec![V::R2(y)]
                 }
@@ -733,14 +917,19 @@ impl TrainGraph {
                 Op::Concat { axis } => {
                     let r = x0.dims().len() as i64;
                     let ax = if *axis < 0 { axis + r } else { *axis } as usize;
-                    let vals: Vec<V> = (0..step.inputs.len()).map(|i| get(i, &slots)).collect::<Result<_, _>>()?;
+                    let vals: Vec<V> = (0..step.inputs.len())
+                        .map(|i| get(i, &slots))
+                        .collect::<Result<_, _>>()?;
                     macro_rules! cat {
                         ($var:ident) => {{
                             let ts = vals
                                 .into_iter()
                                 .map(|v| match v {
                                     V::$var(t) => Ok(t),
-                                    o => Err(fail(format!("operands of different ranks ({:?})", o.dims()))),
+                                    o => Err(fail(format!(
+                                        "operands of different ranks ({:?})",
+                                        o.dims()
+                                    ))),
                                 })
                                 .collect::<Result<Vec<_>, _>>()?;
                             V::$var(Tensor::cat(ts, ax))
@@ -758,7 +947,9 @@ impl TrainGraph {
                     let d = x0.dims();
                     let ax = if *axis < 0 { axis + d.len() as i64 } else { *axis } as usize;
                     if ax >= d.len() || sizes.iter().sum::<usize>() != d[ax] {
-                        return Err(fail(format!("split {sizes:?} along axis {axis} does not fit dims {d:?}")));
+                        return Err(fail(format!(
+                            "split {sizes:?} along axis {axis} does not fit dims {d:?}"
+                        )));
                     }
                     let mut start = 0;
                     let mut v = vec![];
@@ -775,7 +966,10 @@ impl TrainGraph {
                     let mut infer = None;
                     for (i, &s) in shape.iter().enumerate() {
                         match s {
-                            0 => out.push(*d.get(i).ok_or_else(|| fail(format!("0 at axis {i} past the input's rank")))?),
+                            0 => out.push(
+                                *d.get(i)
+                                    .ok_or_else(|| fail(format!("0 at axis {i} past the input's rank")))?,
+                            ),
                             -1 => {
                                 infer = Some(i);
                                 out.push(1);
@@ -798,7 +992,11 @@ impl TrainGraph {
                 }
                 Op::Transpose { perm } => {
                     let r = x0.dims().len();
-                    let p: Vec<usize> = if perm.is_empty() { (0..r).rev().collect() } else { perm.clone() };
+                    let p: Vec<usize> = if perm.is_empty() {
+                        (0..r).rev().collect()
+                    } else {
+                        perm.clone()
+                    };
                     if p.len() != r {
                         return Err(fail(format!("perm {p:?} for a rank-{r} value")));
                     }
@@ -814,7 +1012,11 @@ impl TrainGraph {
                 Op::Identity => vec![x0],
             };
             if outs.len() != step.outputs.len() {
-                return Err(fail(format!("{} outputs computed, {} named", outs.len(), step.outputs.len())));
+                return Err(fail(format!(
+                    "{} outputs computed, {} named",
+                    outs.len(),
+                    step.outputs.len()
+                )));
             }
             for (slot, v) in step.outputs.iter().zip(outs) {
                 slots[*slot] = Some(v);
@@ -835,12 +1037,26 @@ impl TrainGraph {
             Some(o) => {
                 return Err(Error::new(
                     ErrorKind::Shape,
-                    format!("{}: the first output must be 2-D [N, classes], got dims {:?}", self.model_name, o.dims()),
+                    format!(
+                        "{}: the first output must be 2-D [N, classes], got dims {:?}",
+                        self.model_name,
+                        o.dims()
+                    ),
                 ))
             }
-            None => return Err(Error::new(ErrorKind::Shape, format!("{}: output not computed", self.model_name))),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Shape,
+                    format!("{}: output not computed", self.model_name),
+                ))
+            }
         };
-        Ok(Forward { output, leaves, batch_stats, taps: tapped })
+        Ok(Forward {
+            output,
+            leaves,
+            batch_stats,
+            taps: tapped,
+        })
     }
 
     /// Folds one step's batch statistics into the running statistics:
@@ -876,7 +1092,10 @@ impl TrainGraph {
                     *slot = t;
                     Ok(())
                 }
-                None => Err(Error::new(ErrorKind::Model, format!("{}: initializer '{name}' is missing", self.model_name))),
+                None => Err(Error::new(
+                    ErrorKind::Model,
+                    format!("{}: initializer '{name}' is missing", self.model_name),
+                )),
             }
         };
         for p in &self.params {

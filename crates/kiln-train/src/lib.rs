@@ -57,7 +57,11 @@ pub struct Error {
 impl Error {
     /// A new error without a file.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, file: None, message: message.into() }
+        Error {
+            kind,
+            file: None,
+            message: message.into(),
+        }
     }
     /// Attaches the file at fault (kept if already set).
     pub fn with_file(mut self, path: &Path) -> Error {
@@ -90,6 +94,10 @@ impl From<kiln::Error> for Error {
             kiln::ErrorKind::Decode => ErrorKind::Data,
             kiln::ErrorKind::Model(_) => ErrorKind::Model,
         };
-        Error { kind, file: e.file, message: e.message }
+        Error {
+            kind,
+            file: e.file,
+            message: e.message,
+        }
     }
 }

@@ -27,7 +27,11 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 }
+        AdamWConfig {
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-4,
+        }
     }
 }
 
@@ -61,7 +65,11 @@ pub fn adamw_step(
     let bc2 = 1.0 - cfg.beta2.powi(t as i32);
     let step_size = (lr / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
-    let shrink = if decay { (1.0 - lr * cfg.weight_decay) as f32 } else { 1.0 };
+    let shrink = if decay {
+        (1.0 - lr * cfg.weight_decay) as f32
+    } else {
+        1.0
+    };
     let (b1, b2, eps) = (beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);
     for i in 0..p.len() {
         let gi = g[i];
@@ -117,11 +125,21 @@ impl OneCycle {
         let i = i as f64;
         if i <= warm_end {
             let pct = if warm_end > 0.0 { i / warm_end } else { 1.0 };
-            (cos(initial, self.max_lr, pct), cos(self.max_momentum, self.base_momentum, pct))
+            (
+                cos(initial, self.max_lr, pct),
+                cos(self.max_momentum, self.base_momentum, pct),
+            )
         } else {
             let span = last - warm_end;
-            let pct = if span > 0.0 { ((i - warm_end) / span).min(1.0) } else { 1.0 };
-            (cos(self.max_lr, min, pct), cos(self.base_momentum, self.max_momentum, pct))
+            let pct = if span > 0.0 {
+                ((i - warm_end) / span).min(1.0)
+            } else {
+                1.0
+            };
+            (
+                cos(self.max_lr, min, pct),
+                cos(self.base_momentum, self.max_momentum, pct),
+            )
         }
     }
 }
@@ -144,7 +162,10 @@ mod tests {
     #[test]
     fn adamw_first_step_moves_by_lr() {
         // Step 1: m/(1-b1) = g, sqrt(v/(1-b2)) = |g|, so the update is lr * sign(g).
-        let cfg = AdamWConfig { weight_decay: 0.0, ..Default::default() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mut p = vec![1.0f32, -2.0];
         let mut st = Moments::default();
         adamw_step(&cfg, &mut p, &[0.5, -3.0], &mut st, 1, 0.1, 0.9, true);

@@ -9,7 +9,11 @@ fn fixtures() -> PathBuf {
     let p = std::env::var_os("KILN_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(p.join("STAMP").exists(), "fixtures missing at {}: run scripts/fixtures first (scripts/test does)", p.display());
+    assert!(
+        p.join("STAMP").exists(),
+        "fixtures missing at {}: run scripts/fixtures first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -33,12 +37,25 @@ fn translation_matches_reference_and_round_trips() {
     assert!(g.num_params() > 100_000, "{} params", g.num_params());
     let test = fmnist(Split::Test, 0..64);
     let device = burn::tensor::Device::flex();
-    let x = burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(test.x.clone(), [64, 1, 28, 28]), &device);
-    let ours = g.forward(x, &device, false, &[]).unwrap().output.into_data().try_into_vec::<f32>().unwrap();
+    let x = burn::tensor::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(test.x.clone(), [64, 1, 28, 28]),
+        &device,
+    );
+    let ours = g
+        .forward(x, &device, false, &[])
+        .unwrap()
+        .output
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
     let sess = kiln::Session::new(m.clone()).unwrap();
     let input = kiln_ir::Tensor::from_vec(vec![64, 1, 28, 28], test.x.clone()).unwrap();
     let reference = sess.run(vec![input]).unwrap()[0].to_f32_vec();
-    let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "max abs diff {diff}");
     assert_eq!(g.to_model(&m).unwrap(), m);
 }
@@ -96,7 +113,12 @@ fn resumed_run_equals_uninterrupted_run() {
 #[test]
 fn unsupported_op_is_named() {
     let mut m = fmnist_model();
-    let n = m.graph.nodes.iter_mut().find(|n| n.op_type == "GlobalAveragePool").unwrap();
+    let n = m
+        .graph
+        .nodes
+        .iter_mut()
+        .find(|n| n.op_type == "GlobalAveragePool")
+        .unwrap();
     n.op_type = "LpPool".into();
     let name = n.name.clone();
     let e = TrainGraph::from_model(&m).unwrap_err();

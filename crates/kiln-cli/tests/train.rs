@@ -1,0 +1,122 @@
+//! `kiln zoo` and `kiln train fit` end to end on real Fashion-MNIST images
+//! (smoke size): a zoo student is built, trained for two epochs with an
+//! interruption after the first, resumed, and the result runs in `kiln eval`.
+#![cfg(feature = "train")]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    let p = std::env::var_os("KILN_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
+    assert!(
+        p.join("STAMP").exists(),
+        "fixtures missing at {}: run scripts/fixtures first",
+        p.display()
+    );
+    p
+}
+
+fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .expect("spawn kiln")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kiln failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn zoo_student_trains_stops_resumes_and_evaluates() {
+    let tmp = std::env::temp_dir().join(format!("kiln-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let model = tmp.join("student.onnx");
+    let out = ok(&kiln(&[
+        &"zoo",
+        &"fmnist-mnv2",
+        &"--width",
+        &"0.5",
+        &"-o",
+        &model,
+    ]));
+    assert!(out.contains("learnable params") && out.contains("MACs"), "{out}");
+    let data = fixtures().join("fashion-mnist");
+    let run = tmp.join("run");
+    let fit = |extra: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> = ["train", "fit"].iter().map(Into::into).collect();
+        a.push(model.clone().into());
+        a.extend([
+            "--data".into(),
+            data.clone().into(),
+            "-o".into(),
+            run.clone().into(),
+        ]);
+        let fixed = [
+            "--limit",
+            "768",
+            "--val-count",
+            "256",
+            "--epochs",
+            "2",
+            "--batch",
+            "64",
+            "--threads",
+            "1",
+        ];
+        a.extend(fixed.iter().chain(extra).map(Into::into));
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&a)
+            .output()
+            .expect("spawn kiln")
+    };
+    let first = ok(&fit(&["--stop-after", "1"]));
+    assert!(
+        first.contains("epoch 1/2") && first.contains("continue with --resume"),
+        "{first}"
+    );
+    let second = ok(&fit(&["--resume"]));
+    assert!(
+        second.contains("resumed from the checkpoint") && second.contains("epoch 2/2"),
+        "{second}"
+    );
+    assert!(!second.contains("epoch 1/2:"), "epoch 1 ran again: {second}");
+    // Other settings are refused, naming the checkpoint.
+    let bad = fit(&["--resume", "--lr", "1e-2"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("checkpoint.kiln") && err.contains("other settings"),
+        "{err}"
+    );
+    // The trained model runs in kiln eval on the test images.
+    let trained = run.join("model.onnx");
+    let ev = ok(&kiln(&[
+        &"eval", &trained, &"--data", &data, &"--limit", &"200", &"--batch", &"50",
+    ]));
+    assert!(ev.contains("top-1"), "{ev}");
+    let metrics = std::fs::read_to_string(run.join("metrics.json")).unwrap();
+    assert!(metrics.contains("\"epochs_done\": 2"), "{metrics}");
+    // Bad settings: one line naming the option.
+    let e = fit(&["--augment", "rotate"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("unknown augmentation 'rotate'"));
+    let e = kiln(&[
+        &"zoo",
+        &"shufflenetv2",
+        &"--width",
+        &"0.75",
+        &"-o",
+        &tmp.join("x.onnx"),
+    ]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("width"));
+    let _ = std::fs::remove_dir_all(&tmp);
+}
