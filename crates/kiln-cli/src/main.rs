@@ -174,8 +174,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TrainCmd,
     },
-    /// Build an untrained student architecture of the zoo (Conv + BatchNormalization
-    /// + activation, seeded init) as ONNX, ready for `kiln train fit`; prints its
+    /// Build an untrained student architecture of the zoo (Conv, BatchNormalization
+    /// and activation; seeded init) as ONNX, ready for `kiln train fit`; prints its
     /// parameters and MACs.
     Zoo {
         /// fmnist-mnv2, mobilenetv2, mobilenetv3-small, shufflenetv2, efficientnet-lite0..4.

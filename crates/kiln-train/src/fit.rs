@@ -23,7 +23,7 @@
 
 use crate::data::{Augment, Rng, TrainSet};
 use crate::graph::TrainGraph;
-use crate::optim::{adamw_step, AdamWConfig, Moments, OneCycle};
+use crate::optim::{adamw_step, AdamWConfig, Moments, OneCycle, StepAt};
 use crate::{Error, ErrorKind};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -456,7 +456,18 @@ pub fn fit(
             let (lr, beta1) = sched.at(st.step - 1);
             lr_now = lr;
             for ((p, g), m) in st.graph.params.iter_mut().zip(&grads).zip(st.moments.iter_mut()) {
-                adamw_step(&adam, &mut p.data, g, m, st.step, lr, beta1, p.decay);
+                adamw_step(
+                    &adam,
+                    &mut p.data,
+                    g,
+                    m,
+                    StepAt {
+                        t: st.step,
+                        lr,
+                        beta1,
+                    },
+                    p.decay,
+                );
             }
             st.graph.update_bn(&stats);
             loss_sum += loss * b as f64;

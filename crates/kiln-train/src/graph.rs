@@ -96,7 +96,7 @@ impl V {
         }
     }
     /// Broadcast to rank `r` by prepending 1-dims (numpy rule).
-    fn to_rank(self, r: usize) -> Result<V, String> {
+    fn into_rank(self, r: usize) -> Result<V, String> {
         let d = self.dims();
         if d.len() >= r {
             return Ok(self);
@@ -110,7 +110,7 @@ impl V {
 /// A binary elementwise op with numpy broadcasting.
 fn binary(a: V, b: V, kind: &str) -> Result<V, String> {
     let r = a.dims().len().max(b.dims().len());
-    let (a, b) = (a.to_rank(r)?, b.to_rank(r)?);
+    let (a, b) = (a.into_rank(r)?, b.into_rank(r)?);
     macro_rules! go {
         ($x:ident, $y:ident) => {
             match kind {
@@ -980,7 +980,7 @@ impl TrainGraph {
                     }
                     let known: usize = out.iter().product();
                     if let Some(i) = infer {
-                        if known == 0 || total % known != 0 {
+                        if known == 0 || !total.is_multiple_of(known) {
                             return Err(fail(format!("cannot reshape {d:?} to {shape:?}")));
                         }
                         out[i] = total / known;

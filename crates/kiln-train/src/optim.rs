@@ -44,19 +44,21 @@ pub struct Moments {
     pub v: Vec<f32>,
 }
 
-/// Applies one AdamW update to `p` with gradient `g` at step `t` (1-based),
-/// learning rate `lr` and first-moment decay `beta1`. `decay` selects whether
-/// weight decay applies to this tensor.
-pub fn adamw_step(
-    cfg: &AdamWConfig,
-    p: &mut [f32],
-    g: &[f32],
-    st: &mut Moments,
-    t: u64,
-    lr: f64,
-    beta1: f64,
-    decay: bool,
-) {
+/// The per-step settings of an AdamW update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepAt {
+    /// 1-based step number (bias correction).
+    pub t: u64,
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay `beta1` (cycled by [`OneCycle`]).
+    pub beta1: f64,
+}
+
+/// Applies one AdamW update to `p` with gradient `g` at step `at`. `decay`
+/// selects whether weight decay applies to this tensor.
+pub fn adamw_step(cfg: &AdamWConfig, p: &mut [f32], g: &[f32], st: &mut Moments, at: StepAt, decay: bool) {
+    let StepAt { t, lr, beta1 } = at;
     if st.m.len() != p.len() {
         st.m = vec![0.0; p.len()];
         st.v = vec![0.0; p.len()];
@@ -168,7 +170,18 @@ mod tests {
         };
         let mut p = vec![1.0f32, -2.0];
         let mut st = Moments::default();
-        adamw_step(&cfg, &mut p, &[0.5, -3.0], &mut st, 1, 0.1, 0.9, true);
+        adamw_step(
+            &cfg,
+            &mut p,
+            &[0.5, -3.0],
+            &mut st,
+            StepAt {
+                t: 1,
+                lr: 0.1,
+                beta1: 0.9,
+            },
+            true,
+        );
         assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6, "{p:?}");
     }
 }
