@@ -5,7 +5,7 @@
 //! part is the translation of an IR graph into a trainable computation and
 //! back ([`graph`]), the data pipeline ([`data`]), the optimizer and learning
 //! rate schedule ([`optim`]) and the training loop with checkpoints, resume
-//! and a JSON metrics log ([`fit`]).
+//! and a JSON metrics log ([`mod@fit`]).
 //!
 //! Dependencies: this crate sits above the `kiln` facade (it reads datasets
 //! with `kiln::data` and evaluates every exported epoch on kiln's compiled
