@@ -441,6 +441,9 @@ enum TrainCmd {
     /// Train with cross-entropy (AdamW, one-cycle LR), validate each epoch on kiln's
     /// runtime, checkpoint every epoch; writes model.onnx, checkpoint.kiln, metrics.json.
     Fit(train::FitArgs),
+    /// Train with logit distillation from a teacher: (1 - alpha) * CE(labels) +
+    /// alpha * T^2 * KL(teacher || student) at temperature T; otherwise as `fit`.
+    Distill(train::DistillArgs),
 }
 
 fn preset_names() -> clap::builder::PossibleValuesParser {
@@ -592,6 +595,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         #[cfg(feature = "train")]
         Cmd::Train { cmd } => match cmd {
             TrainCmd::Fit(a) => train::fit(&a),
+            TrainCmd::Distill(d) => train::distill(&d),
         },
         Cmd::Quantize {
             model,

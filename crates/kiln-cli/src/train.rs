@@ -65,7 +65,49 @@ pub struct FitArgs {
     pub max_memory_mb: usize,
 }
 
+/// Arguments of `kiln train distill`.
+#[derive(clap::Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Teacher: any model kiln compiles (fp32 or int8), same input and classes as the student.
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Distillation temperature T.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f64,
+    /// Weight of the soft (teacher) term; 1 - alpha weighs the labels' cross-entropy.
+    #[arg(long, default_value_t = 0.9)]
+    pub alpha: f64,
+}
+
+pub fn distill(d: &DistillArgs) -> Result<()> {
+    let teacher = kiln::compile(&d.teacher, &kiln::runtime::CompileOptions::default())?;
+    let name = d
+        .teacher
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dist = kiln_train::Distill {
+        teacher,
+        teacher_name: name,
+        temperature: d.temperature,
+        alpha: d.alpha,
+    };
+    eprintln!(
+        "distilling from {} (T = {}, alpha = {})",
+        d.teacher.display(),
+        d.temperature,
+        d.alpha
+    );
+    run(&d.fit, Some(&dist))
+}
+
 pub fn fit(a: &FitArgs) -> Result<()> {
+    run(a, None)
+}
+
+fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>) -> Result<()> {
     let model = kiln::load_model(&a.model)?;
     let mut spec = DataSpec::new(&a.data);
     spec.preset = Preset::from_name(&a.preset).context("unknown preset")?;
@@ -117,7 +159,7 @@ pub fn fit(a: &FitArgs) -> Result<()> {
     };
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = kiln_train::fit(&model, &train, val.as_ref(), &cfg, &mut |ev| match ev {
+    let report = kiln_train::fit_with(&model, &train, val.as_ref(), &cfg, distill, &mut |ev| match ev {
         FitEvent::Start {
             epoch,
             epochs,

@@ -77,6 +77,25 @@ impl Default for FitConfig {
     }
 }
 
+/// Logit distillation from a teacher (Hinton, Vinyals & Dean, "Distilling
+/// the Knowledge in a Neural Network", 2015):
+/// `loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))`
+/// with `s` the student's and `t` the teacher's logits on the same
+/// (augmented) batch; the `T^2` factor keeps the soft term's gradients on the
+/// scale of the hard term's. The teacher is any model kiln compiles, run on
+/// kiln's runtime; without augmentation its logits are computed once per
+/// sample and cached.
+pub struct Distill {
+    /// The compiled teacher (one input `[N, C, H, W]`, logits `[N, classes]`).
+    pub teacher: kiln::runtime::CompiledModel,
+    /// A name for the checkpoint's settings (e.g. the teacher's file name).
+    pub teacher_name: String,
+    /// Temperature `T` (> 0).
+    pub temperature: f64,
+    /// Weight `alpha` of the soft term, in `[0, 1]` (0: plain training).
+    pub alpha: f64,
+}
+
 /// Metrics of one epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochMetrics {
@@ -159,9 +178,13 @@ fn signature(g: &TrainGraph) -> Value {
     json!({"params": p, "bn": b})
 }
 
-fn config_json(c: &FitConfig) -> Value {
-    json!({"epochs": c.epochs, "batch": c.batch, "lr": c.lr, "weight_decay": c.weight_decay,
-           "seed": c.seed, "augment": {"flip": c.augment.flip, "shift": c.augment.shift}})
+fn config_json(c: &FitConfig, d: Option<&Distill>) -> Value {
+    let mut v = json!({"epochs": c.epochs, "batch": c.batch, "lr": c.lr, "weight_decay": c.weight_decay,
+           "seed": c.seed, "augment": {"flip": c.augment.flip, "shift": c.augment.shift}});
+    if let Some(d) = d {
+        v["distill"] = json!({"teacher": d.teacher_name, "temperature": d.temperature, "alpha": d.alpha});
+    }
+    v
 }
 
 struct State {
@@ -172,9 +195,9 @@ struct State {
     history: Vec<EpochMetrics>,
 }
 
-fn save_checkpoint(path: &Path, st: &State, cfg: &FitConfig) -> Result<(), Error> {
+fn save_checkpoint(path: &Path, st: &State, cfg: &Value) -> Result<(), Error> {
     let header = json!({
-        "format": 1, "config": config_json(cfg), "signature": signature(&st.graph),
+        "format": 1, "config": cfg, "signature": signature(&st.graph),
         "epochs_done": st.epochs_done, "step": st.step,
         "history": st.history.iter().map(EpochMetrics::to_json).collect::<Vec<_>>(),
     });
@@ -197,7 +220,7 @@ fn save_checkpoint(path: &Path, st: &State, cfg: &FitConfig) -> Result<(), Error
     kiln::write_atomic(path, &out).map_err(Error::from)
 }
 
-fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), Error> {
+fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |m: String| Error::new(ErrorKind::Checkpoint, m).with_file(path);
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
@@ -217,11 +240,11 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &FitConfig) -> Result<(), E
             "the checkpoint belongs to a different model (parameter names or shapes differ)".into(),
         ));
     }
-    if header["config"] != config_json(cfg) {
+    if header["config"] != *cfg {
         return Err(bad(format!(
             "the checkpoint was made with other settings: {} (now {}); resume with the same settings or use a new --out",
             header["config"],
-            config_json(cfg)
+            cfg
         )));
     }
     let mut at = hend;
@@ -295,6 +318,7 @@ fn write_metrics(
     path: &Path,
     model_name: &str,
     cfg: &FitConfig,
+    cfg_json: &Value,
     st: &State,
     train: &TrainSet,
     val: Option<&TrainSet>,
@@ -303,7 +327,7 @@ fn write_metrics(
         "model": model_name,
         "train_data": train.source,
         "val_data": val.map(|v| v.source.clone()),
-        "config": config_json(cfg),
+        "config": cfg_json,
         "threads": cfg.threads,
         "params": st.graph.num_params(),
         "epochs_done": st.epochs_done,
@@ -337,6 +361,41 @@ pub fn fit(
     cfg: &FitConfig,
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
+    fit_with(model, train, val, cfg, None, on)
+}
+
+/// [`fit`], with logit distillation from a teacher when `distill` is given.
+///
+/// # Errors
+/// As [`fit`]; also [`ErrorKind::Config`] for a temperature <= 0 or an alpha
+/// outside `[0, 1]`, and [`ErrorKind::Shape`] if the teacher's logits do not
+/// have the student's shape.
+pub fn fit_with(
+    model: &Model,
+    train: &TrainSet,
+    val: Option<&TrainSet>,
+    cfg: &FitConfig,
+    distill: Option<&Distill>,
+    on: &mut dyn FnMut(FitEvent),
+) -> Result<FitReport, Error> {
+    if let Some(d) = distill {
+        if !(d.temperature > 0.0) || !(0.0..=1.0).contains(&d.alpha) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "distillation needs temperature > 0 and alpha in [0, 1], got T = {} and alpha = {}",
+                    d.temperature, d.alpha
+                ),
+            ));
+        }
+    }
+    let cfg_json = config_json(cfg, distill);
+    let mut teacher_state = distill.map(|d| d.teacher.new_state(cfg.threads));
+    let mut teacher_cache: Vec<Option<Vec<f32>>> = if distill.is_some() && cfg.augment.is_identity() {
+        vec![None; train.len()]
+    } else {
+        vec![]
+    };
     if cfg.batch == 0 || cfg.epochs == 0 || cfg.threads == 0 {
         return Err(Error::new(
             ErrorKind::Config,
@@ -364,7 +423,7 @@ pub fn fit(
     };
     let resumed = cfg.resume && ckpt.exists();
     if resumed {
-        load_checkpoint(&ckpt, &mut st, cfg)?;
+        load_checkpoint(&ckpt, &mut st, &cfg_json)?;
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
@@ -401,6 +460,34 @@ pub fn fit(
             let mut rng = Rng::new(&[cfg.seed, epoch as u64, s as u64]);
             let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng);
             let b = idx.len();
+            // Teacher logits on the same (augmented) batch, from kiln's runtime.
+            let soft: Option<Vec<f32>> = match (distill, teacher_state.as_mut()) {
+                (Some(d), Some(ts)) => {
+                    let cached = !teacher_cache.is_empty() && idx.iter().all(|&i| teacher_cache[i].is_some());
+                    if cached {
+                        Some(
+                            idx.iter()
+                                .flat_map(|&i| teacher_cache[i].clone().unwrap_or_default())
+                                .collect(),
+                        )
+                    } else {
+                        let x = kiln_ir::Tensor::from_vec(vec![b, c, h, w], xb.clone())
+                            .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
+                        let out = d.teacher.run(ts, vec![x]).map_err(|e| {
+                            Error::new(ErrorKind::Model, format!("teacher {}: {e}", d.teacher_name))
+                        })?;
+                        let t = out[0].to_f32_vec();
+                        if !teacher_cache.is_empty() {
+                            let k = t.len() / b;
+                            for (j, &i) in idx.iter().enumerate() {
+                                teacher_cache[i] = Some(t[j * k..(j + 1) * k].to_vec());
+                            }
+                        }
+                        Some(t)
+                    }
+                }
+                _ => None,
+            };
             let (loss, hits, grads, stats) = pool.install(|| -> Result<_, Error> {
                 let x = Tensor::<4>::from_data(TensorData::new(xb, [b, c, h, w]), &device);
                 let f = st.graph.forward(x, &device, true, &[])?;
@@ -428,8 +515,48 @@ pub fn fit(
                     .filter(|(row, &y)| kiln::eval::argmax(row) == Some(y as usize))
                     .count();
                 let t = Tensor::<2>::from_data(TensorData::new(onehot, [b, classes]), &device);
-                let loss = (log_softmax(f.output, 1) * t).sum() * (-1.0 / b as f32);
-                let lv = loss.clone().into_data().try_into_vec::<f32>().unwrap_or_default()[0] as f64;
+                let hard = (log_softmax(f.output.clone(), 1) * t).sum() * (-1.0 / b as f32);
+                let (loss, constant) = match (distill, soft.as_ref()) {
+                    (Some(d), Some(tl)) if d.alpha > 0.0 => {
+                        if tl.len() != b * classes {
+                            return Err(Error::new(
+                                ErrorKind::Shape,
+                                format!(
+                                    "teacher {} gives {} logits per batch, the student {}",
+                                    d.teacher_name,
+                                    tl.len(),
+                                    b * classes
+                                ),
+                            ));
+                        }
+                        // Teacher probabilities at temperature T (f64 softmax on the host), and the
+                        // constant sum p log p that turns the soft cross-entropy into the KL divergence.
+                        let tt = d.temperature;
+                        let mut p = vec![0f32; tl.len()];
+                        let mut plogp = 0.0f64;
+                        for (row, out) in tl.chunks_exact(classes).zip(p.chunks_exact_mut(classes)) {
+                            let m = row.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64 / tt));
+                            let z: f64 = row.iter().map(|&v| (v as f64 / tt - m).exp()).sum();
+                            for (o, &v) in out.iter_mut().zip(row) {
+                                let q = (v as f64 / tt - m).exp() / z;
+                                *o = q as f32;
+                                if q > 0.0 {
+                                    plogp += q * q.ln();
+                                }
+                            }
+                        }
+                        let pt = Tensor::<2>::from_data(TensorData::new(p, [b, classes]), &device);
+                        let soft_ce = (log_softmax(f.output / tt as f32, 1) * pt).sum() * (-1.0 / b as f32);
+                        let w = (d.alpha * tt * tt) as f32;
+                        (
+                            hard * (1.0 - d.alpha as f32) + soft_ce * w,
+                            w as f64 * plogp / b as f64,
+                        )
+                    }
+                    _ => (hard, 0.0),
+                };
+                let lv =
+                    loss.clone().into_data().try_into_vec::<f32>().unwrap_or_default()[0] as f64 + constant;
                 let g = loss.backward();
                 let grads: Vec<Vec<f32>> = f
                     .leaves
@@ -501,11 +628,12 @@ pub fn fit(
         let bytes =
             kiln_onnx::to_bytes(&exported).map_err(|e| Error::new(ErrorKind::Model, e.to_string()))?;
         kiln::write_atomic(&cfg.out_dir.join("model.onnx"), &bytes)?;
-        save_checkpoint(&ckpt, &st, cfg)?;
+        save_checkpoint(&ckpt, &st, &cfg_json)?;
         write_metrics(
             &cfg.out_dir.join("metrics.json"),
             &model_name,
             cfg,
+            &cfg_json,
             &st,
             train,
             val,

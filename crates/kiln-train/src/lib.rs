@@ -17,7 +17,7 @@ pub mod fit;
 pub mod graph;
 pub mod optim;
 
-pub use fit::{fit, FitConfig, FitEvent, FitReport};
+pub use fit::{fit, fit_with, Distill, FitConfig, FitEvent, FitReport};
 pub use graph::TrainGraph;
 
 use std::fmt;

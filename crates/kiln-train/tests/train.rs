@@ -125,3 +125,76 @@ fn unsupported_op_is_named() {
     assert_eq!(e.kind, kiln_train::ErrorKind::Unsupported);
     assert!(e.message.contains(&name) && e.message.contains("LpPool"), "{e}");
 }
+
+/// Logit distillation: a width-0.5 zoo student learns from the trained
+/// Fashion-MNIST net on kiln's runtime; with alpha = 0 the run equals plain
+/// training bit for bit (the soft term is the only difference).
+#[test]
+fn distillation_runs_and_alpha_zero_is_plain_training() {
+    let teacher_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
+    let mut zc = kiln_zoo::ZooConfig::new(kiln_zoo::Arch::FmnistMnv2);
+    zc.width = 0.5;
+    let student = kiln_zoo::build(&zc).unwrap();
+    let train = fmnist(Split::Train, 0..256);
+    let tmp = std::env::temp_dir().join(format!("kiln-train-kd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let cfg = |dir: &str, augment: Augment| FitConfig {
+        epochs: 1,
+        batch: 64,
+        lr: 2e-3,
+        threads: 1,
+        augment,
+        out_dir: tmp.join(dir),
+        ..FitConfig::default()
+    };
+    let teacher = |alpha: f64| kiln_train::Distill {
+        teacher: kiln::compile(&teacher_path, &Default::default()).unwrap(),
+        teacher_name: "fmnist_mnv2.onnx".into(),
+        temperature: 4.0,
+        alpha,
+    };
+    let aug = Augment { flip: true, shift: 2 };
+    let plain = fit(&student, &train, None, &cfg("plain", aug), &mut |_| {}).unwrap();
+    let zero = kiln_train::fit_with(
+        &student,
+        &train,
+        None,
+        &cfg("zero", aug),
+        Some(&teacher(0.0)),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(zero.weights_hash, plain.weights_hash);
+    let kd = kiln_train::fit_with(
+        &student,
+        &train,
+        None,
+        &cfg("kd", aug),
+        Some(&teacher(0.9)),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_ne!(kd.weights_hash, plain.weights_hash);
+    assert!(kd.history[0].train_loss.is_finite() && kd.history[0].train_loss > 0.0);
+    // Without augmentation the teacher's logits are cached; the run is the same either way.
+    let a = kiln_train::fit_with(
+        &student,
+        &train,
+        None,
+        &cfg("cached", Augment::default()),
+        Some(&teacher(0.9)),
+        &mut |_| {},
+    );
+    assert!(a.unwrap().history[0].train_loss.is_finite());
+    let e = kiln_train::fit_with(
+        &student,
+        &train,
+        None,
+        &cfg("bad", aug),
+        Some(&teacher(1.5)),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
