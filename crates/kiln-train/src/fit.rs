@@ -379,7 +379,8 @@ pub fn fit_with(
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
     if let Some(d) = distill {
-        if !(d.temperature > 0.0) || !(0.0..=1.0).contains(&d.alpha) {
+        let t_ok = d.temperature > 0.0 && d.temperature.is_finite();
+        if !t_ok || !(0.0..=1.0).contains(&d.alpha) {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
