@@ -3,9 +3,11 @@
 //! Samples are read once with [`kiln::data`] (IDX such as Fashion-MNIST,
 //! ImageFolder directories through a preprocessing preset, `.npz`, `.npy`),
 //! so every format and preset kiln evaluates with trains the same way. The
-//! decoded inputs are kept as `f32` up to a byte cap ([`TrainSet::load`]);
-//! a dataset past the cap is refused with a message giving its size, never
-//! allocated. Shuffling and augmentation draw from a seeded SplitMix64
+//! decoded inputs are kept in memory as `f32` when they fit a byte cap
+//! ([`TrainSet::load`]); past the cap, datasets of files (ImageFolder
+//! directories, `.npy` folders) are streamed: each batch decodes just its
+//! samples, so memory stays bounded by the batch. IDX and `.npz` past the cap
+//! are refused with their size, never allocated. Shuffling and augmentation draw from a seeded SplitMix64
 //! stream derived from `(seed, epoch, step)`, so any step can be replayed
 //! without saving RNG state.
 
@@ -62,13 +64,21 @@ impl Rng {
     }
 }
 
-/// Labelled samples of one shape `[C, H, W]`, in memory.
-#[derive(Debug, Clone, PartialEq)]
+/// Where the inputs of a [`TrainSet`] are.
+#[derive(Debug, Clone)]
+enum Store {
+    /// Decoded, sample-major, `len * C * H * W` values.
+    Mem(Vec<f32>),
+    /// Read on demand: sample `i` of the set is sample `idx[i]` of the dataset.
+    Files(std::sync::Arc<Dataset>, Vec<usize>),
+}
+
+/// Labelled samples of one shape `[C, H, W]`, in memory or streamed from files.
+#[derive(Debug, Clone)]
 pub struct TrainSet {
     /// Per-sample shape `[C, H, W]`.
     pub shape: [usize; 3],
-    /// Inputs, sample-major, `len * C * H * W` values.
-    pub x: Vec<f32>,
+    store: Store,
     /// Class index per sample.
     pub y: Vec<u32>,
     /// Where the samples came from (the dataset path and range).
@@ -93,10 +103,7 @@ impl TrainSet {
             ));
         }
         let n = ds.len();
-        let mut shape = None;
-        let (mut x, mut y) = (Vec::new(), Vec::with_capacity(n));
-        for s in ds.samples()? {
-            let s = s?;
+        let check = |s: &kiln::data::Sample| -> Result<[usize; 3], Error> {
             let d = s.input.shape();
             if d.len() != 4 || d[0] != 1 {
                 return Err(derr(format!(
@@ -104,15 +111,49 @@ impl TrainSet {
                     s.name
                 )));
             }
-            let sh = [d[1], d[2], d[3]];
+            Ok([d[1], d[2], d[3]])
+        };
+        if n == 0 {
+            return Err(derr("the dataset is empty".into()));
+        }
+        let source = format!("{} ({} samples)", path.display(), n);
+        if ds.random_access() {
+            let first = ds.get(0)?;
+            let shape = check(&first)?;
+            let bytes = n
+                .saturating_mul(shape.iter().product::<usize>())
+                .saturating_mul(4);
+            if bytes > max_bytes {
+                let y = (0..n)
+                    .map(|i| {
+                        ds.label_of(i)
+                            .map(|l| l as u32)
+                            .ok_or_else(|| derr(format!("sample {i} has no label")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(TrainSet {
+                    shape,
+                    store: Store::Files(std::sync::Arc::new(ds), (0..n).collect()),
+                    y,
+                    source,
+                });
+            }
+        }
+        let mut shape = None;
+        let (mut x, mut y) = (Vec::new(), Vec::with_capacity(n));
+        for s in ds.samples()? {
+            let s = s?;
+            let sh = check(&s)?;
             match shape {
                 None => {
                     let bytes = n.saturating_mul(sh.iter().product::<usize>()).saturating_mul(4);
                     if bytes > max_bytes {
                         return Err(derr(format!(
-                            "{n} samples of {sh:?} need {} MiB in memory, above the cap of {} MiB",
+                            "{n} samples of {sh:?} need {} MiB in memory, above the cap of {} MiB ({} files are read in order only; \
+                             datasets of image or .npy files past the cap are streamed)",
                             bytes >> 20,
-                            max_bytes >> 20
+                            max_bytes >> 20,
+                            ds.format().name()
                         )));
                     }
                     x.reserve_exact(n * sh.iter().product::<usize>());
@@ -135,10 +176,16 @@ impl TrainSet {
         let shape = shape.ok_or_else(|| derr("the dataset is empty".into()))?;
         Ok(TrainSet {
             shape,
-            x,
+            store: Store::Mem(x),
             y,
-            source: format!("{} ({} samples)", path.display(), n),
+            source,
         })
+    }
+
+    /// True if the inputs are read from files batch by batch (the set did
+    /// not fit the memory cap).
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.store, Store::Files(..))
     }
 
     /// Number of samples.
@@ -159,21 +206,47 @@ impl TrainSet {
     /// Samples `range` as a new set (e.g. a validation hold-out).
     pub fn slice(&self, range: std::ops::Range<usize>) -> TrainSet {
         let k = self.sample_len();
+        let store = match &self.store {
+            Store::Mem(x) => Store::Mem(x[range.start * k..range.end * k].to_vec()),
+            Store::Files(ds, idx) => Store::Files(ds.clone(), idx[range.clone()].to_vec()),
+        };
         TrainSet {
             shape: self.shape,
-            x: self.x[range.start * k..range.end * k].to_vec(),
+            store,
             y: self.y[range.clone()].to_vec(),
             source: format!("{} [{}..{}]", self.source, range.start, range.end),
         }
     }
 
     /// Gathers samples `idx` into one `[B, C, H, W]` buffer, augmented.
-    pub fn gather(&self, idx: &[usize], aug: &Augment, rng: &mut Rng) -> (Vec<f32>, Vec<u32>) {
+    ///
+    /// # Errors
+    /// Streamed sets: reading errors of a sample's file, or a sample whose
+    /// shape differs from the first one's ([`ErrorKind::Data`]).
+    pub fn gather(&self, idx: &[usize], aug: &Augment, rng: &mut Rng) -> Result<(Vec<f32>, Vec<u32>), Error> {
         let k = self.sample_len();
         let mut x = Vec::with_capacity(idx.len() * k);
         let mut y = Vec::with_capacity(idx.len());
+        let mut decoded: Vec<f32>;
         for &i in idx {
-            let s = &self.x[i * k..(i + 1) * k];
+            let s: &[f32] = match &self.store {
+                Store::Mem(all) => &all[i * k..(i + 1) * k],
+                Store::Files(ds, map) => {
+                    let smp = ds.get(map[i])?;
+                    let d = smp.input.shape();
+                    if d != [1, self.shape[0], self.shape[1], self.shape[2]] {
+                        return Err(Error::new(
+                            ErrorKind::Data,
+                            format!(
+                                "sample {} has dims {d:?}, the first sample was {:?}",
+                                smp.name, self.shape
+                            ),
+                        ));
+                    }
+                    decoded = smp.input.to_f32_vec();
+                    &decoded
+                }
+            };
             if aug.is_identity() {
                 x.extend_from_slice(s);
             } else {
@@ -183,7 +256,24 @@ impl TrainSet {
             }
             y.push(self.y[i]);
         }
-        (x, y)
+        Ok((x, y))
+    }
+
+    /// The inputs of samples `range`, sample-major (no augmentation).
+    ///
+    /// # Errors
+    /// As [`TrainSet::gather`].
+    pub fn inputs(&self, range: std::ops::Range<usize>) -> Result<Vec<f32>, Error> {
+        match &self.store {
+            Store::Mem(x) => {
+                let k = self.sample_len();
+                Ok(x[range.start * k..range.end * k].to_vec())
+            }
+            Store::Files(..) => {
+                let idx: Vec<usize> = range.collect();
+                Ok(self.gather(&idx, &Augment::default(), &mut Rng::new(&[0]))?.0)
+            }
+        }
     }
 }
 

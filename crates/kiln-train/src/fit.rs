@@ -293,12 +293,11 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
 pub fn evaluate(model: &Model, set: &TrainSet, batch: usize, threads: usize) -> Result<f64, Error> {
     let cm = kiln::compile_model(model.clone(), &kiln::runtime::CompileOptions::default())?;
     let mut state = cm.new_state(threads.max(1));
-    let k = set.sample_len();
     let [c, h, w] = set.shape;
     let mut correct = 0usize;
     for start in (0..set.len()).step_by(batch.max(1)) {
         let end = (start + batch).min(set.len());
-        let x = kiln_ir::Tensor::from_vec(vec![end - start, c, h, w], set.x[start * k..end * k].to_vec())
+        let x = kiln_ir::Tensor::from_vec(vec![end - start, c, h, w], set.inputs(start..end)?)
             .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
         let out = cm
             .run(&mut state, vec![x])
@@ -459,7 +458,7 @@ pub fn fit_with(
         for s in 0..steps {
             let idx = &perm[s * cfg.batch..((s + 1) * cfg.batch).min(train.len())];
             let mut rng = Rng::new(&[cfg.seed, epoch as u64, s as u64]);
-            let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng);
+            let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng)?;
             let b = idx.len();
             // Teacher logits on the same (augmented) batch, from kiln's runtime.
             let soft: Option<Vec<f32>> = match (distill, teacher_state.as_mut()) {

@@ -38,7 +38,7 @@ fn translation_matches_reference_and_round_trips() {
     let test = fmnist(Split::Test, 0..64);
     let device = burn::tensor::Device::flex();
     let x = burn::tensor::Tensor::<4>::from_data(
-        burn::tensor::TensorData::new(test.x.clone(), [64, 1, 28, 28]),
+        burn::tensor::TensorData::new(test.inputs(0..64).unwrap(), [64, 1, 28, 28]),
         &device,
     );
     let ours = g
@@ -49,7 +49,7 @@ fn translation_matches_reference_and_round_trips() {
         .try_into_vec::<f32>()
         .unwrap();
     let sess = kiln::Session::new(m.clone()).unwrap();
-    let input = kiln_ir::Tensor::from_vec(vec![64, 1, 28, 28], test.x.clone()).unwrap();
+    let input = kiln_ir::Tensor::from_vec(vec![64, 1, 28, 28], test.inputs(0..64).unwrap()).unwrap();
     let reference = sess.run(vec![input]).unwrap()[0].to_f32_vec();
     let diff = ours
         .iter()
@@ -196,5 +196,74 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
     )
     .unwrap_err();
     assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// An ImageFolder dataset past the memory cap is streamed (each batch decodes
+/// its own images) and gives the same batches as the in-memory set; a zoo
+/// student trains on it.
+#[test]
+fn image_folder_streams_past_the_memory_cap() {
+    let tmp = std::env::temp_dir().join(format!("kiln-train-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    // Real pixels: 24 Fashion-MNIST test images (crops 20x20 of the 28x28), two classes per folder name.
+    let src = fmnist(Split::Test, 0..24);
+    let px = src.inputs(0..24).unwrap();
+    for i in 0..24 {
+        let class = if src.y[i] < 5 { "a_low" } else { "b_high" };
+        std::fs::create_dir_all(tmp.join(class)).unwrap();
+        let img = image::RgbImage::from_fn(20, 20, |x, y| {
+            let v = (px[i * 784 + (y as usize + 4) * 28 + x as usize + 4] * 255.0).round() as u8;
+            image::Rgb([v, v, v])
+        });
+        img.save(tmp.join(class).join(format!("{i:02}.png"))).unwrap();
+    }
+    let spec = || {
+        let mut s = DataSpec::new(&tmp);
+        s.preset = kiln::preprocess::Preset::Raw;
+        s
+    };
+    let mem = TrainSet::load(spec(), 1 << 30).unwrap();
+    let streamed = TrainSet::load(spec(), 1000).unwrap();
+    assert!(!mem.is_streamed() && streamed.is_streamed());
+    assert_eq!(
+        (mem.len(), mem.shape, &mem.y),
+        (streamed.len(), streamed.shape, &streamed.y)
+    );
+    let aug = Augment { flip: true, shift: 2 };
+    let idx = [3, 17, 0, 22, 9];
+    let a = mem
+        .gather(&idx, &aug, &mut kiln_train::data::Rng::new(&[5]))
+        .unwrap();
+    let b = streamed
+        .gather(&idx, &aug, &mut kiln_train::data::Rng::new(&[5]))
+        .unwrap();
+    assert_eq!(a, b);
+    let mut zc = kiln_zoo::ZooConfig::new(kiln_zoo::Arch::FmnistMnv2);
+    zc.width = 0.25;
+    zc.input = [3, 20, 20];
+    zc.classes = 2;
+    let student = kiln_zoo::build(&zc).unwrap();
+    let cfg = FitConfig {
+        epochs: 1,
+        batch: 8,
+        threads: 1,
+        out_dir: tmp.join("run"),
+        ..FitConfig::default()
+    };
+    let r = fit(
+        &student,
+        &streamed.slice(0..16),
+        Some(&streamed.slice(16..24)),
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(r.history[0].val_top1.is_some() && r.history[0].train_loss.is_finite());
+    // IDX data past the cap is refused with its size, before allocating.
+    let mut s = DataSpec::new(fixtures().join("fashion-mnist"));
+    s.split = Some(Split::Train);
+    let e = TrainSet::load(s, 1 << 20).unwrap_err();
+    assert!(e.message.contains("MiB") && e.message.contains("cap"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

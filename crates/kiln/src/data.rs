@@ -947,6 +947,55 @@ impl Dataset {
         })
     }
 
+    /// True if [`Dataset::get`] reads samples in any order: datasets of
+    /// files (images, `.npy`). IDX and `.npz` datasets are read as streams.
+    pub fn random_access(&self) -> bool {
+        matches!(self.source, Source::Files(_))
+    }
+
+    /// Sample `i` (0-based, within the range and limit) read on its own, for
+    /// shuffled access (training); only the file of that sample is read.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Decode`] if `i` is out of range or the dataset is not
+    /// [`Dataset::random_access`]; decoding errors of the file.
+    pub fn get(&self, i: usize) -> Result<Sample, Error> {
+        let Source::Files(items) = &self.source else {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "{} datasets are read in order only (no random access)",
+                    self.format.name()
+                ),
+            ));
+        };
+        if i >= self.len {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("sample {i} of {} requested", self.len),
+            ));
+        }
+        let it = &items[self.start + i];
+        let input = match self.format {
+            Format::Images => load_image(&it.path, self.spec.preset)?,
+            _ => crate::npy::read_npy(&it.path)?,
+        };
+        Ok(Sample {
+            name: it.path.display().to_string(),
+            input,
+            label: it.label,
+        })
+    }
+
+    /// The label of sample `i` without reading the sample, for datasets of
+    /// files whose labels come from folder or file names; `None` otherwise.
+    pub fn label_of(&self, i: usize) -> Option<usize> {
+        match &self.source {
+            Source::Files(items) if i < self.len => items[self.start + i].label,
+            _ => None,
+        }
+    }
+
     /// Starts a pass over the samples grouped in batches of `batch` (the last
     /// one smaller) with [`stack`]. A `batch` of 0 is taken as 1.
     pub fn batches(&self, batch: usize) -> Result<Batches<'_>, Error> {
