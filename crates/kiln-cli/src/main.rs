@@ -444,6 +444,10 @@ enum TrainCmd {
     /// Train with logit distillation from a teacher: (1 - alpha) * CE(labels) +
     /// alpha * T^2 * KL(teacher || student) at temperature T; otherwise as `fit`.
     Distill(train::DistillArgs),
+    /// Quantization-aware training from a trained fp32 model in kiln's int8 scheme
+    /// (per-channel symmetric weights, per-tensor asymmetric activations, ranges from
+    /// PTQ calibration then EMA-tracked); each epoch's model.onnx is the QDQ export.
+    Qat(train::QatArgs),
 }
 
 fn preset_names() -> clap::builder::PossibleValuesParser {
@@ -596,6 +600,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Train { cmd } => match cmd {
             TrainCmd::Fit(a) => train::fit(&a),
             TrainCmd::Distill(d) => train::distill(&d),
+            TrainCmd::Qat(q) => train::qat(&q),
         },
         Cmd::Quantize {
             model,

@@ -100,14 +100,35 @@ pub fn distill(d: &DistillArgs) -> Result<()> {
         d.temperature,
         d.alpha
     );
-    run(&d.fit, Some(&dist))
+    run(&d.fit, Some(&dist), None)
+}
+
+/// Arguments of `kiln train qat`.
+#[derive(clap::Args)]
+pub struct QatArgs {
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Calibration samples (the first N of the training data) for kiln's PTQ
+    /// baseline and the initial activation ranges.
+    #[arg(long, default_value_t = 500)]
+    pub calib_count: usize,
+    /// Activation type: uint8 (kiln's default) or int8.
+    #[arg(long, default_value = "uint8")]
+    pub activations: String,
+    /// EMA weight of each batch's activation range (0 keeps the calibrated ranges).
+    #[arg(long, default_value_t = 0.01)]
+    pub range_momentum: f32,
+}
+
+pub fn qat(q: &QatArgs) -> Result<()> {
+    run(&q.fit, None, Some(q))
 }
 
 pub fn fit(a: &FitArgs) -> Result<()> {
-    run(a, None)
+    run(a, None, None)
 }
 
-fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>) -> Result<()> {
+fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>) -> Result<()> {
     let model = kiln::load_model(&a.model)?;
     let mut spec = DataSpec::new(&a.data);
     spec.preset = Preset::from_name(&a.preset).context("unknown preset")?;
@@ -144,6 +165,34 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>) -> Result<()> {
             .unwrap_or_default(),
         t0.elapsed().as_secs_f64()
     );
+    let mut model = model;
+    let qat_spec = match qat {
+        Some(q) => {
+            let dtype = match q.activations.as_str() {
+                "uint8" => kiln::ir::DType::U8,
+                "int8" => kiln::ir::DType::I8,
+                o => bail!("--activations {o}: expected uint8 or int8"),
+            };
+            let n = q.calib_count.min(train.len()).max(1);
+            let start = kiln_train::qat::prepare_qat(&model, &train.slice(0..n), dtype)?;
+            eprintln!(
+                "QAT: {} activation quantization points, ranges from {n} calibration samples; BatchNormalization folded (frozen)",
+                start.spec.acts.len()
+            );
+            if let Some(v) = &val {
+                let fp = kiln_train::fit::evaluate(&start.prepared, v, 256, a.threads)?;
+                let ptq = kiln_train::fit::evaluate(&start.ptq, v, 256, a.threads)?;
+                eprintln!(
+                    "before QAT: fp32 val top-1 {fp:.2}%, kiln PTQ (MinMax, per-channel) val top-1 {ptq:.2}%"
+                );
+            }
+            model = start.prepared;
+            let mut spec = start.spec;
+            spec.momentum = q.range_momentum;
+            Some(spec)
+        }
+        None => None,
+    };
     let cfg = FitConfig {
         epochs: a.epochs,
         batch: a.batch,
@@ -159,63 +208,71 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>) -> Result<()> {
     };
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = kiln_train::fit_with(&model, &train, val.as_ref(), &cfg, distill, &mut |ev| match ev {
-        FitEvent::Start {
-            epoch,
-            epochs,
-            steps,
-            params,
-            resumed,
-        } => {
-            eprintln!(
+    let report = kiln_train::fit_with(
+        &model,
+        &train,
+        val.as_ref(),
+        &cfg,
+        distill,
+        qat_spec.as_ref(),
+        &mut |ev| match ev {
+            FitEvent::Start {
+                epoch,
+                epochs,
+                steps,
+                params,
+                resumed,
+            } => {
+                eprintln!(
                 "training {} ({params} learnable params): epochs {epoch}..={epochs}, {steps} steps of {} each{}",
                 a.model.display(),
                 a.batch,
                 if resumed { ", resumed from the checkpoint" } else { "" }
             );
-        }
-        FitEvent::Step {
-            epoch,
-            step,
-            steps,
-            loss,
-            images_per_s,
-        } => {
-            if !tty {
-                return;
             }
-            let b = bar.get_or_insert_with(|| {
-                let b = indicatif::ProgressBar::new(steps as u64);
-                if let Ok(st) = indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} {bar:30} step {pos}/{len}  {msg}  {elapsed_precise} (eta {eta})",
-                ) {
-                    b.set_style(st);
+            FitEvent::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+                images_per_s,
+            } => {
+                if !tty {
+                    return;
                 }
-                b
-            });
-            b.set_prefix(format!("{epoch}/{}", a.epochs));
-            b.set_position(step as u64);
-            b.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
-        }
-        FitEvent::Epoch(m) => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
+                let b = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::new(steps as u64);
+                    if let Ok(st) = indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} {bar:30} step {pos}/{len}  {msg}  {elapsed_precise} (eta {eta})",
+                    ) {
+                        b.set_style(st);
+                    }
+                    b
+                });
+                b.set_prefix(format!("{epoch}/{}", a.epochs));
+                b.set_position(step as u64);
+                b.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
             }
-            eprintln!(
-                "epoch {}/{}: loss {:.4}, train top-1 {:.2}%{}, {:.1} s ({:.0} img/s), lr {:.2e}",
-                m.epoch,
-                a.epochs,
-                m.train_loss,
-                m.train_top1,
-                m.val_top1
-                    .map(|v| format!(", val top-1 {v:.2}%"))
-                    .unwrap_or_default(),
-                m.seconds,
-                m.images_per_s,
-                m.lr
-            );
-        }
-    })?;
+            FitEvent::Epoch(m) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                eprintln!(
+                    "epoch {}/{}: loss {:.4}, train top-1 {:.2}%{}, {:.1} s ({:.0} img/s), lr {:.2e}",
+                    m.epoch,
+                    a.epochs,
+                    m.train_loss,
+                    m.train_top1,
+                    m.val_top1
+                        .map(|v| format!(", val top-1 {v:.2}%"))
+                        .unwrap_or_default(),
+                    m.seconds,
+                    m.images_per_s,
+                    m.lr
+                );
+            }
+        },
+    )?;
     if report.stopped_early {
         eprintln!(
             "stopped after epoch {} of {}; continue with --resume",

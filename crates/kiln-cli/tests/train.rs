@@ -120,3 +120,43 @@ fn zoo_student_trains_stops_resumes_and_evaluates() {
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("width"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn qat_from_the_trained_net_prints_the_ptq_baseline_and_exports_qdq() {
+    let tmp = std::env::temp_dir().join(format!("kiln-cli-qat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
+    let data = fixtures().join("fashion-mnist");
+    let run = tmp.join("run");
+    let out = ok(&kiln(&[
+        &"train",
+        &"qat",
+        &model,
+        &"--data",
+        &data,
+        &"--limit",
+        &"768",
+        &"--val-count",
+        &"256",
+        &"--epochs",
+        &"1",
+        &"--batch",
+        &"64",
+        &"--lr",
+        &"1e-4",
+        &"--calib-count",
+        &"128",
+        &"--threads",
+        &"1",
+        &"-o",
+        &run,
+    ]));
+    assert!(
+        out.contains("kiln PTQ") && out.contains("activation quantization points"),
+        "{out}"
+    );
+    assert!(out.contains("epoch 1/1") && out.contains("val top-1"), "{out}");
+    let qdq = kiln::load_model(&run.join("model.onnx")).unwrap();
+    assert!(qdq.graph.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

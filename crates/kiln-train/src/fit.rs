@@ -24,6 +24,7 @@
 use crate::data::{Augment, Rng, TrainSet};
 use crate::graph::TrainGraph;
 use crate::optim::{adamw_step, AdamWConfig, Moments, OneCycle, StepAt};
+use crate::qat::QatSpec;
 use crate::{Error, ErrorKind};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -175,7 +176,12 @@ const MAGIC: &[u8; 8] = b"KILNCKPT";
 fn signature(g: &TrainGraph) -> Value {
     let p: Vec<Value> = g.params.iter().map(|p| json!([p.name, p.shape])).collect();
     let b: Vec<Value> = g.bn.iter().map(|b| json!([b.node, b.mean.len()])).collect();
-    json!({"params": p, "bn": b})
+    let q: Vec<Value> = g
+        .qat
+        .as_ref()
+        .map(|q| q.acts.iter().map(|a| json!(a.name)).collect())
+        .unwrap_or_default();
+    json!({"params": p, "bn": b, "qat": q})
 }
 
 fn config_json(c: &FitConfig, d: Option<&Distill>) -> Value {
@@ -216,6 +222,11 @@ fn save_checkpoint(path: &Path, st: &State, cfg: &Value) -> Result<(), Error> {
     for b in &st.graph.bn {
         put(&b.mean);
         put(&b.var);
+    }
+    if let Some(q) = &st.graph.qat {
+        for a in &q.acts {
+            put(&[a.min, a.max]);
+        }
     }
     kiln::write_atomic(path, &out).map_err(Error::from)
 }
@@ -269,6 +280,12 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
     for b in st.graph.bn.iter_mut() {
         b.mean = take(b.mean.len())?;
         b.var = take(b.var.len())?;
+    }
+    if let Some(q) = st.graph.qat.as_mut() {
+        for a in q.acts.iter_mut() {
+            let r = take(2)?;
+            (a.min, a.max) = (r[0], r[1]);
+        }
     }
     if at != bytes.len() {
         return Err(bad(format!("{} trailing bytes", bytes.len() - at)));
@@ -360,10 +377,13 @@ pub fn fit(
     cfg: &FitConfig,
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
-    fit_with(model, train, val, cfg, None, on)
+    fit_with(model, train, val, cfg, None, None, on)
 }
 
-/// [`fit`], with logit distillation from a teacher when `distill` is given.
+/// [`fit`], with logit distillation from a teacher when `distill` is given,
+/// and quantization-aware when `qat` is given (then `model` is the
+/// [`crate::qat::QatStart::prepared`] model, and each epoch's `model.onnx`
+/// is the QDQ export, validated on kiln's int8 runtime).
 ///
 /// # Errors
 /// As [`fit`]; also [`ErrorKind::Config`] for a temperature <= 0 or an alpha
@@ -375,6 +395,7 @@ pub fn fit_with(
     val: Option<&TrainSet>,
     cfg: &FitConfig,
     distill: Option<&Distill>,
+    qat: Option<&QatSpec>,
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
     if let Some(d) = distill {
@@ -389,7 +410,10 @@ pub fn fit_with(
             ));
         }
     }
-    let cfg_json = config_json(cfg, distill);
+    let mut cfg_json = config_json(cfg, distill);
+    if let Some(q) = qat {
+        cfg_json["qat"] = json!({"act_dtype": format!("{:?}", q.act_dtype), "momentum": q.momentum, "points": q.acts.len()});
+    }
     let mut teacher_state = distill.map(|d| d.teacher.new_state(cfg.threads));
     let mut teacher_cache: Vec<Option<Vec<f32>>> = if distill.is_some() && cfg.augment.is_identity() {
         vec![None; train.len()]
@@ -405,7 +429,16 @@ pub fn fit_with(
     if train.is_empty() {
         return Err(Error::new(ErrorKind::Data, "the training set is empty"));
     }
-    let graph = TrainGraph::from_model(model)?;
+    let mut graph = TrainGraph::from_model(model)?;
+    if let Some(q) = qat {
+        graph.enable_qat(q.acts.clone(), q.act_dtype, q.momentum)?;
+    }
+    let export = |g: &TrainGraph| -> Result<Model, Error> {
+        match qat {
+            Some(q) => crate::qat::export_qdq(g, model, q),
+            None => g.to_model(model),
+        }
+    };
     let model_name = if model.graph.name.is_empty() {
         "model".to_string()
     } else {
@@ -488,7 +521,7 @@ pub fn fit_with(
                 }
                 _ => None,
             };
-            let (loss, hits, grads, stats) = pool.install(|| -> Result<_, Error> {
+            let (loss, hits, grads, stats, ranges) = pool.install(|| -> Result<_, Error> {
                 let x = Tensor::<4>::from_data(TensorData::new(xb, [b, c, h, w]), &device);
                 let f = st.graph.forward(x, &device, true, &[])?;
                 let classes = f.output.dims()[1];
@@ -568,7 +601,7 @@ pub fn fit_with(
                             .unwrap_or_else(|| vec![0.0; p.data.len()])
                     })
                     .collect();
-                Ok((lv, hits, grads, f.batch_stats))
+                Ok((lv, hits, grads, f.batch_stats, f.act_ranges))
             })?;
             if !loss.is_finite() {
                 return Err(Error::new(
@@ -597,6 +630,7 @@ pub fn fit_with(
                 );
             }
             st.graph.update_bn(&stats);
+            st.graph.update_act_ranges(&ranges);
             loss_sum += loss * b as f64;
             correct += hits;
             seen += b;
@@ -609,7 +643,7 @@ pub fn fit_with(
             });
         }
         let secs = t0.elapsed().as_secs_f64();
-        let exported = st.graph.to_model(model)?;
+        let exported = export(&st.graph)?;
         let val_top1 = match val {
             Some(v) => Some(evaluate(&exported, v, cfg.eval_batch, cfg.threads)?),
             None => None,
@@ -640,7 +674,7 @@ pub fn fit_with(
         )?;
         on(FitEvent::Epoch(m));
     }
-    let model = st.graph.to_model(model)?;
+    let model = export(&st.graph)?;
     Ok(FitReport {
         history: st.history,
         model,

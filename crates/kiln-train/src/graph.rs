@@ -142,26 +142,84 @@ enum Src {
     Const(usize),
 }
 
+/// An element-wise activation (standalone op or the epilogue of kiln's
+/// `FusedConv`/`FusedGemm`, whose `activation` attribute names it).
+#[derive(Debug, Clone, PartialEq)]
+enum Act {
+    None,
+    Relu,
+    Clip(f32, f32),
+    LeakyRelu(f32),
+    HardSigmoid(f32, f32),
+    HardSwish,
+    Sigmoid,
+    Silu,
+}
+
+fn apply_act(v: V, a: &Act) -> V {
+    match a {
+        Act::None => v,
+        Act::Relu => each_rank!(v, t => relu(t)),
+        Act::Clip(min, max) => each_rank!(v, t => {
+            let t = if min.is_finite() { t.clamp_min(*min) } else { t };
+            if max.is_finite() { t.clamp_max(*max) } else { t }
+        }),
+        Act::LeakyRelu(alpha) => each_rank!(v, t => burn::tensor::activation::leaky_relu(t, *alpha as f64)),
+        Act::HardSigmoid(alpha, beta) => each_rank!(v, t => (t * *alpha + *beta).clamp(0.0, 1.0)),
+        Act::HardSwish => each_rank!(v, t => t.clone() * (t / 6.0 + 0.5).clamp(0.0, 1.0)),
+        Act::Sigmoid => each_rank!(v, t => sigmoid(t)),
+        Act::Silu => each_rank!(v, t => t.clone() * sigmoid(t)),
+    }
+}
+
+/// Reads the `activation` / `activation_params` attributes of a fused op.
+fn fused_act(n: &Node) -> std::result::Result<Act, String> {
+    let name = n.attr_string("activation", "").map_err(|e| e.to_string())?;
+    let p = n
+        .attr_floats_opt("activation_params")
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let want = |k: usize| -> std::result::Result<(), String> {
+        if p.len() == k {
+            Ok(())
+        } else {
+            Err(format!("activation {name} takes {k} params, got {}", p.len()))
+        }
+    };
+    Ok(match name.as_str() {
+        "" => Act::None,
+        "Relu" => Act::Relu,
+        "Clip" => {
+            want(2)?;
+            Act::Clip(p[0], p[1])
+        }
+        "LeakyRelu" => {
+            want(1)?;
+            Act::LeakyRelu(p[0])
+        }
+        "HardSigmoid" => {
+            want(2)?;
+            Act::HardSigmoid(p[0], p[1])
+        }
+        "HardSwish" => Act::HardSwish,
+        "Sigmoid" => Act::Sigmoid,
+        "SiLU" => Act::Silu,
+        o => return Err(format!("activation '{o}' is not supported in training")),
+    })
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Conv {
         opts: ConvOptions<2>,
+        act: Act,
+        residual: bool,
     },
     BatchNorm {
         stats: usize,
         eps: f64,
     },
-    Relu,
-    Clip {
-        min: f32,
-        max: f32,
-    },
-    Sigmoid,
-    HardSigmoid {
-        alpha: f32,
-        beta: f32,
-    },
-    HardSwish,
+    Act(Act),
     Binary(&'static str),
     GlobalAveragePool,
     MaxPool(MaxPoolOptions<2>),
@@ -174,6 +232,7 @@ enum Op {
         trans_b: bool,
         alpha: f32,
         beta: f32,
+        act: Act,
     },
     MatMul,
     Concat {
@@ -254,6 +313,95 @@ pub struct Forward {
     pub batch_stats: Vec<BatchStats>,
     /// Values requested by name (feature distillation), as they were computed.
     pub taps: HashMap<String, Tensor<4>>,
+    /// Observed `(min, max)` of each fake-quantized activation on this batch,
+    /// in [`Qat::acts`] order (training mode with QAT only).
+    pub act_ranges: Vec<(f32, f32)>,
+}
+
+fn fake_quant_weight(v: V, axis: usize) -> V {
+    fn rows(w: Tensor<2>) -> Tensor<2> {
+        let absmax = w.clone().abs().max_dim(1).detach();
+        let s = absmax.clamp_min(f32::MIN_POSITIVE) / 127.0;
+        let q = (w.clone() / s.clone()).round().clamp(-127.0, 127.0) * s;
+        w.clone() + (q - w).detach()
+    }
+    match v {
+        V::R4(w) => {
+            let [o, i, kh, kw] = w.dims();
+            V::R4(rows(w.reshape([o, i * kh * kw])).reshape([o, i, kh, kw]))
+        }
+        V::R2(w) if axis == 0 => V::R2(rows(w)),
+        V::R2(w) => V::R2(rows(w.transpose()).transpose()),
+        o => o,
+    }
+}
+
+/// Fake-quantizes `v` with the range `[min, max]`; returns the result and the
+/// observed range of `v` (when `observe`).
+fn fake_quant_act(
+    v: V,
+    min: f32,
+    max: f32,
+    dtype: DType,
+    observe: bool,
+) -> Result<(V, Option<(f32, f32)>), String> {
+    let seen = if observe {
+        let f = v.clone().flat().detach();
+        let lo = f.clone().min().into_scalar::<f32>();
+        let hi = f.max().into_scalar::<f32>();
+        Some((lo, hi))
+    } else {
+        None
+    };
+    let (s, zp) = kiln_ir::quant::choose_qparams_asymmetric(min, max, dtype).map_err(|e| e.to_string())?;
+    let (qmin, qmax) = if dtype == DType::U8 {
+        (0.0f32, 255.0f32)
+    } else {
+        (-128.0, 127.0)
+    };
+    let zpf = zp as f32;
+    let (lo, hi) = ((qmin - zpf) * s, (qmax - zpf) * s);
+    let out = each_rank!(v, t => {
+        let c = t.clamp(lo, hi);
+        let q = ((c.clone() / s).round() + zpf).clamp(qmin, qmax);
+        let d = (q - zpf) * s;
+        c.clone() + (d - c).detach()
+    });
+    Ok((out, seen))
+}
+
+/// One activation fake-quantized during quantization-aware training: the
+/// value's name and its current (EMA) range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActQuant {
+    /// Value name in the (prepared) graph.
+    pub name: String,
+    /// Range minimum.
+    pub min: f32,
+    /// Range maximum.
+    pub max: f32,
+}
+
+/// Fake quantization for quantization-aware training, in kiln's PTQ scheme
+/// (`kiln_quant`): weights of Conv/FusedConv/Gemm/FusedGemm/MatMul int8
+/// symmetric per output channel (`s = max|W_c| / 127`, range `[-127, 127]`),
+/// activations per tensor asymmetric (`kiln_ir::quant::choose_qparams_asymmetric`
+/// of the range, extended to contain 0). Rounding is half to even, as ONNX
+/// `QuantizeLinear`. Gradients pass straight through the rounding
+/// (Bengio et al. 2013, "straight-through estimator") and are zero outside an
+/// activation's range (the clamp), as in Jacob et al., CVPR 2018.
+#[derive(Debug, Clone)]
+pub struct Qat {
+    /// Activation quantization points, with their ranges.
+    pub acts: Vec<ActQuant>,
+    /// `DType::U8` or `DType::I8` activations.
+    pub act_dtype: DType,
+    /// Weight of a batch's observed range in the EMA update (0 freezes the ranges).
+    pub momentum: f32,
+    /// Parameter index -> output-channel axis of each fake-quantized weight.
+    weights: HashMap<usize, usize>,
+    /// Slot -> index into `acts`.
+    slot_act: HashMap<usize, usize>,
 }
 
 /// A trainable view of an fp32 kiln model.
@@ -272,6 +420,8 @@ pub struct TrainGraph {
     consts: Vec<(Vec<usize>, Vec<f32>)>,
     /// BatchNormalization momentum (weight of the new batch statistic), 0.1.
     pub bn_momentum: f32,
+    /// Fake quantization, when training quantization-aware ([`TrainGraph::enable_qat`]).
+    pub qat: Option<Qat>,
 }
 
 fn f32_init(m: &Model, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
@@ -459,8 +609,27 @@ impl TrainGraph {
                 Ok([v[0] as usize, v[1] as usize])
             };
             let mut ins: Vec<Src> = vec![];
+            let fused = n.domain == "kiln";
+            if !(n.domain.is_empty()
+                || n.domain == "ai.onnx"
+                || (fused && matches!(n.op_type.as_str(), "FusedConv" | "FusedGemm")))
+            {
+                return Err(err(
+                    n,
+                    None,
+                    format!(
+                        "op '{}' of domain '{}' is not supported in training",
+                        n.op_type, n.domain
+                    ),
+                ));
+            }
+            let act = if fused {
+                fused_act(n).map_err(|m| err(n, Some("activation"), m))?
+            } else {
+                Act::None
+            };
             let op = match n.op_type.as_str() {
-                "Conv" => {
+                "Conv" | "FusedConv" => {
                     no_auto_pad()?;
                     let w = input(1).ok_or_else(|| err(n, None, "missing weight".into()))?;
                     let wshape = f32_init(model, &w).map(|x| x.0).unwrap_or_default();
@@ -483,8 +652,24 @@ impl TrainGraph {
                     if group < 1 {
                         return Err(err(n, Some("group"), format!("must be >= 1, got {group}")));
                     }
+                    let residual = match input(3) {
+                        Some(z) if fused => {
+                            if input(2).is_none() {
+                                return Err(err(
+                                    n,
+                                    None,
+                                    "a residual input Z without a bias B is not supported in training".into(),
+                                ));
+                            }
+                            ins.push(value(&z)?);
+                            true
+                        }
+                        _ => false,
+                    };
                     Op::Conv {
                         opts: ConvOptions::new_with_padding(strides, pads, dil, group as usize),
+                        act: act.clone(),
+                        residual,
                     }
                 }
                 "BatchNormalization" => {
@@ -515,13 +700,11 @@ impl TrainGraph {
                         eps: float("epsilon", 1e-5)? as f64,
                     }
                 }
-                "Relu" => Op::Relu,
-                "Sigmoid" => Op::Sigmoid,
-                "HardSwish" => Op::HardSwish,
-                "HardSigmoid" => Op::HardSigmoid {
-                    alpha: float("alpha", 0.2)?,
-                    beta: float("beta", 0.5)?,
-                },
+                "Relu" => Op::Act(Act::Relu),
+                "Sigmoid" => Op::Act(Act::Sigmoid),
+                "HardSwish" => Op::Act(Act::HardSwish),
+                "LeakyRelu" => Op::Act(Act::LeakyRelu(float("alpha", 0.01)?)),
+                "HardSigmoid" => Op::Act(Act::HardSigmoid(float("alpha", 0.2)?, float("beta", 0.5)?)),
                 "Clip" => {
                     let bound = |i: usize, a: &str, d: f32| -> Result<f32, Error> {
                         match input(i) {
@@ -531,10 +714,10 @@ impl TrainGraph {
                             None => Ok(n.attr_float(a, d).map_err(|e| err(n, Some(a), e.to_string()))?),
                         }
                     };
-                    Op::Clip {
-                        min: bound(1, "min", f32::NEG_INFINITY)?,
-                        max: bound(2, "max", f32::INFINITY)?,
-                    }
+                    Op::Act(Act::Clip(
+                        bound(1, "min", f32::NEG_INFINITY)?,
+                        bound(2, "max", f32::INFINITY)?,
+                    ))
                 }
                 "Add" => Op::Binary("Add"),
                 "Sub" => Op::Binary("Sub"),
@@ -578,7 +761,7 @@ impl TrainGraph {
                     }
                     Op::Flatten { axis: a as usize }
                 }
-                "Gemm" => {
+                "Gemm" | "FusedGemm" => {
                     ins.push(value(&input(0).unwrap_or_default())?);
                     let b = input(1).ok_or_else(|| err(n, None, "missing B".into()))?;
                     ins.push(param(&b, true, &mut params)?);
@@ -590,6 +773,7 @@ impl TrainGraph {
                         trans_b: int("transB", 0)? != 0,
                         alpha: float("alpha", 1.0)?,
                         beta: float("beta", 1.0)?,
+                        act: act.clone(),
                     }
                 }
                 "MatMul" => {
@@ -719,6 +903,7 @@ impl TrainGraph {
             bn,
             consts,
             bn_momentum: 0.1,
+            qat: None,
         })
     }
 
@@ -763,7 +948,28 @@ impl TrainGraph {
             })
             .collect();
         let mut slots: Vec<Option<V>> = vec![None; self.n_slots];
-        slots[self.input_slot] = Some(V::R4(x));
+        let qat = self.qat.as_ref();
+        let mut act_ranges: Vec<(f32, f32)> = qat
+            .map(|q| q.acts.iter().map(|a| (a.min, a.max)).collect())
+            .unwrap_or_default();
+        let mut quant_slot = |slot: usize, v: V| -> Result<V, Error> {
+            let Some(q) = qat else { return Ok(v) };
+            let Some(&i) = q.slot_act.get(&slot) else {
+                return Ok(v);
+            };
+            let a = &q.acts[i];
+            let (v, seen) = fake_quant_act(v, a.min, a.max, q.act_dtype, train).map_err(|m| {
+                Error::new(
+                    ErrorKind::Shape,
+                    format!("{}: fake quantization of '{}': {m}", self.model_name, a.name),
+                )
+            })?;
+            if let Some(r) = seen {
+                act_ranges[i] = r;
+            }
+            Ok(v)
+        };
+        slots[self.input_slot] = Some(quant_slot(self.input_slot, V::R4(x))?);
         let mut batch_stats = vec![];
         let mut tapped = HashMap::new();
         let tap_slots: Vec<(usize, &String)> = taps
@@ -785,9 +991,15 @@ impl TrainGraph {
                     Some(Src::Slot(s)) => slots[*s]
                         .clone()
                         .ok_or_else(|| fail(format!("input {i} was not computed"))),
-                    Some(Src::Param(p)) => V::R1(leaves[*p].clone())
-                        .reshape(&self.params[*p].shape)
-                        .map_err(fail),
+                    Some(Src::Param(p)) => {
+                        let v = V::R1(leaves[*p].clone())
+                            .reshape(&self.params[*p].shape)
+                            .map_err(fail)?;
+                        Ok(match qat.and_then(|q| q.weights.get(p)) {
+                            Some(&axis) => fake_quant_weight(v, axis),
+                            None => v,
+                        })
+                    }
                     Some(Src::Const(c)) => {
                         let (shape, data) = &self.consts[*c];
                         let t = Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device);
@@ -805,7 +1017,7 @@ impl TrainGraph {
             };
             let x0 = get(0, &slots)?;
             let outs: Vec<V> = match &step.op {
-                Op::Conv { opts } => {
+                Op::Conv { opts, act, residual } => {
                     let x = x0.r4("Conv").map_err(fail)?;
                     let w = match get(1, &slots)? {
                         V::R4(w) => w,
@@ -819,7 +1031,20 @@ impl TrainGraph {
                             wc, opts.groups
                         )));
                     }
-                    vec![V::R4(conv2d(x, w, param1(2), opts.clone()))]
+                    let mut y = conv2d(x, w, param1(2), opts.clone());
+                    if *residual {
+                        match get(3, &slots)? {
+                            V::R4(z) if z.dims() == y.dims() => y = y + z,
+                            z => {
+                                return Err(fail(format!(
+                                    "residual Z has dims {:?}, the output {:?}",
+                                    z.dims(),
+                                    y.dims()
+                                )))
+                            }
+                        }
+                    }
+                    vec![apply_act(V::R4(y), act)]
                 }
                 Op::BatchNorm { stats, eps } => {
                     let x = x0.r4("BatchNormalization").map_err(fail)?;
@@ -851,16 +1076,7 @@ impl TrainGraph {
                         vec![V::R4(batch_norm(x, gamma, beta, t(&s.mean), t(&s.var), *eps))]
                     }
                 }
-                Op::Relu => vec![each_rank!(x0, t => relu(t))],
-                Op::Clip { min, max } => vec![each_rank!(x0, t => {
-                    let t = if min.is_finite() { t.clamp_min(*min) } else { t };
-                    if max.is_finite() { t.clamp_max(*max) } else { t }
-                })],
-                Op::Sigmoid => vec![each_rank!(x0, t => sigmoid(t))],
-                Op::HardSigmoid { alpha, beta } => {
-                    vec![each_rank!(x0, t => (t * *alpha + *beta).clamp(0.0, 1.0))]
-                }
-                Op::HardSwish => vec![each_rank!(x0, t => t.clone() * (t / 6.0 + 0.5).clamp(0.0, 1.0))],
+                Op::Act(a) => vec![apply_act(x0, a)],
                 Op::Binary(kind) => vec![binary(x0, get(1, &slots)?, kind).map_err(fail)?],
                 Op::GlobalAveragePool => {
                     let x = x0.r4("GlobalAveragePool").map_err(fail)?;
@@ -883,6 +1099,7 @@ impl TrainGraph {
                     trans_b,
                     alpha,
                     beta,
+                    act,
                 } => {
                     let a = x0.r2("Gemm").map_err(fail)?;
                     let a = if *trans_a { a.transpose() } else { a };
@@ -907,7 +1124,7 @@ impl TrainGraph {
                             .r2("Gemm")
                             .map_err(fail)?;
                     }
-                    vec![V::R2(y)]
+                    vec![apply_act(V::R2(y), act)]
                 }
                 Op::MatMul => {
                     let a = x0.r2("MatMul (training supports 2-D)").map_err(fail)?;
@@ -1019,7 +1236,7 @@ impl TrainGraph {
                 )));
             }
             for (slot, v) in step.outputs.iter().zip(outs) {
-                slots[*slot] = Some(v);
+                slots[*slot] = Some(quant_slot(*slot, v)?);
             }
             for &(s, name) in &tap_slots {
                 if step.outputs.contains(&s) {
@@ -1051,12 +1268,84 @@ impl TrainGraph {
                 ))
             }
         };
+        let act_ranges = if train { act_ranges } else { vec![] };
         Ok(Forward {
             output,
             leaves,
             batch_stats,
             taps: tapped,
+            act_ranges,
         })
+    }
+
+    /// Turns on fake quantization for quantization-aware training: the
+    /// activations `acts` (values of this graph, with initial ranges, e.g.
+    /// from PTQ calibration) and every Conv/FusedConv/Gemm/FusedGemm/MatMul
+    /// weight. `momentum` is the weight of each batch's observed range in the
+    /// EMA that tracks the ranges (0 keeps them fixed).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Model`] if an activation is not a value of the graph or
+    /// its range is not finite; [`ErrorKind::Config`] for an activation type
+    /// other than `U8`/`I8`.
+    pub fn enable_qat(&mut self, acts: Vec<ActQuant>, act_dtype: DType, momentum: f32) -> Result<(), Error> {
+        if !matches!(act_dtype, DType::U8 | DType::I8) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("activations quantize to uint8 or int8, not {act_dtype:?}"),
+            ));
+        }
+        let mut slot_act = HashMap::new();
+        for (i, a) in acts.iter().enumerate() {
+            let slot = *self.slot_of.get(&a.name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Model,
+                    format!("{}: '{}' is not a value of the graph", self.model_name, a.name),
+                )
+            })?;
+            if !(a.min.is_finite() && a.max.is_finite() && a.min <= a.max) {
+                return Err(Error::new(
+                    ErrorKind::Model,
+                    format!(
+                        "{}: range [{}, {}] of '{}' cannot be quantized",
+                        self.model_name, a.min, a.max, a.name
+                    ),
+                ));
+            }
+            slot_act.insert(slot, i);
+        }
+        let mut weights = HashMap::new();
+        for st in &self.steps {
+            let axis = match &st.op {
+                Op::Conv { .. } => Some(0),
+                Op::Gemm { trans_b, .. } => Some(if *trans_b { 0 } else { 1 }),
+                Op::MatMul => Some(1),
+                _ => None,
+            };
+            if let (Some(axis), Some(Src::Param(p))) = (axis, st.inputs.get(1)) {
+                weights.insert(*p, axis);
+            }
+        }
+        self.qat = Some(Qat {
+            acts,
+            act_dtype,
+            momentum,
+            weights,
+            slot_act,
+        });
+        Ok(())
+    }
+
+    /// Folds a batch's observed activation ranges into the EMA ranges:
+    /// `r = (1 - m) r + m r_batch` (PyTorch's `MovingAverageMinMaxObserver`).
+    pub fn update_act_ranges(&mut self, observed: &[(f32, f32)]) {
+        if let Some(q) = self.qat.as_mut() {
+            let m = q.momentum;
+            for (a, &(lo, hi)) in q.acts.iter_mut().zip(observed) {
+                a.min = (1.0 - m) * a.min + m * lo;
+                a.max = (1.0 - m) * a.max + m * hi;
+            }
+        }
     }
 
     /// Folds one step's batch statistics into the running statistics:

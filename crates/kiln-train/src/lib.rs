@@ -16,6 +16,7 @@ pub mod data;
 pub mod fit;
 pub mod graph;
 pub mod optim;
+pub mod qat;
 
 pub use fit::{fit, fit_with, Distill, FitConfig, FitEvent, FitReport};
 pub use graph::TrainGraph;

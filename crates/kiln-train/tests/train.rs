@@ -161,6 +161,7 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
         None,
         &cfg("zero", aug),
         Some(&teacher(0.0)),
+        None,
         &mut |_| {},
     )
     .unwrap();
@@ -171,6 +172,7 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
         None,
         &cfg("kd", aug),
         Some(&teacher(0.9)),
+        None,
         &mut |_| {},
     )
     .unwrap();
@@ -183,6 +185,7 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
         None,
         &cfg("cached", Augment::default()),
         Some(&teacher(0.9)),
+        None,
         &mut |_| {},
     );
     assert!(a.unwrap().history[0].train_loss.is_finite());
@@ -192,6 +195,7 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
         None,
         &cfg("bad", aug),
         Some(&teacher(1.5)),
+        None,
         &mut |_| {},
     )
     .unwrap_err();
@@ -265,5 +269,94 @@ fn image_folder_streams_past_the_memory_cap() {
     s.split = Some(Split::Train);
     let e = TrainSet::load(s, 1 << 20).unwrap_err();
     assert!(e.message.contains("MiB") && e.message.contains("cap"), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// [CI] QAT smoke: 200 quantization-aware steps on 3,200 training images give
+/// a QDQ model that kiln's int8 runtime and ONNX Runtime run with equal top-1
+/// on 1,000 test images (and nearly always the same answer per image).
+#[test]
+fn qat_smoke_exports_qdq_that_kiln_and_onnxruntime_agree_on() {
+    let m = fmnist_model();
+    let train = fmnist(Split::Train, 0..3200);
+    let start = kiln_train::qat::prepare_qat(&m, &train.slice(0..500), kiln_ir::DType::U8).unwrap();
+    assert!(
+        start.spec.acts.len() >= 20,
+        "{} quantization points",
+        start.spec.acts.len()
+    );
+    let tmp = std::env::temp_dir().join(format!("kiln-train-qat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let cfg = FitConfig {
+        epochs: 1,
+        batch: 16,
+        lr: 1e-4,
+        threads: 2,
+        out_dir: tmp.join("run"),
+        ..FitConfig::default()
+    };
+    let r = kiln_train::fit_with(
+        &start.prepared,
+        &train,
+        None,
+        &cfg,
+        None,
+        Some(&start.spec),
+        &mut |_| {},
+    )
+    .unwrap();
+    let qdq = r.model;
+    let nq = qdq
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .count();
+    assert!(nq >= 20, "{nq} QuantizeLinear nodes");
+    // The exported file is the QDQ model too (kiln's fused ops lowered to standard ONNX).
+    let saved = kiln::load_model(&tmp.join("run/model.onnx")).unwrap();
+    let nq_saved = saved
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .count();
+    assert_eq!(nq_saved, nq);
+    assert!(saved.graph.nodes.iter().all(|n| n.domain.is_empty()));
+    // kiln (compiled, int8 kernels) vs ONNX Runtime on 1,000 test images.
+    let test = fmnist(Split::Test, 0..1000);
+    let x = kiln_ir::Tensor::from_vec(vec![1000, 1, 28, 28], test.inputs(0..1000).unwrap()).unwrap();
+    let cm = kiln::compile_model(qdq.clone(), &Default::default()).unwrap();
+    let ours = cm.run(&mut cm.new_state(1), vec![x.clone()]).unwrap()[0].to_f32_vec();
+    let model_path = tmp.join("qat.onnx");
+    kiln_onnx::save(&qdq, &model_path).unwrap();
+    let xin = tmp.join("x.npy");
+    kiln::npy::write_npy(&xin, &x).unwrap();
+    let out = tmp.join("ort");
+    let st = std::process::Command::new(fixtures().join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_run.py"))
+        .arg(&model_path)
+        .arg(&out)
+        .arg(&xin)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let theirs = kiln::npy::read_npy(&out.join("00.npy")).unwrap().to_f32_vec();
+    let top1 = |l: &[f32]| -> Vec<usize> {
+        l.chunks_exact(10)
+            .map(|r| kiln::eval::argmax(r).unwrap())
+            .collect()
+    };
+    let (a, b) = (top1(&ours), top1(&theirs));
+    let acc = |p: &[usize]| p.iter().zip(&test.y).filter(|(p, y)| **p == **y as usize).count();
+    let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    eprintln!(
+        "QAT smoke: kiln {} / ORT {} correct of 1000, agreement {agree}",
+        acc(&a),
+        acc(&b)
+    );
+    assert_eq!(acc(&a), acc(&b), "kiln and ONNX Runtime top-1 differ");
+    assert!(agree >= 995, "agreement {agree}/1000");
+    assert!(acc(&a) >= 850, "QAT model top-1 {}/1000", acc(&a));
     let _ = std::fs::remove_dir_all(&tmp);
 }
