@@ -482,11 +482,12 @@ impl TrainGraph {
     /// Builds the training plan of `model`.
     ///
     /// The model must have one 4-D float input (`[N, C, H, W]`) and its first
-    /// output must be 2-D (`[N, classes]`). Supported ops: Conv, ConvTranspose
-    /// excepted; BatchNormalization, Relu, Clip, Sigmoid, HardSigmoid,
+    /// output must be 2-D (`[N, classes]`). Supported ops: Conv (2-D),
+    /// BatchNormalization, Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
     /// HardSwish, Add, Sub, Mul, Div, GlobalAveragePool, MaxPool,
-    /// AveragePool, Flatten, Gemm, MatMul, Concat, Split, Reshape, Transpose,
-    /// Identity, Dropout (identity).
+    /// AveragePool, Flatten, Gemm, MatMul (2-D), Concat, Split, Reshape,
+    /// Transpose, Identity, Dropout (identity), Constant, and kiln's
+    /// FusedConv / FusedGemm (domain `kiln`).
     ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] naming the model, node, op and attribute at
