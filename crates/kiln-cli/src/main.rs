@@ -13,6 +13,8 @@ mod pipeline;
 mod quantize;
 #[cfg(feature = "train")]
 mod train;
+#[cfg(feature = "train")]
+mod train_plot;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};

@@ -79,10 +79,25 @@ pub struct DistillArgs {
     /// Weight of the soft (teacher) term; 1 - alpha weighs the labels' cross-entropy.
     #[arg(long, default_value_t = 0.9)]
     pub alpha: f64,
+    /// Feature distillation (FitNets): STUDENT_VALUE=TEACHER_VALUE, value names of
+    /// the two graphs with equal height and width; a learned 1x1 convolution maps
+    /// the student's channels onto the teacher's and their MSE is added to the loss.
+    /// Repeatable.
+    #[arg(long = "feature", value_name = "STUDENT=TEACHER")]
+    pub features: Vec<kiln_train::FeatureHint>,
+    /// Weight beta of the feature (MSE) term.
+    #[arg(long, default_value_t = 1.0)]
+    pub feature_weight: f64,
 }
 
 pub fn distill(d: &DistillArgs) -> Result<()> {
-    let teacher = kiln::compile(&d.teacher, &kiln::runtime::CompileOptions::default())?;
+    let teacher = if d.features.is_empty() {
+        kiln::compile(&d.teacher, &kiln::runtime::CompileOptions::default())?
+    } else {
+        let m = kiln::load_model(&d.teacher)?;
+        kiln_train::teacher_with_features(m, &d.features)
+            .with_context(|| format!("teacher {}", d.teacher.display()))?
+    };
     let name = d
         .teacher
         .file_name()
@@ -93,6 +108,8 @@ pub fn distill(d: &DistillArgs) -> Result<()> {
         teacher_name: name,
         temperature: d.temperature,
         alpha: d.alpha,
+        features: d.features.clone(),
+        feature_weight: d.feature_weight,
     };
     eprintln!(
         "distilling from {} (T = {}, alpha = {})",
@@ -100,6 +117,12 @@ pub fn distill(d: &DistillArgs) -> Result<()> {
         d.temperature,
         d.alpha
     );
+    for h in &d.features {
+        eprintln!(
+            "feature hint: student '{}' -> 1x1 adapter -> teacher '{}' (MSE, beta = {})",
+            h.student, h.teacher, d.feature_weight
+        );
+    }
     run(&d.fit, Some(&dist), None)
 }
 
@@ -238,6 +261,14 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>
                 images_per_s,
             } => {
                 if !tty {
+                    // Logs: a line at every tenth of the epoch.
+                    let tenth = steps.div_ceil(10).max(1);
+                    if step % tenth == 0 && step < steps {
+                        eprintln!(
+                            "epoch {epoch}/{}: step {step}/{steps}, loss {loss:.4}, {images_per_s:.0} img/s",
+                            a.epochs
+                        );
+                    }
                     return;
                 }
                 let b = bar.get_or_insert_with(|| {
@@ -270,6 +301,20 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>
                     m.images_per_s,
                     m.lr
                 );
+                let title = format!(
+                    "kiln train: {}",
+                    a.model
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                );
+                if let Err(e) = crate::train_plot::write_curves(
+                    &a.out.join("metrics.json"),
+                    &a.out.join("curves.png"),
+                    &title,
+                ) {
+                    eprintln!("warning: no curves.png: {e:#}");
+                }
             }
         },
     )?;
@@ -281,12 +326,13 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>
         );
     }
     println!(
-        "wrote {} (epoch {}, weights hash {:016x}), {}, {}",
+        "wrote {} (epoch {}, weights hash {:016x}), {}, {}, {}",
         a.out.join("model.onnx").display(),
         report.history.len(),
         report.weights_hash,
         a.out.join("checkpoint.kiln").display(),
-        a.out.join("metrics.json").display()
+        a.out.join("metrics.json").display(),
+        a.out.join("curves.png").display()
     );
     Ok(())
 }

@@ -106,6 +106,49 @@ fn zoo_student_trains_stops_resumes_and_evaluates() {
     assert!(ev.contains("top-1"), "{ev}");
     let metrics = std::fs::read_to_string(run.join("metrics.json")).unwrap();
     assert!(metrics.contains("\"epochs_done\": 2"), "{metrics}");
+    // The curves of both epochs (the resumed run redraws from metrics.json) as a PNG.
+    let png = std::fs::read(run.join("curves.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    // Feature distillation from the trained net: a hint between the last 7x7 maps.
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
+    let kd = tmp.join("kd");
+    let distill = |hint: &str| {
+        kiln(&[
+            &"train",
+            &"distill",
+            &model,
+            &"--teacher",
+            &teacher,
+            &"--feature",
+            &hint,
+            &"--data",
+            &data,
+            &"--limit",
+            &"256",
+            &"--val-count",
+            &"64",
+            &"--epochs",
+            &"1",
+            &"--batch",
+            &"64",
+            &"--threads",
+            &"1",
+            &"-o",
+            &kd,
+        ])
+    };
+    let out = ok(&distill(
+        "features.8.relu6=/features/features.8/features.8.2/Clip_output_0",
+    ));
+    assert!(out.contains("feature hint: student 'features.8.relu6'"), "{out}");
+    assert!(kd.join("model.onnx").exists() && kd.join("curves.png").exists());
+    let bad = distill("features.8.relu6=/no/such");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("'/no/such'"), "{err}");
     // Bad settings: one line naming the option.
     let e = fit(&["--augment", "rotate"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("unknown augmentation 'rotate'"));

@@ -22,7 +22,7 @@
 //! running mean and variance.
 
 use crate::data::{Augment, Rng, TrainSet};
-use crate::graph::TrainGraph;
+use crate::graph::{ParamTensor, TrainGraph};
 use crate::optim::{adamw_step, AdamWConfig, Moments, OneCycle, StepAt};
 use crate::qat::QatSpec;
 use crate::{Error, ErrorKind};
@@ -78,23 +78,141 @@ impl Default for FitConfig {
     }
 }
 
-/// Logit distillation from a teacher (Hinton, Vinyals & Dean, "Distilling
-/// the Knowledge in a Neural Network", 2015):
-/// `loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))`
+/// Distillation from a teacher: logits (Hinton, Vinyals & Dean, "Distilling
+/// the Knowledge in a Neural Network", 2015) and, optionally, intermediate
+/// features (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015):
+///
+/// `loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T))
+///        + beta * sum_k MSE(A_k(f_k), g_k)`
+///
 /// with `s` the student's and `t` the teacher's logits on the same
 /// (augmented) batch; the `T^2` factor keeps the soft term's gradients on the
-/// scale of the hard term's. The teacher is any model kiln compiles, run on
-/// kiln's runtime; without augmentation its logits are computed once per
-/// sample and cached.
+/// scale of the hard term's. For each [`FeatureHint`] `k`, `f_k` is the
+/// student's value `[N, Cs, H, W]`, `g_k` the teacher's `[N, Ct, H, W]` (same
+/// `H, W`), and `A_k` a learned 1x1 convolution `Cs -> Ct` with bias (the
+/// FitNets regressor; trained with the student and discarded after
+/// training), and `MSE` the mean over all `N * Ct * H * W` elements.
+///
+/// The teacher is any model kiln compiles, run on kiln's runtime; without
+/// augmentation its outputs are computed once per sample and cached (up to
+/// 1 GiB of cached values; past that they are recomputed every step).
 pub struct Distill {
-    /// The compiled teacher (one input `[N, C, H, W]`, logits `[N, classes]`).
+    /// The compiled teacher: one input `[N, C, H, W]`; output 0 the logits
+    /// `[N, classes]`, then one output per [`Distill::features`] hint, in
+    /// order (see [`teacher_with_features`]).
     pub teacher: kiln::runtime::CompiledModel,
     /// A name for the checkpoint's settings (e.g. the teacher's file name).
     pub teacher_name: String,
     /// Temperature `T` (> 0).
     pub temperature: f64,
-    /// Weight `alpha` of the soft term, in `[0, 1]` (0: plain training).
+    /// Weight `alpha` of the soft (teacher) term, in `[0, 1]` (0: plain training).
     pub alpha: f64,
+    /// Feature hints (empty: logit distillation only).
+    pub features: Vec<FeatureHint>,
+    /// Weight `beta` of the feature term (>= 0).
+    pub feature_weight: f64,
+}
+
+impl Distill {
+    /// Logit distillation only (no feature hints).
+    pub fn logits(
+        teacher: kiln::runtime::CompiledModel,
+        teacher_name: impl Into<String>,
+        temperature: f64,
+        alpha: f64,
+    ) -> Distill {
+        Distill {
+            teacher,
+            teacher_name: teacher_name.into(),
+            temperature,
+            alpha,
+            features: vec![],
+            feature_weight: 0.0,
+        }
+    }
+
+    fn needs_teacher(&self) -> bool {
+        self.alpha > 0.0 || (!self.features.is_empty() && self.feature_weight > 0.0)
+    }
+}
+
+/// A pair of intermediate values matched by feature distillation: the
+/// student's value `student` (`[N, Cs, H, W]`) is mapped through a learned
+/// 1x1 convolution onto the teacher's value `teacher` (`[N, Ct, H, W]`).
+/// Names are value (tensor) names of the two ONNX graphs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureHint {
+    /// Value name in the student graph.
+    pub student: String,
+    /// Value name in the teacher graph.
+    pub teacher: String,
+}
+
+impl std::str::FromStr for FeatureHint {
+    type Err = String;
+    /// Parses `STUDENT=TEACHER`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok(FeatureHint {
+                student: a.to_string(),
+                teacher: b.to_string(),
+            }),
+            _ => Err(format!(
+                "a feature hint is STUDENT_VALUE=TEACHER_VALUE, got '{s}'"
+            )),
+        }
+    }
+}
+
+/// Compiles `teacher` for [`Distill`] with the values named by `hints` added
+/// as graph outputs 1.. (after the logits), so kiln's runtime returns them
+/// (graph outputs survive every fusion).
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming the teacher value that no node of the
+/// teacher computes (with a few names that exist); compilation errors.
+pub fn teacher_with_features(
+    mut teacher: Model,
+    hints: &[FeatureHint],
+) -> Result<kiln::runtime::CompiledModel, Error> {
+    let produced: Vec<&str> = teacher
+        .graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .collect();
+    let mut extra = vec![];
+    for h in hints {
+        if !produced.contains(&h.teacher.as_str()) {
+            let some: Vec<&str> = produced.iter().rev().take(6).rev().copied().collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}: the teacher computes no value '{}' (feature hint {}={}); its last values are {:?}",
+                    teacher.graph.name, h.teacher, h.student, h.teacher, some
+                ),
+            ));
+        }
+        let ty = teacher
+            .graph
+            .value_types
+            .get(&h.teacher)
+            .cloned()
+            .unwrap_or(kiln_ir::ValueType {
+                dtype: kiln_ir::DType::F32,
+                shape: None,
+            });
+        extra.push(kiln_ir::ValueInfo {
+            name: h.teacher.clone(),
+            ty,
+        });
+    }
+    teacher.graph.outputs.truncate(1);
+    teacher.graph.outputs.extend(extra);
+    Ok(kiln::compile_model(
+        teacher,
+        &kiln::runtime::CompileOptions::default(),
+    )?)
 }
 
 /// Metrics of one epoch.
@@ -173,7 +291,10 @@ pub struct FitReport {
 
 const MAGIC: &[u8; 8] = b"KILNCKPT";
 
-fn signature(g: &TrainGraph) -> Value {
+/// Cap on the teacher outputs cached per sample over the whole training set.
+const TEACHER_CACHE_BYTES: usize = 1 << 30;
+
+fn signature(g: &TrainGraph, adapters: &[ParamTensor]) -> Value {
     let p: Vec<Value> = g.params.iter().map(|p| json!([p.name, p.shape])).collect();
     let b: Vec<Value> = g.bn.iter().map(|b| json!([b.node, b.mean.len()])).collect();
     let q: Vec<Value> = g
@@ -181,7 +302,11 @@ fn signature(g: &TrainGraph) -> Value {
         .as_ref()
         .map(|q| q.acts.iter().map(|a| json!(a.name)).collect())
         .unwrap_or_default();
-    json!({"params": p, "bn": b, "qat": q})
+    let mut v = json!({"params": p, "bn": b, "qat": q});
+    if !adapters.is_empty() {
+        v["adapters"] = adapters.iter().map(|p| json!([p.name, p.shape])).collect();
+    }
+    v
 }
 
 fn config_json(c: &FitConfig, d: Option<&Distill>) -> Value {
@@ -189,6 +314,11 @@ fn config_json(c: &FitConfig, d: Option<&Distill>) -> Value {
            "seed": c.seed, "augment": {"flip": c.augment.flip, "shift": c.augment.shift}});
     if let Some(d) = d {
         v["distill"] = json!({"teacher": d.teacher_name, "temperature": d.temperature, "alpha": d.alpha});
+        if !d.features.is_empty() {
+            let f: Vec<Value> = d.features.iter().map(|h| json!([h.student, h.teacher])).collect();
+            v["distill"]["features"] = json!(f);
+            v["distill"]["feature_weight"] = json!(d.feature_weight);
+        }
     }
     v
 }
@@ -196,6 +326,9 @@ fn config_json(c: &FitConfig, d: Option<&Distill>) -> Value {
 struct State {
     graph: TrainGraph,
     moments: Vec<Moments>,
+    /// Feature-distillation adapters (weight `[Ct, Cs]`, bias `[Ct]` per hint).
+    adapters: Vec<ParamTensor>,
+    adapter_moments: Vec<Moments>,
     step: u64,
     epochs_done: usize,
     history: Vec<EpochMetrics>,
@@ -203,7 +336,7 @@ struct State {
 
 fn save_checkpoint(path: &Path, st: &State, cfg: &Value) -> Result<(), Error> {
     let header = json!({
-        "format": 1, "config": cfg, "signature": signature(&st.graph),
+        "format": 1, "config": cfg, "signature": signature(&st.graph, &st.adapters),
         "epochs_done": st.epochs_done, "step": st.step,
         "history": st.history.iter().map(EpochMetrics::to_json).collect::<Vec<_>>(),
     });
@@ -213,7 +346,13 @@ fn save_checkpoint(path: &Path, st: &State, cfg: &Value) -> Result<(), Error> {
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
     let mut put = |v: &[f32]| v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-    for (p, m) in st.graph.params.iter().zip(&st.moments) {
+    for (p, m) in st
+        .graph
+        .params
+        .iter()
+        .zip(&st.moments)
+        .chain(st.adapters.iter().zip(&st.adapter_moments))
+    {
         put(&p.data);
         let zeros = vec![0.0; p.data.len()];
         put(if m.m.is_empty() { &zeros } else { &m.m });
@@ -246,7 +385,7 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
     if header["format"] != json!(1) {
         return Err(bad(format!("unknown checkpoint format {}", header["format"])));
     }
-    if header["signature"] != signature(&st.graph) {
+    if header["signature"] != signature(&st.graph, &st.adapters) {
         return Err(bad(
             "the checkpoint belongs to a different model (parameter names or shapes differ)".into(),
         ));
@@ -271,7 +410,14 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
         at = end;
         Ok(v)
     };
-    for (p, m) in st.graph.params.iter_mut().zip(st.moments.iter_mut()) {
+    let adapters = st.adapters.iter_mut().zip(st.adapter_moments.iter_mut());
+    for (p, m) in st
+        .graph
+        .params
+        .iter_mut()
+        .zip(st.moments.iter_mut())
+        .chain(adapters)
+    {
         let n = p.data.len();
         p.data = take(n)?;
         m.m = take(n)?;
@@ -301,6 +447,92 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
         .map(|a| a.iter().filter_map(EpochMetrics::from_json).collect())
         .unwrap_or_default();
     Ok(())
+}
+
+/// The FitNets adapters of `hints`: for each, a 1x1 convolution `Cs -> Ct`
+/// as two parameters, weight `[Ct, Cs]` and bias `[Ct]`, initialised as
+/// PyTorch's `Conv2d` (uniform in `±1/sqrt(Cs)`) from a seeded stream.
+/// `Cs` and `Ct` come from one probe sample through the student (eval mode)
+/// and the teacher; their spatial sizes must be equal.
+fn init_adapters(
+    graph: &TrainGraph,
+    d: &Distill,
+    hints: &[FeatureHint],
+    train: &TrainSet,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<ParamTensor>, Error> {
+    for h in hints {
+        if !graph.has_value(&h.student) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}: the student computes no value '{}' (feature hint {}={})",
+                    graph.model_name, h.student, h.student, h.teacher
+                ),
+            ));
+        }
+    }
+    let [c, hh, ww] = train.shape;
+    let x0 = train.inputs(0..1)?;
+    let tx = kiln_ir::Tensor::from_vec(vec![1, c, hh, ww], x0.clone())
+        .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
+    let mut ts = d.teacher.new_state(1);
+    let tout = d
+        .teacher
+        .run(&mut ts, vec![tx])
+        .map_err(|e| Error::new(ErrorKind::Model, format!("teacher {}: {e}", d.teacher_name)))?;
+    let names: Vec<String> = hints.iter().map(|h| h.student.clone()).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(x0, [1, c, hh, ww]), device);
+    let f = graph.forward(x, device, false, &names)?;
+    let mut out = vec![];
+    for (k, h) in hints.iter().enumerate() {
+        let sd = f.taps.get(&h.student).map(|t| t.dims()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Shape,
+                format!("student value '{}' is not 4-D", h.student),
+            )
+        })?;
+        let td = tout.get(1 + k).map(|t| t.shape().to_vec()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Shape,
+                format!(
+                    "teacher {} does not output '{}' (compile it with teacher_with_features)",
+                    d.teacher_name, h.teacher
+                ),
+            )
+        })?;
+        if td.len() != 4 || td[2] != sd[2] || td[3] != sd[3] {
+            return Err(Error::new(
+                ErrorKind::Shape,
+                format!(
+                    "feature hint {}={}: the student's value is {:?} and the teacher's {:?} per sample; a 1x1 adapter needs 4-D values of equal height and width",
+                    h.student, h.teacher, sd, td
+                ),
+            ));
+        }
+        let (cs, ct) = (sd[1], td[1]);
+        let bound = 1.0 / (cs as f64).sqrt();
+        let mut rng = Rng::new(&[seed, 0xADA9_7E55, k as u64]);
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| ((2.0 * rng.unit() - 1.0) * bound) as f32)
+                .collect()
+        };
+        out.push(ParamTensor {
+            name: format!("adapter.{k}.weight"),
+            shape: vec![ct, cs, 1, 1],
+            data: draw(ct * cs),
+            decay: true,
+        });
+        out.push(ParamTensor {
+            name: format!("adapter.{k}.bias"),
+            shape: vec![ct],
+            data: draw(ct),
+            decay: false,
+        });
+    }
+    Ok(out)
 }
 
 /// Top-1 accuracy (%) of `model` on `set`, run on kiln's compiled runtime.
@@ -400,21 +632,28 @@ pub fn fit_with(
 ) -> Result<FitReport, Error> {
     if let Some(d) = distill {
         let t_ok = d.temperature > 0.0 && d.temperature.is_finite();
-        if !t_ok || !(0.0..=1.0).contains(&d.alpha) {
+        let b_ok = d.feature_weight >= 0.0 && d.feature_weight.is_finite();
+        if !t_ok || !b_ok || !(0.0..=1.0).contains(&d.alpha) {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "distillation needs temperature > 0 and alpha in [0, 1], got T = {} and alpha = {}",
-                    d.temperature, d.alpha
+                    "distillation needs temperature > 0, alpha in [0, 1] and feature weight >= 0, got T = {}, alpha = {} and beta = {}",
+                    d.temperature, d.alpha, d.feature_weight
                 ),
             ));
         }
     }
+    let hints: Vec<FeatureHint> = distill
+        .filter(|d| d.feature_weight > 0.0)
+        .map(|d| d.features.clone())
+        .unwrap_or_default();
+    let tap_names: Vec<String> = hints.iter().map(|h| h.student.clone()).collect();
     let mut cfg_json = config_json(cfg, distill);
     if let Some(q) = qat {
         cfg_json["qat"] = json!({"act_dtype": format!("{:?}", q.act_dtype), "momentum": q.momentum, "points": q.acts.len()});
     }
     let mut teacher_state = distill.map(|d| d.teacher.new_state(cfg.threads));
+    let mut teacher_widths: Vec<usize> = vec![];
     let mut teacher_cache: Vec<Option<Vec<f32>>> = if distill.is_some() && cfg.augment.is_identity() {
         vec![None; train.len()]
     } else {
@@ -446,10 +685,17 @@ pub fn fit_with(
     };
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let ckpt = cfg.out_dir.join("checkpoint.kiln");
+    let device = Device::flex().autodiff();
+    let adapters = match distill {
+        Some(d) if !hints.is_empty() => init_adapters(&graph, d, &hints, train, cfg.seed, &device)?,
+        _ => vec![],
+    };
     let n_params = graph.params.len();
     let mut st = State {
         graph,
         moments: vec![Moments::default(); n_params],
+        adapter_moments: vec![Moments::default(); adapters.len()],
+        adapters,
         step: 0,
         epochs_done: 0,
         history: vec![],
@@ -468,7 +714,6 @@ pub fn fit_with(
         weight_decay: cfg.weight_decay,
         ..Default::default()
     };
-    let device = Device::flex().autodiff();
     let [c, h, w] = train.shape;
     on(FitEvent::Start {
         epoch: st.epochs_done + 1,
@@ -493,37 +738,65 @@ pub fn fit_with(
             let mut rng = Rng::new(&[cfg.seed, epoch as u64, s as u64]);
             let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng)?;
             let b = idx.len();
-            // Teacher logits on the same (augmented) batch, from kiln's runtime.
-            let soft: Option<Vec<f32>> = match (distill, teacher_state.as_mut()) {
-                (Some(d), Some(ts)) => {
+            // Teacher outputs (logits, then the hinted features) on the same
+            // (augmented) batch, from kiln's runtime.
+            let teacher_out: Option<Vec<Vec<f32>>> = match (distill, teacher_state.as_mut()) {
+                (Some(d), Some(ts)) if d.needs_teacher() => {
                     let cached = !teacher_cache.is_empty() && idx.iter().all(|&i| teacher_cache[i].is_some());
                     if cached {
-                        Some(
-                            idx.iter()
-                                .flat_map(|&i| teacher_cache[i].clone().unwrap_or_default())
-                                .collect(),
-                        )
+                        let mut outs = vec![Vec::new(); teacher_widths.len()];
+                        for &i in idx {
+                            let row = teacher_cache[i].as_deref().unwrap_or_default();
+                            let mut off = 0;
+                            for (o, &k) in outs.iter_mut().zip(&teacher_widths) {
+                                o.extend_from_slice(&row[off..off + k]);
+                                off += k;
+                            }
+                        }
+                        Some(outs)
                     } else {
                         let x = kiln_ir::Tensor::from_vec(vec![b, c, h, w], xb.clone())
                             .map_err(|e| Error::new(ErrorKind::Shape, e.to_string()))?;
                         let out = d.teacher.run(ts, vec![x]).map_err(|e| {
                             Error::new(ErrorKind::Model, format!("teacher {}: {e}", d.teacher_name))
                         })?;
-                        let t = out[0].to_f32_vec();
+                        if out.len() < 1 + hints.len() {
+                            return Err(Error::new(
+                                ErrorKind::Shape,
+                                format!(
+                                    "teacher {} has {} outputs, feature distillation needs the logits and {} features (compile it with teacher_with_features)",
+                                    d.teacher_name,
+                                    out.len(),
+                                    hints.len()
+                                ),
+                            ));
+                        }
+                        let outs: Vec<Vec<f32>> =
+                            out.iter().take(1 + hints.len()).map(|t| t.to_f32_vec()).collect();
+                        teacher_widths = outs.iter().map(|o| o.len() / b).collect();
                         if !teacher_cache.is_empty() {
-                            let k = t.len() / b;
-                            for (j, &i) in idx.iter().enumerate() {
-                                teacher_cache[i] = Some(t[j * k..(j + 1) * k].to_vec());
+                            let per: usize = teacher_widths.iter().sum();
+                            if per.saturating_mul(train.len()).saturating_mul(4) > TEACHER_CACHE_BYTES {
+                                teacher_cache = vec![];
+                            } else {
+                                for (j, &i) in idx.iter().enumerate() {
+                                    let mut row = Vec::with_capacity(per);
+                                    for (o, &k) in outs.iter().zip(&teacher_widths) {
+                                        row.extend_from_slice(&o[j * k..(j + 1) * k]);
+                                    }
+                                    teacher_cache[i] = Some(row);
+                                }
                             }
                         }
-                        Some(t)
+                        Some(outs)
                     }
                 }
                 _ => None,
             };
+            let soft = teacher_out.as_ref().map(|o| &o[0]);
             let (loss, hits, grads, stats, ranges) = pool.install(|| -> Result<_, Error> {
                 let x = Tensor::<4>::from_data(TensorData::new(xb, [b, c, h, w]), &device);
-                let f = st.graph.forward(x, &device, true, &[])?;
+                let f = st.graph.forward(x, &device, true, &tap_names)?;
                 let classes = f.output.dims()[1];
                 let mut onehot = vec![0f32; b * classes];
                 for (i, &y) in yb.iter().enumerate() {
@@ -549,7 +822,7 @@ pub fn fit_with(
                     .count();
                 let t = Tensor::<2>::from_data(TensorData::new(onehot, [b, classes]), &device);
                 let hard = (log_softmax(f.output.clone(), 1) * t).sum() * (-1.0 / b as f32);
-                let (loss, constant) = match (distill, soft.as_ref()) {
+                let (mut loss, constant) = match (distill, soft) {
                     (Some(d), Some(tl)) if d.alpha > 0.0 => {
                         if tl.len() != b * classes {
                             return Err(Error::new(
@@ -588,6 +861,40 @@ pub fn fit_with(
                     }
                     _ => (hard, 0.0),
                 };
+                // Feature hints: MSE between the adapted student value and the teacher's.
+                let mut adapter_leaves = vec![];
+                if let (Some(d), Some(outs)) = (distill, teacher_out.as_ref()) {
+                    for (k, hint) in hints.iter().enumerate() {
+                        let fs = f.taps.get(&hint.student).cloned().ok_or_else(|| {
+                            Error::new(ErrorKind::Shape, format!("student value '{}' was not computed", hint.student))
+                        })?;
+                        let [_, cs, hh, ww] = fs.dims();
+                        let (wp, bp) = (&st.adapters[2 * k], &st.adapters[2 * k + 1]);
+                        let ct = bp.data.len();
+                        let g = &outs[1 + k];
+                        if g.len() != b * ct * hh * ww || wp.data.len() != ct * cs {
+                            return Err(Error::new(
+                                ErrorKind::Shape,
+                                format!(
+                                    "feature hint {}={}: the student's value is [{b}, {cs}, {hh}, {ww}], the adapter maps {} to {ct} channels and the teacher gives {} values ({ct}x{hh}x{ww} per sample expected)",
+                                    hint.student, hint.teacher, wp.data.len() / ct.max(1), g.len()
+                                ),
+                            ));
+                        }
+                        let wl = Tensor::<1>::from_data(TensorData::new(wp.data.clone(), [ct * cs]), &device)
+                            .require_grad();
+                        let bl = Tensor::<1>::from_data(TensorData::new(bp.data.clone(), [ct]), &device)
+                            .require_grad();
+                        let pred = wl.clone().reshape([1, ct, cs]).repeat_dim(0, b).matmul(fs.reshape([b, cs, hh * ww]))
+                            + bl.clone().reshape([1, ct, 1]);
+                        let gt = Tensor::<3>::from_data(TensorData::new(g.clone(), [b, ct, hh * ww]), &device);
+                        let diff = pred - gt;
+                        let mse = (diff.clone() * diff).mean();
+                        loss = loss + mse * d.feature_weight as f32;
+                        adapter_leaves.push(wl);
+                        adapter_leaves.push(bl);
+                    }
+                }
                 let lv =
                     loss.clone().into_data().try_into_vec::<f32>().unwrap_or_default()[0] as f64 + constant;
                 let g = loss.backward();
@@ -601,7 +908,16 @@ pub fn fit_with(
                             .unwrap_or_else(|| vec![0.0; p.data.len()])
                     })
                     .collect();
-                Ok((lv, hits, grads, f.batch_stats, f.act_ranges))
+                let adapter_grads: Vec<Vec<f32>> = adapter_leaves
+                    .iter()
+                    .zip(&st.adapters)
+                    .map(|(leaf, p)| {
+                        leaf.grad(&g)
+                            .and_then(|t| t.into_data().try_into_vec::<f32>().ok())
+                            .unwrap_or_else(|| vec![0.0; p.data.len()])
+                    })
+                    .collect();
+                Ok((lv, hits, (grads, adapter_grads), f.batch_stats, f.act_ranges))
             })?;
             if !loss.is_finite() {
                 return Err(Error::new(
@@ -615,7 +931,20 @@ pub fn fit_with(
             st.step += 1;
             let (lr, beta1) = sched.at(st.step - 1);
             lr_now = lr;
-            for ((p, g), m) in st.graph.params.iter_mut().zip(&grads).zip(st.moments.iter_mut()) {
+            let (grads, adapter_grads) = grads;
+            let adapters = st
+                .adapters
+                .iter_mut()
+                .zip(&adapter_grads)
+                .zip(st.adapter_moments.iter_mut());
+            for ((p, g), m) in st
+                .graph
+                .params
+                .iter_mut()
+                .zip(&grads)
+                .zip(st.moments.iter_mut())
+                .chain(adapters)
+            {
                 adamw_step(
                     &adam,
                     &mut p.data,

@@ -407,7 +407,7 @@ pub struct Qat {
 /// A trainable view of an fp32 kiln model.
 #[derive(Debug, Clone)]
 pub struct TrainGraph {
-    model_name: String,
+    pub(crate) model_name: String,
     steps: Vec<Step>,
     n_slots: usize,
     input_slot: usize,

@@ -18,7 +18,7 @@ pub mod graph;
 pub mod optim;
 pub mod qat;
 
-pub use fit::{fit, fit_with, Distill, FitConfig, FitEvent, FitReport};
+pub use fit::{fit, fit_with, teacher_with_features, Distill, FeatureHint, FitConfig, FitEvent, FitReport};
 pub use graph::TrainGraph;
 
 use std::fmt;

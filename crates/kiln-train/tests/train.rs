@@ -147,11 +147,9 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
         out_dir: tmp.join(dir),
         ..FitConfig::default()
     };
-    let teacher = |alpha: f64| kiln_train::Distill {
-        teacher: kiln::compile(&teacher_path, &Default::default()).unwrap(),
-        teacher_name: "fmnist_mnv2.onnx".into(),
-        temperature: 4.0,
-        alpha,
+    let teacher = |alpha: f64| {
+        let t = kiln::compile(&teacher_path, &Default::default()).unwrap();
+        kiln_train::Distill::logits(t, "fmnist_mnv2.onnx", 4.0, alpha)
     };
     let aug = Augment { flip: true, shift: 2 };
     let plain = fit(&student, &train, None, &cfg("plain", aug), &mut |_| {}).unwrap();
@@ -200,6 +198,81 @@ fn distillation_runs_and_alpha_zero_is_plain_training() {
     )
     .unwrap_err();
     assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Feature distillation (FitNets hint through a learned 1x1 adapter): the
+/// width-0.5 student's last 7x7 feature map (128 channels) is
+/// regressed onto the teacher's (256 channels). The hint changes training
+/// against logit-only distillation, the adapters are checkpointed (a run
+/// stopped after epoch 1 and resumed equals the uninterrupted run), and a
+/// hint naming a value that does not exist is a Config error naming it.
+#[test]
+fn feature_distillation_trains_adapters_and_resumes() {
+    use kiln_train::{FeatureHint, FitConfig};
+    let teacher_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx");
+    let teacher_model = kiln::load_model(&teacher_path).unwrap();
+    let mut zc = kiln_zoo::ZooConfig::new(kiln_zoo::Arch::FmnistMnv2);
+    zc.width = 0.5;
+    let student = kiln_zoo::build(&zc).unwrap();
+    let train = fmnist(Split::Train, 0..128);
+    let tmp = std::env::temp_dir().join(format!("kiln-train-fkd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let hint: FeatureHint = "features.8.relu6=/features/features.8/features.8.2/Clip_output_0"
+        .parse()
+        .unwrap();
+    let with = |hints: Vec<FeatureHint>| {
+        let t = kiln_train::teacher_with_features(teacher_model.clone(), &hints).unwrap();
+        kiln_train::Distill {
+            features: hints,
+            feature_weight: 1.0,
+            ..kiln_train::Distill::logits(t, "fmnist_mnv2.onnx", 4.0, 0.5)
+        }
+    };
+    let cfg = |dir: &str, resume: bool, stop_after: Option<usize>| FitConfig {
+        epochs: 2,
+        batch: 32,
+        lr: 2e-3,
+        threads: 1,
+        augment: Augment { flip: true, shift: 2 },
+        out_dir: tmp.join(dir),
+        resume,
+        stop_after,
+        ..FitConfig::default()
+    };
+    let run = |d: &kiln_train::Distill, c: FitConfig| {
+        kiln_train::fit_with(&student, &train, None, &c, Some(d), None, &mut |_| {})
+    };
+    let feat = with(vec![hint.clone()]);
+    let full = run(&feat, cfg("full", false, None)).unwrap();
+    assert!(full.history.iter().all(|m| m.train_loss.is_finite()));
+    let logits_only = run(&with(vec![]), cfg("logits", false, None)).unwrap();
+    assert_ne!(full.weights_hash, logits_only.weights_hash);
+    let part = run(&feat, cfg("resume", false, Some(1))).unwrap();
+    assert!(part.stopped_early);
+    let resumed = run(&feat, cfg("resume", true, None)).unwrap();
+    assert_eq!(resumed.weights_hash, full.weights_hash);
+    // A checkpoint with adapters does not resume a run without them.
+    let e = run(&with(vec![]), cfg("resume", true, None)).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Checkpoint);
+
+    let bad: FeatureHint = "no.such.value=/features/features.8/features.8.2/Clip_output_0"
+        .parse()
+        .unwrap();
+    let e = run(&with(vec![bad]), cfg("bad", false, None)).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    assert!(e.message.contains("no.such.value"), "{e}");
+    let bad: FeatureHint = "features.8.relu6=nope".parse().unwrap();
+    let e = kiln_train::teacher_with_features(teacher_model.clone(), &[bad]).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    assert!(e.message.contains("'nope'"), "{e}");
+    // Different spatial sizes cannot be matched by a 1x1 adapter.
+    let bad: FeatureHint = "features.1.expand.relu6=/features/features.8/features.8.2/Clip_output_0"
+        .parse()
+        .unwrap();
+    let e = run(&with(vec![bad]), cfg("bad2", false, None)).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Shape);
+    assert!("x".parse::<FeatureHint>().is_err());
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
