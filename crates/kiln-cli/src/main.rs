@@ -10,6 +10,8 @@ mod eval;
 mod inspect;
 mod optimize;
 mod pipeline;
+#[cfg(feature = "train")]
+mod prune;
 mod quantize;
 #[cfg(feature = "train")]
 mod train;
@@ -170,6 +172,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prune a model: magnitude (unstructured), block (1x8 along output channels,
+    /// for kiln's sparse kernels) or channel (smaller dense model), optionally
+    /// fine-tuned on a schedule; reports sparsity, parameters, MACs, bytes,
+    /// accuracy and latency before and after.
+    #[cfg(feature = "train")]
+    Prune(Box<prune::PruneArgs>),
     /// Train a model on labelled data (fit; checkpoints every epoch, resumable).
     #[cfg(feature = "train")]
     Train {
@@ -598,6 +606,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             classes,
             seed,
         } => zoo(&arch, &output, width, input.as_deref(), classes, seed),
+        #[cfg(feature = "train")]
+        Cmd::Prune(a) => prune::prune(&a),
         #[cfg(feature = "train")]
         Cmd::Train { cmd } => match cmd {
             TrainCmd::Fit(a) => train::fit(&a),

@@ -153,6 +153,21 @@ pub fn fit(a: &FitArgs) -> Result<()> {
 
 fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>) -> Result<()> {
     let model = kiln::load_model(&a.model)?;
+    run_model(a, model, distill, qat, None).map(|_| ())
+}
+
+/// Builds the [`kiln_train::Pruning`] of a run from its steps per epoch.
+pub type PruningFor<'a> = &'a dyn Fn(usize) -> Result<kiln_train::Pruning>;
+
+/// Trains `model` with the data and settings of `a` (`a.model` only names
+/// it), with distillation, QAT or pruning (built from the steps per epoch).
+pub fn run_model(
+    a: &FitArgs,
+    model: kiln::ir::Model,
+    distill: Option<&kiln_train::Distill>,
+    qat: Option<&QatArgs>,
+    pruning: Option<PruningFor>,
+) -> Result<kiln_train::FitReport> {
     let mut spec = DataSpec::new(&a.data);
     spec.preset = Preset::from_name(&a.preset).context("unknown preset")?;
     spec.labels = LabelMode::Auto;
@@ -229,95 +244,96 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>
         stop_after: a.stop_after,
         eval_batch: 256,
     };
+    let pruning = match pruning {
+        Some(f) => Some(f(train.len().div_ceil(a.batch.max(1)))?),
+        None => None,
+    };
+    let extras = kiln_train::Extras {
+        distill,
+        qat: qat_spec.as_ref(),
+        pruning: pruning.as_ref(),
+    };
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = kiln_train::fit_with(
-        &model,
-        &train,
-        val.as_ref(),
-        &cfg,
-        distill,
-        qat_spec.as_ref(),
-        &mut |ev| match ev {
-            FitEvent::Start {
-                epoch,
-                epochs,
-                steps,
-                params,
-                resumed,
-            } => {
-                eprintln!(
+    let report = kiln_train::fit_ext(&model, &train, val.as_ref(), &cfg, &extras, &mut |ev| match ev {
+        FitEvent::Start {
+            epoch,
+            epochs,
+            steps,
+            params,
+            resumed,
+        } => {
+            eprintln!(
                 "training {} ({params} learnable params): epochs {epoch}..={epochs}, {steps} steps of {} each{}",
                 a.model.display(),
                 a.batch,
                 if resumed { ", resumed from the checkpoint" } else { "" }
             );
-            }
-            FitEvent::Step {
-                epoch,
-                step,
-                steps,
-                loss,
-                images_per_s,
-            } => {
-                if !tty {
-                    // Logs: a line at every tenth of the epoch.
-                    let tenth = steps.div_ceil(10).max(1);
-                    if step % tenth == 0 && step < steps {
-                        eprintln!(
-                            "epoch {epoch}/{}: step {step}/{steps}, loss {loss:.4}, {images_per_s:.0} img/s",
-                            a.epochs
-                        );
-                    }
-                    return;
+        }
+        FitEvent::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+            images_per_s,
+        } => {
+            if !tty {
+                // Logs: a line at every tenth of the epoch.
+                let tenth = steps.div_ceil(10).max(1);
+                if step % tenth == 0 && step < steps {
+                    eprintln!(
+                        "epoch {epoch}/{}: step {step}/{steps}, loss {loss:.4}, {images_per_s:.0} img/s",
+                        a.epochs
+                    );
                 }
-                let b = bar.get_or_insert_with(|| {
-                    let b = indicatif::ProgressBar::new(steps as u64);
-                    if let Ok(st) = indicatif::ProgressStyle::with_template(
-                        "epoch {prefix} {bar:30} step {pos}/{len}  {msg}  {elapsed_precise} (eta {eta})",
-                    ) {
-                        b.set_style(st);
-                    }
-                    b
-                });
-                b.set_prefix(format!("{epoch}/{}", a.epochs));
-                b.set_position(step as u64);
-                b.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
+                return;
             }
-            FitEvent::Epoch(m) => {
-                if let Some(b) = bar.take() {
-                    b.finish_and_clear();
-                }
-                eprintln!(
-                    "epoch {}/{}: loss {:.4}, train top-1 {:.2}%{}, {:.1} s ({:.0} img/s), lr {:.2e}",
-                    m.epoch,
-                    a.epochs,
-                    m.train_loss,
-                    m.train_top1,
-                    m.val_top1
-                        .map(|v| format!(", val top-1 {v:.2}%"))
-                        .unwrap_or_default(),
-                    m.seconds,
-                    m.images_per_s,
-                    m.lr
-                );
-                let title = format!(
-                    "kiln train: {}",
-                    a.model
-                        .file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default()
-                );
-                if let Err(e) = crate::train_plot::write_curves(
-                    &a.out.join("metrics.json"),
-                    &a.out.join("curves.png"),
-                    &title,
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(steps as u64);
+                if let Ok(st) = indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} {bar:30} step {pos}/{len}  {msg}  {elapsed_precise} (eta {eta})",
                 ) {
-                    eprintln!("warning: no curves.png: {e:#}");
+                    b.set_style(st);
                 }
+                b
+            });
+            b.set_prefix(format!("{epoch}/{}", a.epochs));
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.4}, {images_per_s:.0} img/s"));
+        }
+        FitEvent::Epoch(m) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
             }
-        },
-    )?;
+            eprintln!(
+                "epoch {}/{}: loss {:.4}, train top-1 {:.2}%{}, {:.1} s ({:.0} img/s), lr {:.2e}",
+                m.epoch,
+                a.epochs,
+                m.train_loss,
+                m.train_top1,
+                m.val_top1
+                    .map(|v| format!(", val top-1 {v:.2}%"))
+                    .unwrap_or_default(),
+                m.seconds,
+                m.images_per_s,
+                m.lr
+            );
+            let title = format!(
+                "kiln train: {}",
+                a.model
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            );
+            if let Err(e) = crate::train_plot::write_curves(
+                &a.out.join("metrics.json"),
+                &a.out.join("curves.png"),
+                &title,
+            ) {
+                eprintln!("warning: no curves.png: {e:#}");
+            }
+        }
+    })?;
     if report.stopped_early {
         eprintln!(
             "stopped after epoch {} of {}; continue with --resume",
@@ -334,5 +350,5 @@ fn run(a: &FitArgs, distill: Option<&kiln_train::Distill>, qat: Option<&QatArgs>
         a.out.join("metrics.json").display(),
         a.out.join("curves.png").display()
     );
-    Ok(())
+    Ok(report)
 }

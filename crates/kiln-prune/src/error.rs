@@ -27,7 +27,7 @@ pub enum Error {
     Config {
         /// The model's graph name.
         model: String,
-        /// The field at fault: `ratio`, `round_to` or `exclude`.
+        /// The field at fault: `ratio`, `round_to`, `exclude`, `block` or `sparsity`.
         param: &'static str,
         /// What is wrong and what is accepted.
         message: String,

@@ -1,6 +1,8 @@
 //! # kiln-prune
 //!
-//! Structured pruning of output channels: removes whole filters from the
+//! Magnitude pruning (unstructured or in 1x8 output-channel blocks, with
+//! TF-MOT's ConstantSparsity and PolynomialDecay schedules: [`magnitude`])
+//! and structured pruning of output channels, which removes whole filters from the
 //! convolutions (and Gemm/MatMul outputs) of an fp32 NCHW model, together
 //! with everything that depends on those channels, and returns a physically
 //! smaller dense model that kiln's runtime runs and that exports as plain
@@ -65,9 +67,14 @@
 
 mod analysis;
 mod error;
+pub mod magnitude;
 mod prune;
 mod stats;
 
 pub use analysis::{channel_groups, ChannelGroup, Member, Role};
 pub use error::{Error, ErrorKind, Result};
+pub use magnitude::{
+    magnitude_masks, prune_magnitude, prune_targets, weight_sparsity, LayerSparsity, MagnitudeConfig,
+    PruneTarget, Schedule,
+};
 pub use prune::{prune_channels, ChannelPruneConfig, Criterion, GroupReport, GroupStatus, PruneReport};

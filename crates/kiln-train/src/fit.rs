@@ -329,6 +329,8 @@ struct State {
     /// Feature-distillation adapters (weight `[Ct, Cs]`, bias `[Ct]` per hint).
     adapters: Vec<ParamTensor>,
     adapter_moments: Vec<Moments>,
+    /// Pruning keep-masks per target (empty until the first pruning step).
+    masks: Vec<Vec<bool>>,
     step: u64,
     epochs_done: usize,
     history: Vec<EpochMetrics>,
@@ -366,6 +368,10 @@ fn save_checkpoint(path: &Path, st: &State, cfg: &Value) -> Result<(), Error> {
         for a in &q.acts {
             put(&[a.min, a.max]);
         }
+    }
+    for m in &st.masks {
+        put(&[m.len() as f32]);
+        put(&m.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect::<Vec<f32>>());
     }
     kiln::write_atomic(path, &out).map_err(Error::from)
 }
@@ -432,6 +438,10 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
             let r = take(2)?;
             (a.min, a.max) = (r[0], r[1]);
         }
+    }
+    for m in st.masks.iter_mut() {
+        let n = take(1)?[0] as usize;
+        *m = take(n)?.iter().map(|&x| x != 0.0).collect();
     }
     if at != bytes.len() {
         return Err(bad(format!("{} trailing bytes", bytes.len() - at)));
@@ -535,6 +545,20 @@ fn init_adapters(
     Ok(out)
 }
 
+/// Zeroes the masked-out weights of the pruning targets (`idx[k]` is target
+/// `k`'s parameter; an empty mask keeps everything).
+fn apply_masks(params: &mut [ParamTensor], idx: &[usize], masks: &[Vec<bool>]) {
+    for (&i, m) in idx.iter().zip(masks) {
+        if m.len() == params[i].data.len() {
+            for (x, &keep) in params[i].data.iter_mut().zip(m) {
+                if !keep {
+                    *x = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// Top-1 accuracy (%) of `model` on `set`, run on kiln's compiled runtime.
 ///
 /// # Errors
@@ -630,6 +654,57 @@ pub fn fit_with(
     qat: Option<&QatSpec>,
     on: &mut dyn FnMut(FitEvent),
 ) -> Result<FitReport, Error> {
+    let extras = Extras {
+        distill,
+        qat,
+        pruning: None,
+    };
+    fit_ext(model, train, val, cfg, &extras, on)
+}
+
+/// What a training run adds to plain training (see [`fit_ext`]).
+#[derive(Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// Distillation from a teacher.
+    pub distill: Option<&'a Distill>,
+    /// Quantization-aware training (`model` is then the prepared model).
+    pub qat: Option<&'a QatSpec>,
+    /// Magnitude pruning on a schedule.
+    pub pruning: Option<&'a Pruning>,
+}
+
+/// Magnitude pruning during training (Zhu & Gupta 2017, as TF-MOT's
+/// `prune_low_magnitude` does it): at every step where
+/// [`kiln_prune::Schedule::at`] gives a sparsity, the masks of `targets` are
+/// recomputed from the current weights by [`kiln_prune::magnitude_masks`];
+/// every step, masked weights are set to zero before the forward pass and
+/// again after the AdamW update, so pruned weights stay zero and the exported
+/// model is sparse. Steps count from 0 over the whole run (resumes included);
+/// the masks are checkpointed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pruning {
+    /// The weights to prune ([`kiln_prune::prune_targets`] of the model).
+    pub targets: Vec<kiln_prune::PruneTarget>,
+    /// Unstructured or block, layer-wise or global.
+    pub config: kiln_prune::MagnitudeConfig,
+    /// When and how much.
+    pub schedule: kiln_prune::Schedule,
+}
+
+/// [`fit_with`] with every extra, magnitude pruning included.
+///
+/// # Errors
+/// As [`fit_with`]; [`ErrorKind::Config`] for an invalid schedule or a
+/// pruning target that is not a parameter of the model.
+pub fn fit_ext(
+    model: &Model,
+    train: &TrainSet,
+    val: Option<&TrainSet>,
+    cfg: &FitConfig,
+    extras: &Extras,
+    on: &mut dyn FnMut(FitEvent),
+) -> Result<FitReport, Error> {
+    let (distill, qat, pruning) = (extras.distill, extras.qat, extras.pruning);
     if let Some(d) = distill {
         let t_ok = d.temperature > 0.0 && d.temperature.is_finite();
         let b_ok = d.feature_weight >= 0.0 && d.feature_weight.is_finite();
@@ -652,6 +727,13 @@ pub fn fit_with(
     if let Some(q) = qat {
         cfg_json["qat"] = json!({"act_dtype": format!("{:?}", q.act_dtype), "momentum": q.momentum, "points": q.acts.len()});
     }
+    if let Some(p) = pruning {
+        p.schedule
+            .validate()
+            .map_err(|m| Error::new(ErrorKind::Config, format!("pruning schedule: {m}")))?;
+        cfg_json["pruning"] = json!({"schedule": format!("{:?}", p.schedule), "block": p.config.block,
+            "global": p.config.global, "targets": p.targets.iter().map(|t| t.weight.clone()).collect::<Vec<_>>()});
+    }
     let mut teacher_state = distill.map(|d| d.teacher.new_state(cfg.threads));
     let mut teacher_widths: Vec<usize> = vec![];
     let mut teacher_cache: Vec<Option<Vec<f32>>> = if distill.is_some() && cfg.augment.is_identity() {
@@ -672,6 +754,28 @@ pub fn fit_with(
     if let Some(q) = qat {
         graph.enable_qat(q.acts.clone(), q.act_dtype, q.momentum)?;
     }
+    let prune_idx: Vec<usize> = match pruning {
+        Some(p) => p
+            .targets
+            .iter()
+            .map(|t| {
+                graph
+                    .params
+                    .iter()
+                    .position(|q| q.name == t.weight)
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Config,
+                            format!(
+                                "pruning target '{}' (node '{}') is not a trainable parameter of the model",
+                                t.weight, t.node
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        None => vec![],
+    };
     let export = |g: &TrainGraph| -> Result<Model, Error> {
         match qat {
             Some(q) => crate::qat::export_qdq(g, model, q),
@@ -696,6 +800,7 @@ pub fn fit_with(
         moments: vec![Moments::default(); n_params],
         adapter_moments: vec![Moments::default(); adapters.len()],
         adapters,
+        masks: vec![vec![]; prune_idx.len()],
         step: 0,
         epochs_done: 0,
         history: vec![],
@@ -734,6 +839,18 @@ pub fn fit_with(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr_now = 0.0;
         for s in 0..steps {
+            if let Some(p) = pruning {
+                if let Some(sp) = p.schedule.at(st.step) {
+                    let params = &st.graph.params;
+                    st.masks = kiln_prune::magnitude_masks(
+                        &p.targets,
+                        &|w| params.iter().find(|q| q.name == w).map(|q| q.data.clone()),
+                        sp,
+                        &p.config,
+                    );
+                }
+                apply_masks(&mut st.graph.params, &prune_idx, &st.masks);
+            }
             let idx = &perm[s * cfg.batch..((s + 1) * cfg.batch).min(train.len())];
             let mut rng = Rng::new(&[cfg.seed, epoch as u64, s as u64]);
             let (xb, yb) = train.gather(idx, &cfg.augment, &mut rng)?;
@@ -958,6 +1075,7 @@ pub fn fit_with(
                     p.decay,
                 );
             }
+            apply_masks(&mut st.graph.params, &prune_idx, &st.masks);
             st.graph.update_bn(&stats);
             st.graph.update_act_ranges(&ranges);
             loss_sum += loss * b as f64;

@@ -18,7 +18,10 @@ pub mod graph;
 pub mod optim;
 pub mod qat;
 
-pub use fit::{fit, fit_with, teacher_with_features, Distill, FeatureHint, FitConfig, FitEvent, FitReport};
+pub use fit::{
+    fit, fit_ext, fit_with, teacher_with_features, Distill, Extras, FeatureHint, FitConfig, FitEvent,
+    FitReport, Pruning,
+};
 pub use graph::TrainGraph;
 
 use std::fmt;

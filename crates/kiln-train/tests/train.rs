@@ -276,6 +276,112 @@ fn feature_distillation_trains_adapters_and_resumes() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// Pruning while fine-tuning (the trained net, 1x8 blocks, PolynomialDecay
+/// 0 -> 0.8 over 6 steps, a mask update every 2): the exported model's
+/// pointwise weights end 80% block-sparse, the pruned weights stay zero
+/// through the AdamW updates, and a run stopped after epoch 1 and resumed
+/// (masks in the checkpoint) equals the uninterrupted run.
+#[test]
+fn block_pruning_during_finetuning_reaches_the_schedule_and_resumes() {
+    let model = fmnist_model();
+    let train = fmnist(Split::Train, 0..128);
+    let tmp = std::env::temp_dir().join(format!("kiln-train-prune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let config = kiln_prune::MagnitudeConfig {
+        block: 8,
+        ..Default::default()
+    };
+    let pruning = kiln_train::Pruning {
+        targets: kiln_prune::prune_targets(&model, &config).unwrap(),
+        config,
+        schedule: kiln_prune::Schedule::PolynomialDecay {
+            initial: 0.0,
+            final_sparsity: 0.8,
+            begin_step: 0,
+            end_step: 6,
+            power: 3.0,
+            frequency: 2,
+        },
+    };
+    let extras = kiln_train::Extras {
+        pruning: Some(&pruning),
+        ..Default::default()
+    };
+    let cfg = |dir: &str, resume: bool, stop_after: Option<usize>| FitConfig {
+        epochs: 2,
+        batch: 32,
+        lr: 1e-3,
+        threads: 1,
+        out_dir: tmp.join(dir),
+        resume,
+        stop_after,
+        ..FitConfig::default()
+    };
+    let full = kiln_train::fit_ext(
+        &model,
+        &train,
+        None,
+        &cfg("full", false, None),
+        &extras,
+        &mut |_| {},
+    )
+    .unwrap();
+    let report = kiln_prune::weight_sparsity(&full.model);
+    for t in &pruning.targets {
+        let l = report.iter().find(|l| l.weight == t.weight).unwrap();
+        assert!(l.zero_blocks_1x8 >= 0.79, "{}: {}", t.node, l.zero_blocks_1x8);
+    }
+    // Not targets (stem, classifier, depthwise) stay dense.
+    let dense = report
+        .iter()
+        .filter(|l| !pruning.targets.iter().any(|t| t.weight == l.weight));
+    assert!(dense.into_iter().all(|l| l.sparsity() < 0.05));
+    let part = kiln_train::fit_ext(
+        &model,
+        &train,
+        None,
+        &cfg("resume", false, Some(1)),
+        &extras,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(part.stopped_early);
+    let resumed = kiln_train::fit_ext(
+        &model,
+        &train,
+        None,
+        &cfg("resume", true, None),
+        &extras,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(resumed.weights_hash, full.weights_hash);
+    // A bad schedule is a Config error.
+    let bad = kiln_train::Pruning {
+        schedule: kiln_prune::Schedule::Constant {
+            sparsity: 1.5,
+            begin_step: 0,
+            end_step: None,
+            frequency: 1,
+        },
+        ..pruning.clone()
+    };
+    let e = kiln_train::fit_ext(
+        &model,
+        &train,
+        None,
+        &cfg("bad", false, None),
+        &kiln_train::Extras {
+            pruning: Some(&bad),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Config);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 /// An ImageFolder dataset past the memory cap is streamed (each batch decodes
 /// its own images) and gives the same batches as the in-memory set; a zoo
 /// student trains on it.
