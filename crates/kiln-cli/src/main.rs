@@ -178,7 +178,9 @@ enum Cmd {
     /// accuracy and latency before and after.
     #[cfg(feature = "train")]
     Prune(Box<prune::PruneArgs>),
-    /// Train a model on labelled data (fit; checkpoints every epoch, resumable).
+    /// Train on labelled data: fit (cross-entropy), distill (from a teacher: logits and
+    /// features) or qat (quantization-aware, exports QDQ); checkpoints every epoch,
+    /// resumable, metrics.json and curves.png.
     #[cfg(feature = "train")]
     Train {
         #[command(subcommand)]

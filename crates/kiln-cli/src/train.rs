@@ -18,9 +18,10 @@ pub struct FitArgs {
     /// directory, a .npz archive or a folder of .npy files.
     #[arg(long)]
     pub data: PathBuf,
-    /// Split of an IDX folder or Keras-style .npz (`train` or `test`).
-    #[arg(long, default_value = "train")]
-    pub split: String,
+    /// Split of an IDX folder or Keras-style .npz (`train` or `test`; default `train`
+    /// where the data has splits, none for ImageFolder, .npy folders and plain .npz).
+    #[arg(long)]
+    pub split: Option<String>,
     /// Preprocessing preset for image folders.
     #[arg(long, default_value = "efficientnet-lite", value_parser = crate::preset_names())]
     pub preset: String,
@@ -36,9 +37,9 @@ pub struct FitArgs {
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Peak learning rate (AdamW, one-cycle schedule).
-    #[arg(long, default_value_t = 4e-3)]
-    pub lr: f64,
+    /// Peak learning rate (AdamW, one-cycle schedule) [default: 4e-3; qat: 1e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// AdamW decoupled weight decay (Conv/Gemm weights).
     #[arg(long, default_value_t = 1e-4)]
     pub weight_decay: f64,
@@ -51,7 +52,7 @@ pub struct FitArgs {
     /// Training threads (1 gives bit-reproducible runs).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Output folder: checkpoint.kiln, model.onnx, metrics.json.
+    /// Output folder: checkpoint.kiln, model.onnx, metrics.json, curves.png.
     #[arg(long, short = 'o', default_value = "kiln-train-out")]
     pub out: PathBuf,
     /// Continue from OUT/checkpoint.kiln (same model and settings).
@@ -98,11 +99,12 @@ pub fn distill(d: &DistillArgs) -> Result<()> {
         kiln_train::teacher_with_features(m, &d.features)
             .with_context(|| format!("teacher {}", d.teacher.display()))?
     };
-    let name = d
-        .teacher
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // The teacher's identity for the checkpoint: its path and a hash of its bytes.
+    let bytes = std::fs::read(&d.teacher).with_context(|| format!("reading {}", d.teacher.display()))?;
+    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let name = format!("{} (fnv1a {fnv:016x})", d.teacher.display());
     let dist = kiln_train::Distill {
         teacher,
         teacher_name: name,
@@ -171,16 +173,26 @@ pub fn run_model(
     let mut spec = DataSpec::new(&a.data);
     spec.preset = Preset::from_name(&a.preset).context("unknown preset")?;
     spec.labels = LabelMode::Auto;
-    spec.split = Some(match a.split.as_str() {
-        "train" => Split::Train,
-        "test" => Split::Test,
-        s => bail!("--split {s}: expected train or test"),
-    });
+    spec.split = match a.split.as_deref() {
+        None | Some("train") => Some(Split::Train),
+        Some("test") => Some(Split::Test),
+        Some(s) => bail!("--split {s}: expected train or test"),
+    };
     if let Some(n) = a.limit {
         spec.limit = Some(n);
     }
     let t0 = std::time::Instant::now();
-    let all = TrainSet::load(spec, a.max_memory_mb << 20)?;
+    let cap = a.max_memory_mb << 20;
+    let all = match TrainSet::load(spec.clone(), cap) {
+        Ok(all) => all,
+        // Without --split, data that has no train/test splits (ImageFolder, .npy
+        // folders, a plain .npz) is read whole.
+        Err(first) if a.split.is_none() => {
+            spec.split = None;
+            TrainSet::load(spec, cap).map_err(|_| first)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if a.val_count * 2 > all.len() {
         bail!(
             "--val-count {} holds out more than half of the {} samples",
@@ -194,6 +206,31 @@ pub fn run_model(
     } else {
         (all, None)
     };
+    // The samples must fit the model's input (checked before any training).
+    if let Some(Some(dims)) = model.graph.inputs.first().map(|i| i.ty.shape.as_ref()) {
+        let want: Vec<Option<usize>> = dims
+            .iter()
+            .skip(1)
+            .map(|d| match d {
+                kiln::ir::Dim::Known(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        let fits = want.len() == 3
+            && want
+                .iter()
+                .zip(train.shape)
+                .all(|(w, s)| w.is_none_or(|w| w == s));
+        if !fits {
+            bail!(
+                "{}: the model's input is [{}] but {} gives samples of {:?} (C, H, W); use a model built for this data (e.g. kiln zoo --input) or another --preset",
+                a.model.display(),
+                dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+                a.data.display(),
+                train.shape
+            );
+        }
+    }
     eprintln!(
         "data: {} training samples of {:?}{} ({:.1} s)",
         train.len(),
@@ -234,7 +271,7 @@ pub fn run_model(
     let cfg = FitConfig {
         epochs: a.epochs,
         batch: a.batch,
-        lr: a.lr,
+        lr: a.lr.unwrap_or(if qat.is_some() { 1e-4 } else { 4e-3 }),
         weight_decay: a.weight_decay,
         seed: a.seed,
         threads: a.threads,
@@ -244,6 +281,12 @@ pub fn run_model(
         stop_after: a.stop_after,
         eval_batch: 256,
     };
+    if a.resume && !a.out.join("checkpoint.kiln").exists() {
+        eprintln!(
+            "warning: --resume: no checkpoint at {}, starting from scratch",
+            a.out.join("checkpoint.kiln").display()
+        );
+    }
     let pruning = match pruning {
         Some(f) => Some(f(train.len().div_ceil(a.batch.max(1)))?),
         None => None,
@@ -252,6 +295,12 @@ pub fn run_model(
         distill,
         qat: qat_spec.as_ref(),
         pruning: pruning.as_ref(),
+    };
+    let kind = match (&extras.distill, &extras.qat, &extras.pruning) {
+        (_, Some(_), _) => "train qat",
+        (Some(_), _, _) => "train distill",
+        (_, _, Some(_)) => "prune (fine-tuning)",
+        _ => "train fit",
     };
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -319,7 +368,7 @@ pub fn run_model(
                 m.lr
             );
             let title = format!(
-                "kiln train: {}",
+                "kiln {kind}: {}",
                 a.model
                     .file_name()
                     .map(|n| n.to_string_lossy())
@@ -333,7 +382,8 @@ pub fn run_model(
                 eprintln!("warning: no curves.png: {e:#}");
             }
         }
-    })?;
+    })
+    .with_context(|| format!("training {}", a.model.display()))?;
     if report.stopped_early {
         eprintln!(
             "stopped after epoch {} of {}; continue with --resume",

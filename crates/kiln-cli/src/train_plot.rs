@@ -99,33 +99,31 @@ fn draw(buf: &mut [u8], pts: &[Point], title: &str) -> DrawResult {
     let y0 = (lo - 2.0).max(0.0).floor();
     let mut c = ChartBuilder::on(&right)
         .margin(12)
-        .caption("top-1 (%)", ("sans-serif", 16))
+        .caption(
+            if vals.is_empty() {
+                "top-1 (%): train (red)"
+            } else {
+                "top-1 (%): train (red), validation on kiln's runtime (green)"
+            },
+            ("sans-serif", 16),
+        )
         .x_label_area_size(36)
         .y_label_area_size(52)
         .build_cartesian_2d(x_range, y0..100.0)?;
     c.configure_mesh()
         .x_desc("epoch")
         .y_desc("top-1 %")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_labels(pts.len().clamp(2, 12))
         .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()?;
-    c.draw_series(LineSeries::new(train.clone(), RED.stroke_width(2)))?
-        .label("train (as trained, augmented)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+    c.draw_series(LineSeries::new(train.clone(), RED.stroke_width(2)))?;
     c.draw_series(train.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
     if !vals.is_empty() {
         let green = RGBColor(0, 140, 60);
-        c.draw_series(LineSeries::new(vals.clone(), green.stroke_width(2)))?
-            .label("validation (kiln runtime)")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], green.stroke_width(2)));
+        c.draw_series(LineSeries::new(vals.clone(), green.stroke_width(2)))?;
         c.draw_series(vals.iter().map(|&p| Circle::new(p, 3, green.filled())))?;
     }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -164,6 +164,66 @@ fn zoo_student_trains_stops_resumes_and_evaluates() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// Regression (fresh-user trial, B1): `kiln train fit` refused ImageFolder
+/// data because `--split train` was always applied; without `--split` data
+/// that has no splits is read whole.
+#[test]
+fn fit_trains_on_an_image_folder_without_split() {
+    let tmp = std::env::temp_dir().join(format!("kiln-cli-train-folder-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    // 40 real Fashion-MNIST test images as 8-bit grayscale PNGs, one folder per label.
+    let mut spec = kiln::data::DataSpec::new(fixtures().join("fashion-mnist"));
+    spec.split = Some(kiln::data::Split::Test);
+    spec.range = Some(0..40);
+    let set = kiln_train::data::TrainSet::load(spec, 1 << 28).unwrap();
+    let px = set.inputs(0..40).unwrap();
+    for i in 0..40 {
+        let dir = tmp.join("data").join(set.y[i].to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let img: Vec<u8> = px[i * 784..(i + 1) * 784]
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        image::GrayImage::from_raw(28, 28, img)
+            .unwrap()
+            .save(dir.join(format!("{i:03}.png")))
+            .unwrap();
+    }
+    let model = tmp.join("s.onnx");
+    // PNGs decode as 3 channels with the raw preset.
+    ok(&kiln(&[
+        &"zoo",
+        &"fmnist-mnv2",
+        &"--width",
+        &"0.35",
+        &"--input",
+        &"3,28,28",
+        &"-o",
+        &model,
+    ]));
+    let out = ok(&kiln(&[
+        &"train",
+        &"fit",
+        &model,
+        &"--data",
+        &tmp.join("data"),
+        &"--preset",
+        &"raw",
+        &"--val-count",
+        &"8",
+        &"--epochs",
+        &"1",
+        &"--batch",
+        &"16",
+        &"--threads",
+        &"1",
+        &"-o",
+        &tmp.join("run"),
+    ]));
+    assert!(out.contains("32 training samples"), "{out}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 #[test]
 fn qat_from_the_trained_net_prints_the_ptq_baseline_and_exports_qdq() {
     let tmp = std::env::temp_dir().join(format!("kiln-cli-qat-{}", std::process::id()));

@@ -319,7 +319,7 @@ impl Schedule {
     /// pruning step.
     pub fn at(&self, step: u64) -> Option<f32> {
         let turn = |begin: u64, end: Option<u64>, freq: u64| {
-            step >= begin && end.is_none_or(|e| step <= e) && (step - begin) % freq.max(1) == 0
+            step >= begin && end.is_none_or(|e| step <= e) && (step - begin).is_multiple_of(freq.max(1))
         };
         match *self {
             Schedule::Constant {

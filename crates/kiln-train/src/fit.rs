@@ -183,6 +183,15 @@ pub fn teacher_with_features(
         .collect();
     let mut extra = vec![];
     for h in hints {
+        if teacher.graph.outputs.first().is_some_and(|o| o.name == h.teacher) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}: '{}' is the teacher's logits output; a feature hint takes an intermediate 4-D value (logits are distilled by alpha)",
+                    teacher.graph.name, h.teacher
+                ),
+            ));
+        }
         if !produced.contains(&h.teacher.as_str()) {
             let some: Vec<&str> = produced.iter().rev().take(6).rev().copied().collect();
             return Err(Error::new(
@@ -391,16 +400,40 @@ fn load_checkpoint(path: &Path, st: &mut State, cfg: &Value) -> Result<(), Error
     if header["format"] != json!(1) {
         return Err(bad(format!("unknown checkpoint format {}", header["format"])));
     }
-    if header["signature"] != signature(&st.graph, &st.adapters) {
-        return Err(bad(
-            "the checkpoint belongs to a different model (parameter names or shapes differ)".into(),
-        ));
+    let now = signature(&st.graph, &st.adapters);
+    if header["signature"] != now {
+        let what = if header["signature"].get("adapters") != now.get("adapters") {
+            "feature-distillation adapters differ (--feature hints)"
+        } else {
+            "parameter names or shapes differ"
+        };
+        return Err(bad(format!(
+            "the checkpoint belongs to a different model ({what})"
+        )));
     }
     if header["config"] != *cfg {
+        let old = &header["config"];
+        let mut keys: Vec<String> = vec![];
+        if let (Some(o), Some(n)) = (old.as_object(), cfg.as_object()) {
+            for k in o.keys().chain(n.keys()) {
+                if o.get(k) != n.get(k) && !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+        let diff: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{k}: {} then, {} now",
+                    old.get(k).unwrap_or(&Value::Null),
+                    cfg.get(k).unwrap_or(&Value::Null)
+                )
+            })
+            .collect();
         return Err(bad(format!(
-            "the checkpoint was made with other settings: {} (now {}); resume with the same settings or use a new --out",
-            header["config"],
-            cfg
+            "the checkpoint was made with other settings ({}); resume with the same settings or use a new --out",
+            diff.join("; ")
         )));
     }
     let mut at = hend;
@@ -477,8 +510,12 @@ fn init_adapters(
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "{}: the student computes no value '{}' (feature hint {}={})",
-                    graph.model_name, h.student, h.student, h.teacher
+                    "{}: the student computes no value '{}' (feature hint {}={}); its last values are {:?}",
+                    graph.model_name,
+                    h.student,
+                    h.student,
+                    h.teacher,
+                    graph.last_values(6)
                 ),
             ));
         }
@@ -741,12 +778,34 @@ pub fn fit_ext(
     } else {
         vec![]
     };
-    if cfg.batch == 0 || cfg.epochs == 0 || cfg.threads == 0 {
+    for (name, v) in [
+        ("batch", cfg.batch),
+        ("epochs", cfg.epochs),
+        ("threads", cfg.threads),
+    ] {
+        if v == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("{name} must be at least 1, got 0"),
+            ));
+        }
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         return Err(Error::new(
             ErrorKind::Config,
-            "batch, epochs and threads must be at least 1",
+            format!("the learning rate (lr) must be a positive number, got {}", cfg.lr),
         ));
     }
+    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("weight_decay must be >= 0, got {}", cfg.weight_decay),
+        ));
+    }
+    // The data is part of the settings a checkpoint is resumed with: other
+    // samples would silently change the schedule and leak validation samples.
+    cfg_json["data"] = json!({"train": train.source, "train_len": train.len(),
+        "val": val.map(|v| v.source.clone()), "val_len": val.map(|v| v.len())});
     if train.is_empty() {
         return Err(Error::new(ErrorKind::Data, "the training set is empty"));
     }

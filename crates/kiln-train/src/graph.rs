@@ -913,6 +913,13 @@ impl TrainGraph {
         self.params.iter().map(|p| p.data.len()).sum()
     }
 
+    /// The last `n` values the graph computes, in order (for error messages).
+    pub fn last_values(&self, n: usize) -> Vec<String> {
+        let mut v: Vec<(&String, &usize)> = self.slot_of.iter().collect();
+        v.sort_by_key(|(_, &s)| s);
+        v.iter().rev().take(n).rev().map(|(k, _)| (*k).clone()).collect()
+    }
+
     /// Whether the graph computes a value of this name (for feature taps).
     pub fn has_value(&self, name: &str) -> bool {
         self.slot_of.contains_key(name)

@@ -106,6 +106,22 @@ fn resumed_run_equals_uninterrupted_run() {
     c.lr = 2e-3;
     let e = fit(&m, &train, Some(&val), &c, &mut |_| {}).unwrap_err();
     assert_eq!(e.kind, kiln_train::ErrorKind::Checkpoint, "{e}");
+    assert!(e.message.contains("lr: 0.001 then, 0.002 now"), "{e}");
+    // Regression (fresh-user trial, B2): resuming on other data was accepted and
+    // broke the schedule and the validation split; the data is now part of the settings.
+    c.lr = 1e-3;
+    let more = fmnist(Split::Train, 0..448);
+    let e = fit(&m, &more, Some(&val), &c, &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind, kiln_train::ErrorKind::Checkpoint, "{e}");
+    assert!(e.message.contains("data:"), "{e}");
+    // Regression (trial, B4): a learning rate <= 0 or not finite, or a negative weight decay, is refused up front.
+    c.resume = false;
+    for (lr, wd) in [(-1.0, 1e-4), (0.0, 1e-4), (f64::NAN, 1e-4), (1e-3, -5.0)] {
+        c.lr = lr;
+        c.weight_decay = wd;
+        let e = fit(&m, &train, Some(&val), &c, &mut |_| {}).unwrap_err();
+        assert_eq!(e.kind, kiln_train::ErrorKind::Config, "{e}");
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
