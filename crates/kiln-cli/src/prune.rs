@@ -107,7 +107,7 @@ pub struct PruneArgs {
     /// Batch of the latency measurement.
     #[arg(long, default_value_t = 32)]
     pub bench_batch: usize,
-    /// Timed runs of the latency measurement (median reported; 0: skip).
+    /// Timed runs of the latency measurement, before and after interleaved (median reported; 0: skip).
     #[arg(long, default_value_t = 20)]
     pub bench_runs: usize,
     /// Pruned ONNX model.
@@ -159,52 +159,71 @@ fn figures(m: &Model, a: &PruneArgs, eval: Option<&TrainSet>) -> Result<Figures>
         Some(set) => Some(kiln_train::fit::evaluate(m, set, 256, a.threads)?),
         None => None,
     };
-    let latency_ms = if a.bench_runs > 0 {
-        Some(latency(m, a.bench_batch, a.bench_runs, a.threads)?)
-    } else {
-        None
-    };
     Ok(Figures {
         params: stats.learnable_params,
         nonzero,
         macs: stats.macs,
         bytes,
         top1,
-        latency_ms,
+        latency_ms: None,
     })
 }
 
-/// Median wall time (ms) of `runs` runs of `m` on kiln's runtime at batch
-/// `batch` (zeros; 3 warm-up runs).
-fn latency(m: &Model, batch: usize, runs: usize, threads: usize) -> Result<f64> {
-    let input = m.graph.inputs.first().context("the model has no input")?;
-    let dims: Vec<usize> = match &input.ty.shape {
-        Some(d) => d
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match (i, d) {
-                (0, _) => Ok(batch),
-                (_, kiln::ir::Dim::Known(n)) => Ok(*n),
-                _ => bail!("input '{}' has a symbolic dim {i}: cannot time it", input.name),
-            })
-            .collect::<Result<_>>()?,
-        None => bail!("input '{}' has no static shape: cannot time it", input.name),
-    };
-    let cm = kiln::compile_model(m.clone(), &kiln::runtime::CompileOptions::default())?;
-    let mut st = cm.new_state(threads.max(1));
-    let n: usize = dims.iter().product();
-    let x = kiln::ir::Tensor::from_vec(dims, vec![0.5f32; n])?;
-    for _ in 0..3 {
-        cm.run(&mut st, vec![x.clone()])?;
+/// A compiled model with its state and a constant input at batch `batch`.
+struct Timed {
+    cm: kiln::runtime::CompiledModel,
+    st: kiln::runtime::RunState,
+    x: kiln::ir::Tensor,
+}
+
+impl Timed {
+    fn new(m: &Model, batch: usize, threads: usize) -> Result<Timed> {
+        let input = m.graph.inputs.first().context("the model has no input")?;
+        let dims: Vec<usize> = match &input.ty.shape {
+            Some(d) => d
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match (i, d) {
+                    (0, _) => Ok(batch),
+                    (_, kiln::ir::Dim::Known(n)) => Ok(*n),
+                    _ => bail!("input '{}' has a symbolic dim {i}: cannot time it", input.name),
+                })
+                .collect::<Result<_>>()?,
+            None => bail!("input '{}' has no static shape: cannot time it", input.name),
+        };
+        let cm = kiln::compile_model(m.clone(), &kiln::runtime::CompileOptions::default())?;
+        let st = cm.new_state(threads.max(1));
+        let n: usize = dims.iter().product();
+        let x = kiln::ir::Tensor::from_vec(dims, vec![0.5f32; n])?;
+        Ok(Timed { cm, st, x })
     }
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
+
+    fn once(&mut self) -> Result<f64> {
         let t0 = Instant::now();
-        cm.run(&mut st, vec![x.clone()])?;
-        t.push(t0.elapsed().as_secs_f64() * 1e3);
+        self.cm.run(&mut self.st, vec![self.x.clone()])?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
     }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+}
+
+/// Median wall times (ms) of the two models on kiln's runtime at batch
+/// `batch`, measured interleaved (A, B, A, B, ...) so that both see the same
+/// machine load; 3 warm-up runs each.
+fn latency_pair(a: &Model, b: &Model, batch: usize, runs: usize, threads: usize) -> Result<(f64, f64)> {
+    let (mut ta, mut tb) = (Timed::new(a, batch, threads)?, Timed::new(b, batch, threads)?);
+    for _ in 0..3 {
+        ta.once()?;
+        tb.once()?;
+    }
+    let (mut va, mut vb) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        va.push(ta.once()?);
+        vb.push(tb.once()?);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((med(&mut va), med(&mut vb)))
 }
 
 fn fit_args(a: &PruneArgs, data: &Path) -> FitArgs {
@@ -349,7 +368,13 @@ pub fn prune(a: &PruneArgs) -> Result<()> {
     let bytes = kiln::onnx::to_bytes(&pruned)?;
     kiln::write_atomic(&a.output, &bytes)?;
     eprintln!("measuring {} ...", a.output.display());
-    let after = figures(&pruned, a, eval.as_ref())?;
+    let mut after = figures(&pruned, a, eval.as_ref())?;
+    let mut before = before;
+    if a.bench_runs > 0 {
+        let (x, y) = latency_pair(&model, &pruned, a.bench_batch, a.bench_runs, a.threads)?;
+        before.latency_ms = Some(x);
+        after.latency_ms = Some(y);
+    }
     let layers = kiln_prune::weight_sparsity(&pruned);
     // The report.
     println!(
