@@ -141,6 +141,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     let opts = CompileOptions {
         max_isa,
         input_shapes: Some(shapes.clone()),
+        ..Default::default()
     };
     let cm = kiln::compile_model(m, &opts).map_err(|e| e.with_file(a.model))?;
     let info = cm

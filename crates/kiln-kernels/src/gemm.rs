@@ -230,7 +230,7 @@ fn row_block(isa: Isa, k: usize) -> usize {
 /// Splits `rows` into tiles of at most `mr` rows, balanced (e.g. 49 rows with
 /// `mr = 12` gives 10,10,10,10,9 rather than 12,12,12,12,1).
 #[cfg(target_arch = "x86_64")]
-fn for_tiles(rows: Range<usize>, mr: usize, mut f: impl FnMut(usize, usize)) {
+pub(crate) fn for_tiles(rows: Range<usize>, mr: usize, mut f: impl FnMut(usize, usize)) {
     let len = rows.len();
     let tiles = len.div_ceil(mr);
     for t in 0..tiles {

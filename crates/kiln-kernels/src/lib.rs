@@ -1,9 +1,10 @@
 //! # kiln-kernels
 //!
 //! kiln's compute kernels on plain slices: packed f32 GEMM (the 1x1
-//! convolution and fully connected layers), depthwise convolution, a general
-//! convolution by blocked im2col + GEMM, pooling and element-wise ops with
-//! fused epilogues (bias, residual add, activation).
+//! convolution and fully connected layers), a block-sparse GEMM for 1x1
+//! convolutions pruned in 1x8 blocks ([`spmm`]), depthwise convolution, a
+//! general convolution by blocked im2col + GEMM, pooling and element-wise ops
+//! with fused epilogues (bias, residual add, activation).
 //!
 //! Every kernel has a scalar reference (`*_scalar`), which is the definition the
 //! SIMD versions are tested against (proptests over random shapes on every ISA
@@ -80,6 +81,7 @@ pub mod qeltwise;
 pub mod qgemm;
 pub mod qpool;
 pub mod quant;
+pub mod spmm;
 
 /// An instruction-set level kernels can be built for, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod compiled;
 pub mod qdq;
-pub use compiled::{CompileOptions, CompiledModel, RunState, TensorRef};
+pub use compiled::{CompileOptions, CompiledModel, RunState, SparseMode, TensorRef};
 pub use kiln_kernels::Isa;
 pub use qdq::{lower_qdq, QdqReport};
 

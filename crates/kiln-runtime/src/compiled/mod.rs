@@ -59,6 +59,7 @@ use kiln_kernels::dwconv::{dwconv_f32_raw, DwArgs, DwGeom, PackedDw};
 use kiln_kernels::eltwise::{activation_f32, affine_f32, binary_f32, channel_f32, scalar_f32, BinOp};
 use kiln_kernels::gemm::{gemm_f32_raw, tile_rows, GemmArgs, PackedB};
 use kiln_kernels::pool::{global_avg_pool_f32, pool2d_f32, PoolGeom};
+use kiln_kernels::spmm::{block_sparsity, spmm_f32_raw, spmm_name, spmm_tile_rows, SparseB};
 use kiln_kernels::{split_range, Activation, Isa};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -76,7 +77,36 @@ pub struct CompileOptions {
     /// models whose inputs all have static shapes are fixed to them; others
     /// get a plan per input shape on first use and keep their weights.
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// Whether fp32 pointwise convolutions may run on the block-sparse
+    /// kernels ([`kiln_kernels::spmm`]).
+    pub sparse: SparseMode,
 }
+
+/// Choice between the dense and the block-sparse kernels for fp32 pointwise
+/// (1x1) convolutions; see [`CompileOptions::sparse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SparseMode {
+    /// A layer whose weights have at least [`SPARSE_MIN_BLOCK_SPARSITY`] of
+    /// their 1x8 blocks (one input channel by 8 consecutive output channels)
+    /// zero runs on the fastest of the dense kernel and the sparse ones,
+    /// each timed once at compile time on the layer's shape (median of a few
+    /// runs on one thread; at the AVX-512 level both the 16-column AVX-512
+    /// and the 8-column AVX2 sparse kernels are candidates). Other layers
+    /// are dense. The plan's kernel names show the choice
+    /// (`spmm_f32_avx512_8x16`, `gemm_f32_avx512_12x32`, ...).
+    #[default]
+    Auto,
+    /// Dense kernels only.
+    Dense,
+    /// Every fp32 pointwise convolution on the sparse kernel of the compile
+    /// level, whatever its sparsity and speed (tests, benchmarks). Those
+    /// directly after a depthwise convolution are then not fused with it.
+    Sparse,
+}
+
+/// Fraction of zero 1x8 weight blocks from which [`SparseMode::Auto`]
+/// considers the sparse kernels for a pointwise convolution.
+pub const SPARSE_MIN_BLOCK_SPARSITY: f64 = 0.7;
 
 /// Physical layout of a 4-D value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +175,15 @@ enum Kernel {
     Conv {
         g: ConvGeom,
         w: Arc<Vec<PackedB>>,
+        x: usize,
+        r: Option<usize>,
+        y: usize,
+        act: Activation,
+    },
+    /// A pointwise convolution on the block-sparse GEMM.
+    SpConv {
+        g: ConvGeom,
+        w: Arc<SparseB>,
         x: usize,
         r: Option<usize>,
         y: usize,
@@ -380,6 +419,7 @@ pub struct StepTiming {
 
 enum PackedW {
     Conv(Arc<Vec<PackedB>>),
+    Sparse(Arc<SparseB>),
     Dw(Arc<PackedDw>),
     Gemm(Arc<PackedB>),
 }
@@ -392,6 +432,7 @@ pub struct CompiledModel {
     model: Model,
     opset: i64,
     isa: Isa,
+    sparse: SparseMode,
     /// Initializers still needed (all, until a static plan proved otherwise).
     /// Initializers by name; those only kernels read are released once
     /// packed when the input shapes are fixed.
@@ -533,6 +574,7 @@ impl CompiledModel {
             model,
             opset,
             isa,
+            sparse: opts.sparse,
             inits: Mutex::new(inits),
             release: Mutex::new(None),
             packed: Mutex::new(HashMap::new()),
@@ -626,6 +668,7 @@ impl CompiledModel {
                     Arc::as_ptr(w) as usize,
                     w.iter().map(|b| b.bytes()).sum::<usize>(),
                 ),
+                Kernel::SpConv { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
                 Kernel::Dw { w, .. } => (Arc::as_ptr(w) as usize, w.bytes()),
                 Kernel::DwPw { dw, pw, .. } => {
                     for (k, b) in [
@@ -1183,6 +1226,34 @@ impl CompiledModel {
                         conv_f32_raw(g, w, &a, split_range(pix, parts, i), s);
                     });
                 }
+            }
+            Kernel::SpConv { g, w, x, r, y, act } => {
+                let pix = g.pixels();
+                let parts = if step.info.flops < 200_000 {
+                    1
+                } else {
+                    threads.min(pix.div_ceil(16))
+                };
+                let mr = spmm_tile_rows(w.isa);
+                let groups = w.groups();
+                let args = GemmArgs {
+                    m: pix,
+                    a: p(*x),
+                    lda: g.ci,
+                    r: r.map_or(std::ptr::null(), |r| p(r) as *const f32),
+                    ldr: g.co,
+                    c: p(*y),
+                    ldc: g.co,
+                    act: *act,
+                };
+                let by_rows = pix >= 2 * mr * parts || groups < parts;
+                pool.run(parts, &|i| unsafe {
+                    if by_rows {
+                        spmm_f32_raw(&args, w, split_range(pix, parts, i), 0..groups);
+                    } else {
+                        spmm_f32_raw(&args, w, 0..pix, split_range(groups, parts, i));
+                    }
+                });
             }
             Kernel::DwPw {
                 dg,
@@ -1971,6 +2042,18 @@ impl Builder<'_> {
                 y,
                 act,
             }
+        } else if let Some(sp) = self.sparse_pointwise(node, &cg, wd, bd, act)? {
+            let g = cg;
+            macs = g.macs();
+            kname = spmm_name(sp.isa);
+            Kernel::SpConv {
+                g,
+                w: sp,
+                x: xi,
+                r: zi,
+                y,
+                act,
+            }
         } else {
             let g = cg;
             macs = g.macs();
@@ -1995,9 +2078,86 @@ impl Builder<'_> {
             }
         };
         let info = self.info(node, kname, &ys, 2 * macs);
-        self.push_step(info, kernel, reads, vec![y], zi.into_iter().collect());
+        // The output may overwrite the residual, unless that is also the
+        // convolution's input (`FusedConv(x, w, b, x)`): later tiles and
+        // column panels still read it.
+        let inplace = zi.filter(|&z| z != xi).into_iter().collect();
+        self.push_step(info, kernel, reads, vec![y], inplace);
         self.released(node, &[1, 2]);
         Ok(true)
+    }
+
+    /// The block-sparse weights a pointwise convolution (`g`, weights `wd`
+    /// `[co, ci, 1, 1]`, bias `bd`) runs on, or `None` for the dense kernel:
+    /// see [`SparseMode`]. In [`SparseMode::Auto`] the candidates are timed
+    /// here, on the layer's shape; with fixed input shapes (one plan) the
+    /// packings that lost are dropped.
+    fn sparse_pointwise(
+        &self,
+        node: &Node,
+        g: &ConvGeom,
+        wd: &[f32],
+        bd: Option<&[f32]>,
+        act: Activation,
+    ) -> Result<Option<Arc<SparseB>>, RuntimeError> {
+        if !g.is_pointwise() || self.cm.sparse == SparseMode::Dense {
+            return Ok(None);
+        }
+        let isa = self.isa();
+        let (k, n) = (g.ci, g.co);
+        let sparse = |isa: Isa| -> Result<Arc<SparseB>, RuntimeError> {
+            let key = format!("{}#spmm_{}", node.name, isa);
+            let pw = self.cm.packed(&key, || {
+                PackedW::Sparse(Arc::new(SparseB::pack(isa, k, n, |kk, j| wd[j * k + kk], bd)))
+            });
+            match &*pw {
+                PackedW::Sparse(sp) => Ok(sp.clone()),
+                _ => Err(node.err(ErrorKind::Internal, "packed weights of another kind")),
+            }
+        };
+        if self.cm.sparse == SparseMode::Sparse {
+            return sparse(isa).map(Some);
+        }
+        if block_sparsity(k, n, |kk, j| wd[j * k + kk]) < SPARSE_MIN_BLOCK_SPARSITY {
+            return Ok(None);
+        }
+        let dense = self.cm.packed(&node.name, || {
+            PackedW::Conv(Arc::new(pack_conv_weights(isa, g, wd, bd)))
+        });
+        let PackedW::Conv(dense) = &*dense else {
+            return Err(node.err(ErrorKind::Internal, "packed weights of another kind"));
+        };
+        let mut cands: Vec<Arc<SparseB>> = vec![sparse(isa)?];
+        if isa == Isa::Avx512 {
+            // The 8-column AVX2 format keeps fewer rows when the two blocks
+            // of a 16-column group are rarely nonzero together.
+            cands.push(sparse(Isa::Avx2)?);
+        }
+        let times = time_pointwise(g.pixels(), k, n, act, &dense[0], &cands);
+        let best = (0..times.len()).min_by_key(|&i| times[i]).unwrap_or(0);
+        let fixed = self
+            .cm
+            .release
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if fixed {
+            // One plan only: keep just the winner's packing.
+            let mut packed = self.cm.packed.lock().unwrap_or_else(|e| e.into_inner());
+            if best != 0 {
+                packed.remove(&node.name);
+            }
+            for (i, c) in cands.iter().enumerate() {
+                if i + 1 != best {
+                    packed.remove(&format!("{}#spmm_{}", node.name, c.isa));
+                }
+            }
+        }
+        Ok(if best == 0 {
+            None
+        } else {
+            Some(cands[best - 1].clone())
+        })
     }
 
     fn lower_gemm(
@@ -2703,6 +2863,65 @@ fn pool_geom(xs: &[usize], ps: &kiln_ir::ops::pool::Pool2dShape) -> PoolGeom {
     }
 }
 
+/// Rows a pointwise layer is timed on at most (its cost grows linearly in
+/// the rows beyond L2-sized tiles): the timing buffers stay within 16 MiB.
+const TIMING_MAX_VALUES: usize = 4 << 20;
+
+/// Single-thread wall time of a pointwise layer of `m` rows (`k` inputs,
+/// `n` outputs, activation `act`) on the dense packing `dense` (index 0)
+/// and each sparse packing of `sparse` (indices 1..): median of 5 timed runs
+/// after a warm-up, the candidates interleaved run by run so that a change of
+/// machine load hits them alike.
+fn time_pointwise(
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+    dense: &PackedB,
+    sparse: &[Arc<SparseB>],
+) -> Vec<Duration> {
+    let rows = m.min((TIMING_MAX_VALUES / (k + n).max(1)).max(64)).max(1);
+    let a: Vec<f32> = (0..rows * k).map(|i| (i % 13) as f32 * 0.125 - 0.75).collect();
+    let mut c = vec![0f32; rows * n];
+    let args = GemmArgs {
+        m: rows,
+        a: a.as_ptr(),
+        lda: k,
+        r: std::ptr::null(),
+        ldr: 0,
+        c: c.as_mut_ptr(),
+        ldc: n,
+        act,
+    };
+    let cands = 1 + sparse.len();
+    let mut times = vec![Vec::with_capacity(5); cands];
+    for rep in 0..6 {
+        for (i, t) in times.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            // SAFETY: `a` and `c` hold `rows` rows of `k` and `n` values.
+            unsafe {
+                if i == 0 {
+                    gemm_f32_raw(&args, dense, 0..rows, 0..dense.panels());
+                } else {
+                    let sp = &sparse[i - 1];
+                    spmm_f32_raw(&args, sp, 0..rows, 0..sp.groups());
+                }
+            }
+            if rep > 0 {
+                t.push(t0.elapsed());
+            }
+        }
+    }
+    drop(c);
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
 /// Kernel name of a GEMM with `m` rows (one row: the GEMV).
 fn gemm_name(isa: Isa, m: usize) -> String {
     let isa = isa.float_level();
@@ -2876,7 +3095,9 @@ fn fuse_dw_pw(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
             },
             reads,
             writes: vec![y],
-            inplace: next.inplace,
+            // Not over the depthwise input (a residual of the block's input
+            // when there is no expansion): later bands still read it.
+            inplace: next.inplace.into_iter().filter(|&v| v != x).collect(),
         });
     }
     out
