@@ -6,6 +6,7 @@
 mod bench;
 mod bench_server;
 mod conformance;
+mod cost;
 mod eval;
 mod inspect;
 mod optimize;
@@ -171,6 +172,15 @@ enum Cmd {
         /// Machine-readable output (SQNR "inf" when the scores are identical).
         #[arg(long)]
         json: bool,
+    },
+    /// Measure this machine (cores, ISA, clock, caches, memory, bandwidth, GEMM
+    /// throughput, power) and write it as a device profile (TOML).
+    Probe(cost::ProbeArgs),
+    /// The roofline cost model: calibrate it on profiled runs of this machine, or
+    /// predict a model's latency, memory and energy on a device profile.
+    Cost {
+        #[command(subcommand)]
+        cmd: cost::CostCmd,
     },
     /// Prune a model: magnitude (unstructured), block (1x8 along output channels,
     /// for kiln's sparse kernels) or channel (smaller dense model), optionally
@@ -608,6 +618,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             classes,
             seed,
         } => zoo(&arch, &output, width, input.as_deref(), classes, seed),
+        Cmd::Probe(a) => cost::probe(&a),
+        Cmd::Cost { cmd } => match cmd {
+            cost::CostCmd::Calibrate(a) => cost::calibrate(&a),
+            cost::CostCmd::Predict(a) => cost::predict(&a),
+        },
         #[cfg(feature = "train")]
         Cmd::Prune(a) => prune::prune(&a),
         #[cfg(feature = "train")]

@@ -157,6 +157,37 @@ impl Val {
     }
 }
 
+/// Bytes `st` touches once: inputs and outputs at their stored element size,
+/// plus packed weights (see [`StepInfo::bytes`]).
+fn step_bytes(vals: &[Val], st: &Step) -> u64 {
+    let mut seen = HashSet::new();
+    let act: usize = st
+        .reads
+        .iter()
+        .chain(&st.writes)
+        .filter(|&&v| seen.insert(v))
+        .map(|&v| {
+            let val = &vals[v];
+            let elem = if is8(val.dtype) { 1 } else { val.dtype.size_of().max(1) };
+            val.len() * elem
+        })
+        .sum();
+    (act + kernel_weight_bytes(&st.kernel)) as u64
+}
+
+/// Bytes of the packed weights one kernel reads (0 for weightless kernels).
+fn kernel_weight_bytes(k: &Kernel) -> usize {
+    match k {
+        Kernel::Conv { w, .. } => w.iter().map(|b| b.bytes()).sum(),
+        Kernel::SpConv { w, .. } => w.bytes(),
+        Kernel::Dw { w, .. } => w.bytes(),
+        Kernel::DwPw { dw, pw, .. } => dw.bytes() + pw[0].bytes(),
+        Kernel::Gemm { w, .. } => w.bytes(),
+        Kernel::Q8(k) => q8::packed_bytes(k).map_or(0, |(_, b)| b),
+        _ => 0,
+    }
+}
+
 /// 8-bit value types (stored as `u8` in the arena, see [`q8`]).
 fn is8(dt: DType) -> bool {
     matches!(dt, DType::U8 | DType::I8)
@@ -360,6 +391,10 @@ pub struct StepInfo {
     pub shape: Vec<usize>,
     /// Floating-point operations (2 per multiply-accumulate).
     pub flops: u64,
+    /// Bytes the step touches once: its input and output values at their
+    /// stored element size (4 for f32, 1 for 8-bit) plus its packed weights.
+    /// The memory side of a roofline estimate; 0 until the plan is built.
+    pub bytes: u64,
 }
 
 #[derive(Debug)]
@@ -1050,6 +1085,7 @@ impl CompiledModel {
                         kernel: "copy_f32".into(),
                         shape: shape.unwrap_or_default(),
                         flops: 0,
+                        bytes: 0,
                     },
                     Kernel::Copy { x: v, y, len },
                     vec![v],
@@ -1071,6 +1107,7 @@ impl CompiledModel {
                         kernel: "copy_u8".into(),
                         shape: shape.unwrap_or_default(),
                         flops: 0,
+                        bytes: 0,
                     },
                     Kernel::Unbox8 { x: v, slot },
                     vec![v],
@@ -1093,6 +1130,9 @@ impl CompiledModel {
         let steps = fuse_affine(&vals, steps, &outputs);
         let mut steps = q8::fuse_gemm_add(&vals, steps, &outputs);
         let arena_len = plan_memory(&mut vals, &mut steps, &outputs);
+        for st in &mut steps {
+            st.info.bytes = step_bytes(&vals, st);
+        }
         let scratch_len = steps
             .iter()
             .map(|s| match &s.kernel {
@@ -1869,6 +1909,7 @@ impl Builder<'_> {
                 kernel: kname.into(),
                 shape: s,
                 flops: 0,
+                bytes: 0,
             },
             kernel,
             vec![id],
@@ -1893,6 +1934,7 @@ impl Builder<'_> {
             kernel,
             shape: shape.to_vec(),
             flops,
+            bytes: 0,
         }
     }
 
@@ -3010,6 +3052,7 @@ fn fuse_affine(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
                 kernel: "affine_f32".into(),
                 shape: next.info.shape.clone(),
                 flops: st.info.flops + next.info.flops,
+                bytes: 0,
             },
             kernel: Kernel::Affine { x, a, b, y, len },
             reads: vec![x],
@@ -3079,6 +3122,7 @@ fn fuse_dw_pw(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -> Vec<Step> {
             kernel: format!("{} + {}", st.info.kernel, next.info.kernel),
             shape: next.info.shape.clone(),
             flops: st.info.flops + next.info.flops,
+            bytes: 0,
         };
         out.push(Step {
             info,

@@ -249,6 +249,7 @@ impl Builder<'_> {
                 .into(),
                 shape: s,
                 flops: 0,
+                bytes: 0,
             },
             Kernel::Q8(QKernel::Transpose {
                 x: id,
@@ -952,6 +953,7 @@ pub(super) fn fuse_gemm_add(vals: &[Val], steps: Vec<Step>, outputs: &[usize]) -
                 kernel: format!("{}+add_u8", st.info.kernel),
                 shape: next.info.shape.clone(),
                 flops: st.info.flops + next.info.flops,
+                bytes: 0,
             },
             kernel: Kernel::Q8(k),
             reads: vec![a, skip],
