@@ -178,7 +178,8 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
         let (cm, inputs, _) = prepare(path, &a.shapes)?;
         names.push(path.display().to_string());
         for &t in &a.threads {
-            let samples = profile_steps(&cm, &inputs, t, 3, a.runs).with_context(|| path.display().to_string())?;
+            let samples =
+                profile_steps(&cm, &inputs, t, 3, a.runs).with_context(|| path.display().to_string())?;
             let ms: f64 = samples.iter().map(|s| s.seconds).sum::<f64>() * 1e3;
             eprintln!(
                 "kiln cost: {} on {t} thread(s): {} steps, {ms:.3} ms (sum of step medians)",
@@ -244,7 +245,8 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
         None
     };
     let info = cm.plan_info(&dims)?;
-    let memory_mb = (info.arena_bytes + info.scratch_bytes * a.threads + info.packed_weight_bytes) as f64 / (1u64 << 20) as f64;
+    let memory_mb = (info.arena_bytes + info.scratch_bytes * a.threads + info.packed_weight_bytes) as f64
+        / (1u64 << 20) as f64;
     let e = energy::estimate(&steps, &device, Some(pred.total_ms));
     // Per class: steps, predicted, measured.
     let mut by_class: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
@@ -256,7 +258,9 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
             c.2 += m.get(i).map_or(0.0, |x| x.seconds * 1e3);
         }
     }
-    let measured_ms = measured.as_ref().map(|m| m.iter().map(|s| s.seconds).sum::<f64>() * 1e3);
+    let measured_ms = measured
+        .as_ref()
+        .map(|m| m.iter().map(|s| s.seconds).sum::<f64>() * 1e3);
     if a.json {
         let classes: Vec<serde_json::Value> = by_class
             .iter()
@@ -286,7 +290,10 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
         a.threads,
         cal.host.name
     );
-    println!("{:<48} {:>5} {:>10} {:>10}", "class", "steps", "pred ms", "meas ms");
+    println!(
+        "{:<48} {:>5} {:>10} {:>10}",
+        "class", "steps", "pred ms", "meas ms"
+    );
     for (c, (n, p, m)) in &by_class {
         let ms = if measured.is_some() {
             format!("{m:.3}")

@@ -1,6 +1,6 @@
 //! A roofline cost model of kiln's compiled steps.
 //!
-//! Each step of a compiled plan ([`kiln_runtime::StepInfo`]) has a kernel,
+//! Each step of a compiled plan ([`kiln_runtime::compiled::StepInfo`]) has a kernel,
 //! a FLOP count (2 per multiply-add) and the bytes it touches (inputs,
 //! outputs, packed weights). Its time is modelled per kernel class `c` (the
 //! kernel name without its ISA and register tile, see [`kernel_class`]) and
@@ -104,7 +104,10 @@ pub fn kernel_class(kernel: &str) -> String {
 fn is_tile(t: &str) -> bool {
     match t.split_once('x') {
         Some((a, b)) => {
-            !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
         }
         None => false,
     }
@@ -123,7 +126,12 @@ pub fn precision_of(kernel: &str) -> Precision {
 
 /// The steps of `model`'s plan for `shapes` (one shape per graph input).
 pub fn plan_steps(model: &CompiledModel, shapes: &[Vec<usize>]) -> Result<Vec<StepCost>, Error> {
-    Ok(model.plan_info(shapes)?.steps.iter().map(StepCost::from).collect())
+    Ok(model
+        .plan_info(shapes)?
+        .steps
+        .iter()
+        .map(StepCost::from)
+        .collect())
 }
 
 /// Profiles `model` on `inputs` with `threads` threads: `warmup` untimed
@@ -136,7 +144,10 @@ pub fn profile_steps(
     runs: usize,
 ) -> Result<Vec<StepSample>, Error> {
     if runs == 0 {
-        return Err(Error::new(ErrorKind::InvalidRequest, "profile_steps: runs must be at least 1"));
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            "profile_steps: runs must be at least 1",
+        ));
     }
     let mut state = model.new_state(threads);
     for _ in 0..warmup {
@@ -249,7 +260,9 @@ pub struct Prediction {
 // (coarse, then refined around the best point), the fixed cost on a list.
 const F_RANGE: (f64, f64) = (1e6, 1e14);
 const B_RANGE: (f64, f64) = (1e7, 1e14);
-const OVERHEADS_US: [f64; 13] = [0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+const OVERHEADS_US: [f64; 13] = [
+    0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0,
+];
 
 fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let (a, b) = (lo.ln(), hi.ln());
@@ -312,7 +325,11 @@ impl Calibration {
     /// file); `host` is this machine's profile.
     ///
     /// Errors ([`ErrorKind::InvalidRequest`]): no samples.
-    pub fn fit(host: &DeviceProfile, models: Vec<String>, profiles: &[(usize, Vec<StepSample>)]) -> Result<Calibration, Error> {
+    pub fn fit(
+        host: &DeviceProfile,
+        models: Vec<String>,
+        profiles: &[(usize, Vec<StepSample>)],
+    ) -> Result<Calibration, Error> {
         let mut groups: BTreeMap<(usize, String), Vec<&StepSample>> = BTreeMap::new();
         for (threads, samples) in profiles {
             for s in samples {
@@ -324,7 +341,10 @@ impl Calibration {
             }
         }
         if groups.is_empty() {
-            return Err(Error::new(ErrorKind::InvalidRequest, "cost model calibration: no profiled steps"));
+            return Err(Error::new(
+                ErrorKind::InvalidRequest,
+                "cost model calibration: no profiled steps",
+            ));
         }
         let fits = groups
             .into_iter()
@@ -376,7 +396,12 @@ impl Calibration {
     ///
     /// Errors ([`ErrorKind::InvalidRequest`]): `threads` is 0 or more than
     /// the target's cores; the calibration is empty.
-    pub fn predict(&self, steps: &[StepCost], threads: usize, target: &DeviceProfile) -> Result<Prediction, Error> {
+    pub fn predict(
+        &self,
+        steps: &[StepCost],
+        threads: usize,
+        target: &DeviceProfile,
+    ) -> Result<Prediction, Error> {
         if threads == 0 || threads > target.cores as usize {
             return Err(Error::new(
                 ErrorKind::InvalidRequest,
@@ -405,11 +430,16 @@ impl Calibration {
         let mut fallback_steps = 0;
         for s in steps {
             let class = kernel_class(&s.kernel);
-            let fit = match self.fits.iter().find(|f| f.threads == cal_threads && f.class == class) {
+            let fit = match self
+                .fits
+                .iter()
+                .find(|f| f.threads == cal_threads && f.class == class)
+            {
                 Some(f) => f,
                 None => {
                     fallback_steps += 1;
-                    fallback.ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "cost model: no fallback fit"))?
+                    fallback
+                        .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "cost model: no fallback fit"))?
                 }
             };
             let f_scale = thread_scale

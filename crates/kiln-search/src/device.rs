@@ -113,8 +113,14 @@ pub const SOURCED_FIELDS: [&str; 8] = [
 pub const ISA_FEATURES: [&str; 7] = ["avx2", "fma", "avx512f", "avx512vnni", "neon", "dotprod", "i8mm"];
 
 const SHIPPED: [(&str, &str); 3] = [
-    ("rpi4-cortex-a72", include_str!("../profiles/rpi4-cortex-a72.toml")),
-    ("phone-cortex-a55", include_str!("../profiles/phone-cortex-a55.toml")),
+    (
+        "rpi4-cortex-a72",
+        include_str!("../profiles/rpi4-cortex-a72.toml"),
+    ),
+    (
+        "phone-cortex-a55",
+        include_str!("../profiles/phone-cortex-a55.toml"),
+    ),
     ("minipc-n100", include_str!("../profiles/minipc-n100.toml")),
 ];
 
@@ -196,7 +202,10 @@ impl DeviceProfile {
         }
         for f in &self.isa {
             if !ISA_FEATURES.contains(&f.as_str()) {
-                return bad("isa", format!("unknown feature '{f}' (known: {})", ISA_FEATURES.join(", ")));
+                return bad(
+                    "isa",
+                    format!("unknown feature '{f}' (known: {})", ISA_FEATURES.join(", ")),
+                );
             }
         }
         let ranges: [(&str, f64, f64, f64); 5] = [
@@ -215,12 +224,20 @@ impl DeviceProfile {
             return bad("memory_mb", format!("{} (expected 1..=16777216)", self.memory_mb));
         }
         if self.cache.l1d_kib == 0 {
-            return bad("cache.l1d_kib", "0 (every supported core has an L1 data cache)".into());
+            return bad(
+                "cache.l1d_kib",
+                "0 (every supported core has an L1 data cache)".into(),
+            );
         }
         for f in SOURCED_FIELDS {
             match self.sources.get(f) {
                 Some(s) if !s.trim().is_empty() => {}
-                _ => return bad("sources", format!("no source for '{f}' (every figure names where it comes from)")),
+                _ => {
+                    return bad(
+                        "sources",
+                        format!("no source for '{f}' (every figure names where it comes from)"),
+                    )
+                }
             }
         }
         Ok(())

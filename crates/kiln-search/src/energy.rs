@@ -16,7 +16,7 @@
 //!
 //! A multiply-add therefore costs 4.6 pJ in fp32 and 0.3 pJ in int8 (8-bit
 //! multiply, 32-bit accumulate). Bytes a step moves are charged at the level
-//! its working set ([`kiln_runtime::StepInfo::bytes`]) fits: the L1 data
+//! its working set ([`kiln_runtime::compiled::StepInfo::bytes`]) fits: the L1 data
 //! cache at the 32 KB SRAM rate, the last-level cache at the 1 MB rate,
 //! beyond it DRAM. This is an **estimate**: a newer process spends less per
 //! operation, and core overheads (instruction fetch, control, leakage) are

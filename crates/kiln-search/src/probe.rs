@@ -42,13 +42,22 @@ pub struct ProbeOptions {
 pub fn probe(opts: &ProbeOptions) -> Result<DeviceProfile, Error> {
     let mut sources = BTreeMap::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    sources.insert("cores".into(), "measured by kiln probe: available parallelism of this process".into());
-    let mut isa: Vec<String> = kiln_kernels::simd_features().iter().map(|s| s.to_string()).collect();
+    sources.insert(
+        "cores".into(),
+        "measured by kiln probe: available parallelism of this process".into(),
+    );
+    let mut isa: Vec<String> = kiln_kernels::simd_features()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni") {
         isa.push("avx512vnni".into());
     }
-    sources.insert("isa".into(), "measured by kiln probe: CPU feature detection".into());
+    sources.insert(
+        "isa".into(),
+        "measured by kiln probe: CPU feature detection".into(),
+    );
     let (clock_ghz, clock_src) = clock_ghz();
     sources.insert("clock_ghz".into(), clock_src);
     let (cache, cache_src) = caches();
@@ -66,7 +75,11 @@ pub fn probe(opts: &ProbeOptions) -> Result<DeviceProfile, Error> {
             bw_bytes >> 20
         ),
     );
-    let (m, k, n) = if opts.quick { (96, 256, 256) } else { (384, 512, 512) };
+    let (m, k, n) = if opts.quick {
+        (96, 256, 256)
+    } else {
+        (384, 512, 512)
+    };
     let f32_gflops = gemm_gflops(m, k, n, repeats);
     let i8_gops = qgemm_gops(m, k, n, repeats);
     sources.insert(
@@ -128,10 +141,18 @@ fn clock_ghz() -> (f64, String) {
             .filter_map(|l| l.split_once(':').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
             .reduce(f64::max)
     }) {
-        return (mhz / 1000.0, "measured by kiln probe: highest 'cpu MHz' of /proc/cpuinfo".into());
+        return (
+            mhz / 1000.0,
+            "measured by kiln probe: highest 'cpu MHz' of /proc/cpuinfo".into(),
+        );
     }
-    if let Some(khz) = read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").and_then(|s| s.trim().parse::<f64>().ok()) {
-        return (khz / 1e6, "measured by kiln probe: cpufreq cpuinfo_max_freq".into());
+    if let Some(khz) = read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+        .and_then(|s| s.trim().parse::<f64>().ok())
+    {
+        return (
+            khz / 1e6,
+            "measured by kiln probe: cpufreq cpuinfo_max_freq".into(),
+        );
     }
     (1.0, "placeholder: clock not readable here; 1 GHz assumed".into())
 }
@@ -173,9 +194,15 @@ fn caches() -> (Cache, String) {
     }
     if c.l1d_kib == 0 {
         c.l1d_kib = 32;
-        return (c, "placeholder: /sys/devices/system/cpu/cpu0/cache not readable; 32 KiB L1 assumed".into());
+        return (
+            c,
+            "placeholder: /sys/devices/system/cpu/cpu0/cache not readable; 32 KiB L1 assumed".into(),
+        );
     }
-    (c, "measured by kiln probe: /sys/devices/system/cpu/cpu0/cache".into())
+    (
+        c,
+        "measured by kiln probe: /sys/devices/system/cpu/cpu0/cache".into(),
+    )
 }
 
 fn memory_mb() -> (u64, String) {
@@ -186,8 +213,14 @@ fn memory_mb() -> (u64, String) {
             .and_then(|v| v.parse::<u64>().ok())
     });
     match kb {
-        Some(kb) => ((kb / 1024).max(1), "measured by kiln probe: MemAvailable of /proc/meminfo".into()),
-        None => (1024, "placeholder: /proc/meminfo not readable; 1 GiB assumed".into()),
+        Some(kb) => (
+            (kb / 1024).max(1),
+            "measured by kiln probe: MemAvailable of /proc/meminfo".into(),
+        ),
+        None => (
+            1024,
+            "placeholder: /proc/meminfo not readable; 1 GiB assumed".into(),
+        ),
     }
 }
 

@@ -48,13 +48,19 @@ fn bad_profiles_are_refused_naming_file_and_field() {
                 .join("\n"),
             "no source for 'power_w'",
         ),
-        (good.replace("clock_ghz = 1.5", "clock_ghz = \"fast\""), "clock_ghz"),
+        (
+            good.replace("clock_ghz = 1.5", "clock_ghz = \"fast\""),
+            "clock_ghz",
+        ),
     ];
     for (text, needle) in cases {
         let e = DeviceProfile::parse(&text, "board.toml").unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidProfile, "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("board.toml") && msg.contains(needle), "{msg} (wanted {needle})");
+        assert!(
+            msg.contains("board.toml") && msg.contains(needle),
+            "{msg} (wanted {needle})"
+        );
     }
     let e = DeviceProfile::resolve("no-such-board").unwrap_err();
     assert!(e.to_string().contains("rpi4-cortex-a72"), "{e}");
@@ -77,7 +83,11 @@ fn probe_measures_this_machine() {
 }
 
 fn fmnist() -> kiln::runtime::CompiledModel {
-    kiln::compile(&repo().join("models/fmnist_mnv2.onnx"), &CompileOptions::default()).unwrap()
+    kiln::compile(
+        &repo().join("models/fmnist_mnv2.onnx"),
+        &CompileOptions::default(),
+    )
+    .unwrap()
 }
 
 fn input(batch: usize) -> Tensor {
@@ -101,7 +111,10 @@ fn cost_model_calibrates_on_a_real_model_and_scales_to_devices() {
     let x = input(8);
     let samples = profile_steps(&cm, std::slice::from_ref(&x), 1, 2, 7).unwrap();
     assert!(samples.len() > 10);
-    assert!(samples.iter().all(|s| s.step.bytes > 0), "every step touches memory");
+    assert!(
+        samples.iter().all(|s| s.step.bytes > 0),
+        "every step touches memory"
+    );
     let measured: f64 = samples.iter().map(|s| s.seconds).sum::<f64>() * 1e3;
     let cal = Calibration::fit(&host, vec!["fmnist_mnv2".into()], &[(1, samples.clone())]).unwrap();
     assert!(cal.fits.iter().any(|f| f.class == "*"));
@@ -110,11 +123,20 @@ fn cost_model_calibrates_on_a_real_model_and_scales_to_devices() {
     let pred = cal.predict(&steps, 1, &host).unwrap();
     assert_eq!(pred.fallback_steps, 0);
     let ratio = pred.total_ms / measured;
-    assert!((0.6..1.6).contains(&ratio), "predicted {} ms vs measured {measured} ms", pred.total_ms);
+    assert!(
+        (0.6..1.6).contains(&ratio),
+        "predicted {} ms vs measured {measured} ms",
+        pred.total_ms
+    );
     // A Cortex-A55 cluster is slower than any x86 host kiln's tests run on.
     let a55 = DeviceProfile::resolve("phone-cortex-a55").unwrap();
     let slow = cal.predict(&steps, 1, &a55).unwrap();
-    assert!(slow.total_ms > pred.total_ms, "{} vs {}", slow.total_ms, pred.total_ms);
+    assert!(
+        slow.total_ms > pred.total_ms,
+        "{} vs {}",
+        slow.total_ms,
+        pred.total_ms
+    );
     let e = cal.predict(&steps, 64, &a55).unwrap_err();
     assert!(e.to_string().contains("4 cores"), "{e}");
     // Save / load.
@@ -125,7 +147,11 @@ fn cost_model_calibrates_on_a_real_model_and_scales_to_devices() {
     assert_eq!(Calibration::load(&f).unwrap(), cal);
     std::fs::remove_dir_all(&dir).ok();
     // Classes are ISA-free, so the calibration covers every ISA level.
-    assert!(cal.fits.iter().all(|f| !f.class.contains("avx")), "{:?}", kernel_class("x"));
+    assert!(
+        cal.fits.iter().all(|f| !f.class.contains("avx")),
+        "{:?}",
+        kernel_class("x")
+    );
 }
 
 #[test]
@@ -155,7 +181,10 @@ fn energy_estimate_follows_horowitz_and_the_device() {
         flops: 0,
         ..f32_step
     };
-    let small = StepCost { bytes: 16 << 10, ..big.clone() };
+    let small = StepCost {
+        bytes: 16 << 10,
+        ..big.clone()
+    };
     let eb = estimate(&[big], &dev, None).memory_mj / (64u64 << 20) as f64;
     let es = estimate(&[small], &dev, None).memory_mj / (16u64 << 10) as f64;
     assert!(eb > 50.0 * es, "{eb} vs {es} mJ/byte");

@@ -168,7 +168,11 @@ fn step_bytes(vals: &[Val], st: &Step) -> u64 {
         .filter(|&&v| seen.insert(v))
         .map(|&v| {
             let val = &vals[v];
-            let elem = if is8(val.dtype) { 1 } else { val.dtype.size_of().max(1) };
+            let elem = if is8(val.dtype) {
+                1
+            } else {
+                val.dtype.size_of().max(1)
+            };
             val.len() * elem
         })
         .sum();
