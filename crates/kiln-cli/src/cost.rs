@@ -168,7 +168,7 @@ pub(crate) fn calibrate(a: &CalibrateArgs) -> Result<()> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if a.threads.iter().any(|&t| t == 0) {
+    if a.threads.contains(&0) {
         bail!("--threads: 0 is not a thread count");
     }
     let host = host_profile(a.host.as_deref())?;
