@@ -46,6 +46,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<DeviceProfile, Error> {
         "cores".into(),
         "measured by kiln probe: available parallelism of this process".into(),
     );
+    #[allow(unused_mut)] // only x86-64 adds to it
     let mut isa: Vec<String> = kiln_kernels::simd_features()
         .iter()
         .map(|s| s.to_string())
