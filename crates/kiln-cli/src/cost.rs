@@ -132,7 +132,10 @@ pub(crate) struct PredictArgs {
 }
 
 /// A compiled model with its seeded random inputs and their shapes.
-fn prepare(model: &Path, shapes: &[String]) -> Result<(CompiledModel, Vec<Tensor>, Vec<Vec<usize>>)> {
+pub(crate) fn prepare(
+    model: &Path,
+    shapes: &[String],
+) -> Result<(CompiledModel, Vec<Tensor>, Vec<Vec<usize>>)> {
     let m = kiln::load_model(model)?;
     let binds: std::collections::HashMap<String, Vec<usize>> = parse_shapes(shapes)?.into_iter().collect();
     let dims = kiln::shapes::bind_input_shapes(&m.graph.inputs, &binds).map_err(|e| e.with_file(model))?;

@@ -18,6 +18,9 @@ mod quantize;
 mod train;
 #[cfg(feature = "train")]
 mod train_plot;
+mod tune;
+#[cfg(feature = "train")]
+mod tune_plot;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -182,6 +185,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cost::CostCmd,
     },
+    /// Choose the best mix of optimization level, precision (fp32, int8 per
+    /// calibration method, mixed) and threads for a device under latency,
+    /// accuracy, memory and energy limits: measures every candidate (or predicts
+    /// it on another device's profile), drops dominated ones early, writes the
+    /// chosen model, a report and a Pareto plot; resumable (docs/tune.md).
+    Tune(Box<tune::TuneArgs>),
+    /// Run one candidate job of a `kiln tune` directory (jobs/<id>.json) and write
+    /// its JSON result: the unit a batch system fans out (docs/tune.md).
+    TuneJob(tune::JobArgs),
     /// Prune a model: magnitude (unstructured), block (1x8 along output channels,
     /// for kiln's sparse kernels) or channel (smaller dense model), optionally
     /// fine-tuned on a schedule; reports sparsity, parameters, MACs, bytes,
@@ -619,6 +631,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             seed,
         } => zoo(&arch, &output, width, input.as_deref(), classes, seed),
         Cmd::Probe(a) => cost::probe(&a),
+        Cmd::Tune(a) => tune::tune(&a),
+        Cmd::TuneJob(a) => tune::tune_job(&a),
         Cmd::Cost { cmd } => match cmd {
             cost::CostCmd::Calibrate(a) => cost::calibrate(&a),
             cost::CostCmd::Predict(a) => cost::predict(&a),
@@ -999,6 +1013,28 @@ pub(crate) fn parse_shapes(specs: &[String]) -> Result<Vec<(String, Vec<usize>)>
 /// Seeded uniform random tensor in [-1, 1) (xorshift; reproducible).
 /// Largest random input `kiln bench` generates (elements, 1 GiB of f32).
 const MAX_BENCH_INPUT_ELEMS: usize = 1 << 28;
+
+/// Writes the Pareto plot of `kiln tune`; `Ok(false)` when this build has
+/// no plotting (the `train` feature).
+pub(crate) fn tune_plot_write(
+    png: &Path,
+    results: &[kiln_search::tune::CandidateResult],
+    front: &[usize],
+    chosen: Option<usize>,
+    limits: &kiln_search::tune::Limits,
+    device: &str,
+) -> Result<bool> {
+    #[cfg(feature = "train")]
+    {
+        tune_plot::write_pareto(png, results, front, chosen, limits, device)?;
+        Ok(true)
+    }
+    #[cfg(not(feature = "train"))]
+    {
+        let _ = (png, results, front, chosen, limits, device);
+        Ok(false)
+    }
+}
 
 pub(crate) fn random_tensor(dtype: DType, shape: Vec<usize>, seed: u64) -> Result<Tensor> {
     let n = kiln::ir::numel(&shape)

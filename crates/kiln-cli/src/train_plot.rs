@@ -19,7 +19,7 @@ struct Point {
     val_top1: Option<f64>,
 }
 
-fn font() -> Result<()> {
+pub(crate) fn font() -> Result<()> {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *ONCE.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()

@@ -16,6 +16,8 @@
 //! - [`energy`]: an estimate of the energy of one inference from its
 //!   operation counts and bytes moved, with Horowitz's 45 nm figures (ISSCC
 //!   2014); always labelled an estimate.
+//! - [`tune`]: candidates, their JSON results, limits, dominance, the
+//!   Pareto front and the choice of `kiln tune`.
 #![warn(missing_docs)]
 
 pub mod cost;
@@ -23,6 +25,7 @@ pub mod device;
 pub mod energy;
 mod error;
 pub mod probe;
+pub mod tune;
 
 pub use device::DeviceProfile;
 pub use error::{Error, ErrorKind};

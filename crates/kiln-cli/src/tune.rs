@@ -1,0 +1,1030 @@
+//! `kiln tune` (choose the best mix of optimization level, precision and
+//! threads for a device under latency, accuracy, memory and energy limits)
+//! and `kiln tune-job` (run one candidate of a tune directory; the unit a
+//! batch system fans out). The decision logic is `kiln_search::tune`; this
+//! module builds, measures and reports. See docs/tune.md.
+
+use crate::cost::prepare;
+use crate::quantize::{calibrate_data, method as parse_method, open_data, DataArgs, Progress};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use kiln::data::Dataset;
+use kiln::eval::{evaluate, EvalModel, EvalOptions};
+use kiln::ir::DType;
+use kiln::quant::{mixed_precision, quantize, QuantError, QuantErrorKind, QuantOptions};
+use kiln::runtime::{CompiledModel, TensorRef};
+use kiln::Session;
+use kiln_search::cost::{plan_steps, Calibration};
+use kiln_search::device::DeviceProfile;
+use kiln_search::energy;
+use kiln_search::probe::{probe as run_probe, ProbeOptions};
+use kiln_search::tune::{
+    choose, choose_among, dominates, enumerate, pareto_front, violations, AccuracyFigure, CandidateResult,
+    Constraint, DataSelection, LatencySource, Limits, Metric, Outcome, Precision, TuneJob,
+};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Arguments of `kiln tune`.
+#[derive(Args)]
+pub(crate) struct TuneArgs {
+    /// The trained model (ONNX, fp32).
+    model: PathBuf,
+    /// Target: `host` (this machine: candidates are measured) or a device
+    /// profile (a shipped name, e.g. rpi4-cortex-a72, or a TOML file; latency
+    /// is then predicted by the cost model of --calibration).
+    #[arg(long, default_value = "host")]
+    device: String,
+    /// Cost-model calibration (`kiln cost calibrate`), needed for a device other than host.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Calibration data of the int8 candidates (folder of images, IDX, .npz, .npy).
+    #[arg(long)]
+    calib: PathBuf,
+    #[arg(long)]
+    calib_split: Option<String>,
+    #[arg(long)]
+    calib_range: Option<String>,
+    #[arg(long)]
+    calib_limit: Option<usize>,
+    /// Data the accuracy is measured on (repeat for several sets; default: --calib).
+    #[arg(long)]
+    val: Vec<PathBuf>,
+    /// Split of every --val set that has splits.
+    #[arg(long)]
+    val_split: Option<String>,
+    /// Sample range of every --val set.
+    #[arg(long)]
+    val_range: Option<String>,
+    /// At most this many samples of every --val set.
+    #[arg(long)]
+    val_limit: Option<usize>,
+    /// Preprocessing preset for image data.
+    #[arg(long, default_value = "efficientnet-lite", value_parser = crate::preset_names())]
+    preset: String,
+    /// Accuracy metric: agreement (top-1 agreement with the original fp32
+    /// model, no labels needed) or top1 (labelled data).
+    #[arg(long, default_value = "agreement", value_parser = ["agreement", "top1"])]
+    metric: String,
+    /// Limit: median latency of one inference (ms).
+    #[arg(long)]
+    max_latency_ms: Option<f64>,
+    /// Limit: accuracy points lost against the original model.
+    #[arg(long)]
+    max_accuracy_drop: Option<f64>,
+    /// Limit: planned memory (activations + scratch + packed weights), MiB.
+    #[arg(long)]
+    max_memory_mb: Option<f64>,
+    /// Limit: estimated energy per inference (mJ).
+    #[arg(long)]
+    max_energy_mj: Option<f64>,
+    /// Thread counts to try (default: 1, 2, 4, ... up to the device's cores).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Optimization levels to try.
+    #[arg(long, value_delimiter = ',', default_value = "basic,all")]
+    opt_levels: Vec<String>,
+    /// Precisions to try: fp32, int8-METHOD, mixed-METHOD (METHOD: minmax,
+    /// percentile, entropy, mse).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fp32,int8-minmax,int8-percentile,int8-entropy,int8-mse,mixed-minmax"
+    )]
+    precisions: Vec<String>,
+    /// Timed runs per candidate (median).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs of the quick screen that drops dominated candidates
+    /// before their full benchmark (0: no screen).
+    #[arg(long, default_value_t = 5)]
+    screen_runs: usize,
+    /// Re-benchmark the fastest N feasible candidates, interleaved, before choosing.
+    #[arg(long, default_value_t = 3)]
+    rebench: usize,
+    /// Samples per run in calibration and evaluation.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// The tune directory: jobs/, results/, models/, the chosen model, report.md, report.json, pareto.png.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Only write the jobs (jobs/*.json) and stop; run them with `kiln tune-job`, then run this command again.
+    #[arg(long)]
+    plan: bool,
+    /// Ignore results already in the directory (default: resume, reusing results of the same work).
+    #[arg(long)]
+    fresh: bool,
+}
+
+/// Arguments of `kiln tune-job`.
+#[derive(Args)]
+pub(crate) struct JobArgs {
+    /// A job file (`jobs/<id>.json` of a tune directory).
+    job: PathBuf,
+}
+
+fn sel(
+    path: &Path,
+    split: &Option<String>,
+    range: &Option<String>,
+    limit: Option<usize>,
+) -> Result<DataSelection> {
+    let abs = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
+    Ok(DataSelection {
+        path: abs.display().to_string(),
+        split: split.clone(),
+        range: range.clone(),
+        limit,
+    })
+}
+
+fn open_sel(flag: &str, s: &DataSelection, preset: &str) -> Result<Dataset> {
+    open_data(&DataArgs {
+        flag,
+        path: Path::new(&s.path),
+        preset: crate::preset(preset)?,
+        split: s.split.as_deref(),
+        range: s.range.as_deref(),
+        limit: s.limit,
+    })
+}
+
+/// The accuracy data of a job: its --val sets (the job format holds one;
+/// further sets ride in `val.path` separated by the OS path-list separator).
+fn val_sets(job: &TuneJob) -> Result<Vec<Dataset>> {
+    std::env::split_paths(&job.val.path)
+        .map(|p| {
+            let s = DataSelection {
+                path: p.display().to_string(),
+                ..job.val.clone()
+            };
+            open_sel("--val", &s, &job.preset)
+        })
+        .collect()
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// `kiln tune`.
+pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
+    let t_all = Instant::now();
+    for (flag, v) in [
+        ("--max-latency-ms", a.max_latency_ms),
+        ("--max-accuracy-drop", a.max_accuracy_drop),
+        ("--max-memory-mb", a.max_memory_mb),
+        ("--max-energy-mj", a.max_energy_mj),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{flag} {v}: expected a number >= 0");
+            }
+        }
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let limits = Limits {
+        max_latency_ms: a.max_latency_ms,
+        max_accuracy_drop: a.max_accuracy_drop,
+        max_memory_mb: a.max_memory_mb,
+        max_energy_mj: a.max_energy_mj,
+    };
+    let metric = if a.metric == "top1" {
+        Metric::Top1
+    } else {
+        Metric::Agreement
+    };
+    let precisions: Vec<Precision> = a
+        .precisions
+        .iter()
+        .map(|p| {
+            Precision::parse(p).ok_or_else(|| {
+                anyhow!("--precisions {p}: expected fp32, int8-METHOD or mixed-METHOD (METHOD: minmax, percentile, entropy, mse)")
+            })
+        })
+        .collect::<Result<_>>()?;
+    for l in &a.opt_levels {
+        l.parse::<kiln::opt::Level>()
+            .map_err(|_| anyhow!("--opt-levels {l}: expected basic, extended or all"))?;
+    }
+    if precisions.is_empty() || a.opt_levels.is_empty() {
+        bail!("--precisions and --opt-levels need at least one value each");
+    }
+    let model = std::fs::canonicalize(&a.model).with_context(|| format!("{}", a.model.display()))?;
+    // The model must load before anything is written.
+    kiln::load_model(&model)?;
+    std::fs::create_dir_all(a.out.join("jobs"))
+        .and_then(|_| std::fs::create_dir_all(a.out.join("results")))
+        .and_then(|_| std::fs::create_dir_all(a.out.join("models")))
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    let dir = std::fs::canonicalize(&a.out)?;
+
+    // The device: this machine (probed once per directory) or a profile with a cost model.
+    let (device_arg, device, calibration) = if a.device == "host" {
+        let f = dir.join("device.toml");
+        let p = if f.exists() && !a.fresh {
+            DeviceProfile::load(&f)?
+        } else {
+            eprintln!("kiln tune: probing this machine (device host) -> {}", f.display());
+            let p = run_probe(&ProbeOptions {
+                quick: true,
+                ..ProbeOptions::default()
+            })?;
+            kiln::write_atomic(&f, p.to_toml().as_bytes())?;
+            p
+        };
+        ("host".to_string(), p, None)
+    } else {
+        let p = DeviceProfile::resolve(&a.device)?;
+        let Some(c) = &a.calibration else {
+            bail!(
+                "--device {}: latency on a device other than this machine is predicted by the cost model; \
+                 give --calibration FILE (made by `kiln cost calibrate`)",
+                a.device
+            );
+        };
+        Calibration::load(c)?;
+        let dev = if Path::new(&a.device).exists() {
+            std::fs::canonicalize(&a.device)?.display().to_string()
+        } else {
+            a.device.clone()
+        };
+        (dev, p, Some(std::fs::canonicalize(c)?.display().to_string()))
+    };
+    let cores = device.cores as usize;
+    let mut threads = a.threads.clone();
+    if threads.is_empty() {
+        let mut t = 1;
+        while t <= cores.max(1) {
+            threads.push(t);
+            t *= 2;
+        }
+    }
+    if let Some(&t) = threads.iter().find(|&&t| t == 0 || t > cores.max(1)) {
+        bail!("--threads {t}: the device {} has {cores} core(s)", device.name);
+    }
+
+    let calib = sel(&a.calib, &a.calib_split, &a.calib_range, a.calib_limit)?;
+    let val = if a.val.is_empty() {
+        eprintln!(
+            "note: no --val: accuracy is measured on the calibration data ({}), which flatters int8",
+            a.calib.display()
+        );
+        calib.clone()
+    } else {
+        let paths: Vec<PathBuf> = a
+            .val
+            .iter()
+            .map(|p| std::fs::canonicalize(p).with_context(|| format!("--val {}", p.display())))
+            .collect::<Result<_>>()?;
+        DataSelection {
+            path: std::env::join_paths(&paths)
+                .map_err(|e| anyhow!("--val paths: {e}"))?
+                .to_string_lossy()
+                .into_owned(),
+            split: a.val_split.clone(),
+            range: a.val_range.clone(),
+            limit: a.val_limit,
+        }
+    };
+    let candidates = enumerate(&a.opt_levels, &precisions, &threads);
+    let jobs: Vec<TuneJob> = candidates
+        .iter()
+        .map(|c| TuneJob {
+            kiln_tune_job: 1,
+            model: model.display().to_string(),
+            dir: dir.display().to_string(),
+            calib: calib.clone(),
+            val: val.clone(),
+            preset: a.preset.clone(),
+            metric,
+            device: device_arg.clone(),
+            calibration: calibration.clone(),
+            limits,
+            warmup: a.warmup,
+            runs: a.runs,
+            batch: a.batch,
+            candidate: c.clone(),
+        })
+        .collect();
+    // Check the data sets open (and have labels for top1) before any work.
+    let first = &jobs[0];
+    open_sel("--calib", &first.calib, &first.preset)?;
+    for ds in val_sets(first)? {
+        if metric == Metric::Top1 && !ds.has_labels() {
+            bail!(
+                "--metric top1: {} has no labels (use --metric agreement)",
+                ds.spec().path.display()
+            );
+        }
+    }
+    for j in &jobs {
+        let f = dir.join("jobs").join(format!("{}.json", j.candidate.id()));
+        kiln::write_atomic(&f, serde_json::to_string_pretty(j)?.as_bytes())?;
+    }
+    println!(
+        "kiln tune: {} candidates ({} opt level(s) x {} precision(s) x threads {:?}) on {} -> {}",
+        jobs.len(),
+        a.opt_levels.len(),
+        precisions.len(),
+        threads,
+        device.name,
+        dir.display()
+    );
+    if a.plan {
+        println!(
+            "jobs written to {}/jobs; run each with `kiln tune-job FILE` (any order, any machine that sees \
+             these paths; host jobs must run on the target), then run this command again to collect",
+            dir.display()
+        );
+        return Ok(());
+    }
+
+    // Run (or resume) every candidate.
+    let mut results: Vec<CandidateResult> = Vec::with_capacity(jobs.len());
+    let mut resumed = 0;
+    for (i, job) in jobs.iter().enumerate() {
+        let id = job.candidate.id();
+        let rfile = dir.join("results").join(format!("{id}.json"));
+        if !a.fresh && rfile.exists() {
+            if let Ok(r) = CandidateResult::load(&rfile) {
+                if r.job.as_ref().is_some_and(|j| j.same_work(job)) {
+                    resumed += 1;
+                    results.push(r);
+                    continue;
+                }
+            }
+        }
+        eprint!("[{}/{}] {id}: ", i + 1, jobs.len());
+        let screen = (a.screen_runs > 0).then_some((a.screen_runs, results.as_slice()));
+        let r = run_job(job, screen);
+        eprintln!("{}", one_line(&r));
+        kiln::write_atomic(&rfile, serde_json::to_string_pretty(&r)?.as_bytes())?;
+        results.push(r);
+    }
+    if resumed > 0 {
+        eprintln!(
+            "kiln tune: {resumed} result(s) reused from {}/results (--fresh to redo)",
+            dir.display()
+        );
+    }
+    collect(a, &dir, &device, &limits, metric, results, t_all)
+}
+
+/// `kiln tune-job`: one candidate, no screen; writes `results/<id>.json`.
+pub(crate) fn tune_job(a: &JobArgs) -> Result<()> {
+    let job = TuneJob::load(&a.job)?;
+    let r = run_job(&job, None);
+    let f = Path::new(&job.dir)
+        .join("results")
+        .join(format!("{}.json", job.candidate.id()));
+    kiln::write_atomic(&f, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    println!("{}: {} -> {}", job.candidate.id(), one_line(&r), f.display());
+    if let Outcome::Failed { error } = &r.outcome {
+        bail!("{}: {error}", job.candidate.id());
+    }
+    Ok(())
+}
+
+fn one_line(r: &CandidateResult) -> String {
+    let mut s = Vec::new();
+    if let Some(acc) = &r.accuracy {
+        s.push(format!(
+            "{} {:.2}% (drop {:.2})",
+            acc.metric.name(),
+            acc.percent,
+            acc.drop()
+        ));
+    }
+    if let Some(l) = r.latency_ms {
+        s.push(format!("{l:.3} ms"));
+    }
+    if let Some(m) = r.memory_mb {
+        s.push(format!("{m:.1} MiB"));
+    }
+    match &r.outcome {
+        Outcome::Complete => {}
+        Outcome::Dropped { reason } => s.push(format!("dropped: {reason}")),
+        Outcome::Failed { error } => s.push(format!("FAILED: {error}")),
+    }
+    s.join(", ")
+}
+
+/// Runs one job; never fails (a failure is the result's outcome).
+/// `screen`: (runs, results so far) for the quick dominance screen.
+fn run_job(job: &TuneJob, screen: Option<(usize, &[CandidateResult])>) -> CandidateResult {
+    let t0 = Instant::now();
+    let mut r = CandidateResult::new(job.candidate.clone(), Outcome::Complete);
+    if let Err(e) = measure(job, screen, &mut r) {
+        r.outcome = Outcome::Failed {
+            error: format!("{e:#}"),
+        };
+    }
+    r.seconds = t0.elapsed().as_secs_f64();
+    r.job = Some(job.clone());
+    r
+}
+
+fn measure(
+    job: &TuneJob,
+    screen: Option<(usize, &[CandidateResult])>,
+    r: &mut CandidateResult,
+) -> Result<()> {
+    let dir = Path::new(&job.dir);
+    let vid = job.candidate.variant.id();
+    let rel = format!("models/{vid}.onnx");
+    let file = dir.join(&rel);
+    if !file.exists() {
+        build_variant(job, &file)?;
+    }
+    r.model_file = Some(rel);
+    r.model_bytes = std::fs::metadata(&file).ok().map(|m| m.len());
+    let acc = variant_accuracy(job, &file)?;
+    r.accuracy = Some(acc);
+    if let Some(limit) = job.limits.max_accuracy_drop {
+        if acc.drop() > limit {
+            r.outcome = Outcome::Dropped {
+                reason: format!(
+                    "accuracy drop {:.2} points > --max-accuracy-drop {limit}: not benchmarked",
+                    acc.drop()
+                ),
+            };
+            return Ok(());
+        }
+    }
+    let (cm, inputs, dims) = prepare(&file, &[])?;
+    let steps = plan_steps(&cm, &dims)?;
+    let info = cm.plan_info(&dims)?;
+    let threads = job.candidate.threads;
+    r.memory_mb = Some(mib(info.arena_bytes
+        + info.scratch_bytes * threads
+        + info.packed_weight_bytes));
+    r.macs = Some(steps.iter().map(|s| s.flops).sum::<u64>() / 2);
+    let device = if job.device == "host" {
+        DeviceProfile::load(&dir.join("device.toml"))?
+    } else {
+        DeviceProfile::resolve(&job.device)?
+    };
+    if job.device == "host" {
+        let mut timer = Timer::new(&cm, &inputs, &dims, threads)?;
+        timer.run(job.warmup)?;
+        if let Some((n, done)) = screen {
+            let mut ms = timer.time(n)?;
+            r.latency_ms = Some(median(&mut ms));
+            r.latency_runs = n;
+            r.latency_source = Some(LatencySource::Measured);
+            r.energy_mj = Some(energy::estimate(&steps, &device, r.latency_ms).total_mj);
+            // Dominated with a margin (timing noise) by a fully measured one: no full benchmark.
+            if let Some(d) = done
+                .iter()
+                .find(|d| d.outcome == Outcome::Complete && dominates(d, r, 1.25))
+            {
+                r.outcome = Outcome::Dropped {
+                    reason: format!(
+                        "dominated by {} ({:.3} ms, drop {:.2}) in a quick screen of {n} runs ({:.3} ms, drop {:.2})",
+                        d.candidate,
+                        d.latency_ms.unwrap_or(0.0),
+                        d.accuracy.map_or(0.0, |a| a.drop()),
+                        r.latency_ms.unwrap_or(0.0),
+                        acc.drop()
+                    ),
+                };
+                return Ok(());
+            }
+        }
+        let mut ms = timer.time(job.runs)?;
+        r.latency_ms = Some(median(&mut ms));
+        r.latency_runs = job.runs;
+        r.latency_source = Some(LatencySource::Measured);
+    } else {
+        let cal_path = job
+            .calibration
+            .as_deref()
+            .ok_or_else(|| anyhow!("device {} needs a cost-model calibration", job.device))?;
+        let cal = Calibration::load(Path::new(cal_path))?;
+        let p = cal.predict(&steps, threads, &device)?;
+        r.latency_ms = Some(p.total_ms);
+        r.latency_runs = 0;
+        r.latency_source = Some(LatencySource::Predicted);
+    }
+    r.energy_mj = Some(energy::estimate(&steps, &device, r.latency_ms).total_mj);
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Times runs of a compiled model on caller-owned buffers (the deployment
+/// path of `kiln bench`).
+struct Timer<'a> {
+    cm: &'a CompiledModel,
+    state: kiln::runtime::RunState,
+    inputs: &'a [kiln::ir::Tensor],
+    outs: Option<Vec<Vec<f32>>>,
+}
+
+impl<'a> Timer<'a> {
+    fn new(
+        cm: &'a CompiledModel,
+        inputs: &'a [kiln::ir::Tensor],
+        dims: &[Vec<usize>],
+        threads: usize,
+    ) -> Result<Timer<'a>> {
+        let refs: Vec<&[usize]> = dims.iter().map(|d| d.as_slice()).collect();
+        let shapes = cm.output_shapes(&refs)?;
+        let outs = (inputs.iter().all(|t| t.dtype() == DType::F32) && shapes.iter().all(|s| s.is_some()))
+            .then(|| {
+                shapes
+                    .iter()
+                    .map(|s| vec![0f32; s.as_ref().map_or(0, |s| s.iter().product())])
+                    .collect()
+            });
+        Ok(Timer {
+            cm,
+            state: cm.new_state(threads),
+            inputs,
+            outs,
+        })
+    }
+
+    fn once(&mut self) -> Result<()> {
+        match &mut self.outs {
+            Some(outs) => {
+                let ins: Vec<TensorRef> = self
+                    .inputs
+                    .iter()
+                    .map(|t| TensorRef {
+                        shape: t.shape(),
+                        data: t.as_slice::<f32>().unwrap_or(&[]),
+                    })
+                    .collect();
+                let mut o: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+                self.cm.run_into(&mut self.state, &ins, &mut o)?;
+            }
+            None => {
+                self.cm.run(&mut self.state, self.inputs.to_vec())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.once()?;
+        }
+        Ok(())
+    }
+
+    /// `n` timed runs, milliseconds.
+    fn time(&mut self, n: usize) -> Result<Vec<f64>> {
+        let mut ms = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            self.once()?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(ms)
+    }
+}
+
+/// Builds the variant's model file: optimize at its level, then fp32 as is,
+/// int8 PTQ with its calibration method, or mixed precision within the
+/// accuracy limit (default 1 point).
+fn build_variant(job: &TuneJob, file: &Path) -> Result<()> {
+    let v = &job.candidate.variant;
+    let src = Path::new(&job.model);
+    let mut m = kiln::load_model(src)?;
+    let level: kiln::opt::Level = v
+        .opt_level
+        .parse()
+        .map_err(|_| anyhow!("opt level {}: expected basic, extended or all", v.opt_level))?;
+    kiln::opt::optimize(
+        &mut m,
+        &kiln::opt::Options {
+            level,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow!("{}: {e}", src.display()))?;
+    let qerr = |e: QuantError| anyhow!("{}: {}", src.display(), e.message);
+    let out = match &v.precision {
+        Precision::Fp32 => m,
+        Precision::Int8 { method } | Precision::Mixed { method } => {
+            let method = parse_method(method, None)?;
+            let calib = open_sel("--calib", &job.calib, &job.preset)?;
+            let bar = Progress::new();
+            let (stats, _, _) = calibrate_data(&m, src, &calib, method, job.batch, &bar)?;
+            drop(bar);
+            let qopts = QuantOptions {
+                method,
+                ..QuantOptions::default()
+            };
+            if matches!(v.precision, Precision::Int8 { .. }) {
+                quantize(&m, &stats, &qopts).map_err(qerr)?.0
+            } else {
+                let budget = job.limits.max_accuracy_drop.unwrap_or(1.0);
+                let orig = kiln::open_session(src)?;
+                let sets = val_sets(job)?;
+                let mut eval = |cand: &kiln::ir::Model| -> kiln::quant::Result<f64> {
+                    let s = Session::new(cand.clone())
+                        .map_err(|e| QuantError::new(QuantErrorKind::Evaluate, e.to_string()))?;
+                    accuracy_of(job, &orig, src, &s, file, &sets)
+                        .map(|a| a.percent)
+                        .map_err(|e| QuantError::new(QuantErrorKind::Evaluate, format!("{e:#}")))
+                };
+                mixed_precision(&m, &stats, &qopts, budget, &mut eval)
+                    .map_err(qerr)?
+                    .0
+            }
+        }
+    };
+    kiln::onnx::save(&out, file)?;
+    Ok(())
+}
+
+/// The accuracy of `cand` against the original model over the job's --val sets.
+fn accuracy_of(
+    job: &TuneJob,
+    orig: &Session,
+    orig_file: &Path,
+    cand: &Session,
+    cand_file: &Path,
+    sets: &[Dataset],
+) -> Result<AccuracyFigure> {
+    let (mut same, mut n, mut ref_top1, mut top1, mut labelled) = (0, 0, 0, 0, 0);
+    for ds in sets {
+        let rep = evaluate(
+            EvalModel {
+                session: orig,
+                file: orig_file,
+            },
+            Some(EvalModel {
+                session: cand,
+                file: cand_file,
+            }),
+            ds,
+            &EvalOptions { batch: job.batch },
+            &mut |_| {},
+        )?;
+        let cmp = rep.compare.as_ref().ok_or_else(|| anyhow!("no comparison"))?;
+        same += cmp.agreement.top1_same;
+        n += cmp.agreement.samples;
+        if let (Some(a), Some(b)) = (rep.accuracy, cmp.accuracy) {
+            ref_top1 += a.top1;
+            top1 += b.top1;
+            labelled += a.samples;
+        }
+    }
+    let pct = |k: usize, d: usize| if d == 0 { 0.0 } else { 100.0 * k as f64 / d as f64 };
+    Ok(match job.metric {
+        Metric::Agreement => AccuracyFigure {
+            metric: Metric::Agreement,
+            percent: pct(same, n),
+            reference: 100.0,
+            samples: n,
+        },
+        Metric::Top1 => {
+            if labelled == 0 {
+                bail!("--metric top1 needs labelled --val data");
+            }
+            AccuracyFigure {
+                metric: Metric::Top1,
+                percent: pct(top1, labelled),
+                reference: pct(ref_top1, labelled),
+                samples: labelled,
+            }
+        }
+    })
+}
+
+/// The variant's accuracy, cached next to its model (`models/<id>.accuracy.json`,
+/// keyed by the data and metric).
+fn variant_accuracy(job: &TuneJob, file: &Path) -> Result<AccuracyFigure> {
+    let cache = file.with_extension("accuracy.json");
+    let key = json!({"val": job.val, "metric": job.metric, "preset": job.preset});
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            if v["key"] == key {
+                if let Ok(a) = serde_json::from_value::<AccuracyFigure>(v["accuracy"].clone()) {
+                    return Ok(a);
+                }
+            }
+        }
+    }
+    let src = Path::new(&job.model);
+    let orig = kiln::open_session(src)?;
+    let cand = kiln::open_session(file)?;
+    let sets = val_sets(job)?;
+    let a = accuracy_of(job, &orig, src, &cand, file, &sets)?;
+    let v = json!({"key": key, "accuracy": a});
+    kiln::write_atomic(&cache, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    Ok(a)
+}
+
+/// Re-benchmarks `ids` (indices into results) interleaved: `rounds` rounds
+/// of `runs / rounds` runs each, so that load changes hit all alike.
+fn rebench(
+    dir: &Path,
+    results: &[CandidateResult],
+    ids: &[usize],
+    runs: usize,
+    warmup: usize,
+) -> Result<Vec<f64>> {
+    let mut compiled = Vec::new();
+    for &i in ids {
+        let f = dir.join(results[i].model_file.as_deref().unwrap_or_default());
+        compiled.push(prepare(&f, &[])?);
+    }
+    let mut timers = Vec::new();
+    for (k, (cm, inputs, dims)) in compiled.iter().enumerate() {
+        let mut t = Timer::new(cm, inputs, dims, results[ids[k]].candidate.threads)?;
+        t.run(warmup)?;
+        timers.push(t);
+    }
+    let rounds = 5.min(runs).max(1);
+    let per = rebench_runs(runs) / rounds;
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
+    for _ in 0..rounds {
+        for (k, t) in timers.iter_mut().enumerate() {
+            ms[k].extend(t.time(per)?);
+        }
+    }
+    Ok(ms.iter_mut().map(|v| median(v)).collect())
+}
+
+/// Runs per candidate of [`rebench`]: `runs` rounded up to whole rounds.
+fn rebench_runs(runs: usize) -> usize {
+    let rounds = 5.min(runs).max(1);
+    runs.div_ceil(rounds) * rounds
+}
+
+fn cell_f(x: Option<f64>, prec: usize) -> String {
+    x.map(|v| format!("{v:.prec$}")).unwrap_or_else(|| "-".into())
+}
+
+/// Choose, re-benchmark, write the report and the chosen model.
+fn collect(
+    a: &TuneArgs,
+    dir: &Path,
+    device: &DeviceProfile,
+    limits: &Limits,
+    metric: Metric,
+    mut results: Vec<CandidateResult>,
+    t_all: Instant,
+) -> Result<()> {
+    let measured_here = a.device == "host";
+    let mut choice = choose(&results, limits);
+    // Independent re-benchmark of the fastest feasible candidates, interleaved.
+    let mut rebenched: Vec<(usize, f64, f64)> = Vec::new(); // (index, first latency, re-bench latency)
+    if measured_here && a.rebench > 1 {
+        let mut feas: Vec<usize> = (0..results.len())
+            .filter(|&i| kiln_search::tune::feasible(&results[i], limits))
+            .collect();
+        feas.sort_by(|&x, &y| {
+            results[x]
+                .latency_ms
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&results[y].latency_ms.unwrap_or(f64::INFINITY))
+        });
+        feas.truncate(a.rebench);
+        if feas.len() > 1 {
+            eprintln!(
+                "kiln tune: re-benchmarking the {} fastest feasible candidates, interleaved",
+                feas.len()
+            );
+            let ms = rebench(dir, &results, &feas, a.runs.max(10), a.warmup)?;
+            for (k, &i) in feas.iter().enumerate() {
+                rebenched.push((i, results[i].latency_ms.unwrap_or(f64::NAN), ms[k]));
+            }
+            // The re-benchmark's medians (more runs, interleaved) replace the first ones.
+            for &(i, _, m) in &rebenched {
+                results[i].latency_ms = Some(m);
+                results[i].latency_runs = rebench_runs(a.runs.max(10));
+            }
+            choice = choose_among(&results, limits, &feas);
+        }
+    }
+    let front = pareto_front(&results);
+
+    // The table.
+    let head = [
+        "candidate",
+        "accuracy %",
+        "drop",
+        "latency ms",
+        "memory MiB",
+        "energy mJ",
+        "size MiB",
+        "verdict",
+    ];
+    let rows: Vec<[String; 8]> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut verdict = choice.reasons[i].clone();
+            if front.contains(&i) {
+                verdict = format!("[pareto] {verdict}");
+            }
+            [
+                r.candidate.id(),
+                cell_f(r.accuracy.map(|a| a.percent), 2),
+                cell_f(r.accuracy.map(|a| a.drop()), 2),
+                match (r.latency_ms, r.latency_source) {
+                    (Some(l), Some(LatencySource::Predicted)) => format!("{l:.3} (pred)"),
+                    (Some(l), _) => format!("{l:.3}"),
+                    _ => "-".into(),
+                },
+                cell_f(r.memory_mb, 1),
+                cell_f(r.energy_mj, 3),
+                cell_f(r.model_bytes.map(|b| b as f64 / (1u64 << 20) as f64), 2),
+                verdict,
+            ]
+        })
+        .collect();
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (k, c) in r.iter().enumerate() {
+            w[k] = w[k].max(c.chars().count());
+        }
+    }
+    let line = |c: &[String]| -> String {
+        let mut s = String::new();
+        for (k, x) in c.iter().enumerate() {
+            if k == 0 || k == 7 {
+                s.push_str(&format!("{x:<width$}  ", width = w[k]));
+            } else {
+                s.push_str(&format!("{x:>width$}  ", width = w[k]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut table = vec![line(&head.map(String::from)), line(&w.map(|n| "-".repeat(n)))];
+    table.extend(rows.iter().map(|r| line(r)));
+
+    let lim_text = {
+        let mut v = Vec::new();
+        for (c, x) in [
+            (Constraint::Latency, limits.max_latency_ms),
+            (Constraint::Accuracy, limits.max_accuracy_drop),
+            (Constraint::Memory, limits.max_memory_mb),
+            (Constraint::Energy, limits.max_energy_mj),
+        ] {
+            if let Some(x) = x {
+                v.push(format!("{} {x} {}", c.flag(), c.unit()));
+            }
+        }
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut summary = Vec::new();
+    summary.push(format!(
+        "device {} ({}), latency {}; accuracy: {} against the original fp32 model; limits: {lim_text}",
+        device.name,
+        device.description,
+        if measured_here {
+            "measured here (median of timed runs, compiled runtime)"
+        } else {
+            "predicted by the cost model"
+        },
+        match metric {
+            Metric::Agreement => "top-1 agreement",
+            Metric::Top1 => "top-1 accuracy",
+        }
+    ));
+    let complete = results.iter().filter(|r| r.latency_ms.is_some()).count();
+    summary.push(format!(
+        "{} candidates, {} with a latency ({} fully benchmarked), {} dropped early, {} failed; {:.0} s",
+        results.len(),
+        complete,
+        results.iter().filter(|r| r.outcome == Outcome::Complete).count(),
+        results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
+            .count(),
+        results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .count(),
+        t_all.elapsed().as_secs_f64()
+    ));
+    if !rebenched.is_empty() {
+        let parts: Vec<String> = rebenched
+            .iter()
+            .map(|(i, first, re)| format!("{} {first:.3} -> {re:.3} ms", results[*i].candidate))
+            .collect();
+        summary.push(format!(
+            "re-benchmark of the fastest feasible ({} interleaved runs each; the choice is the fastest of these): {}",
+            rebench_runs(a.runs.max(10)),
+            parts.join(", ")
+        ));
+    }
+    let binding_text = |b: Option<Constraint>| match b {
+        Some(c) => format!("{} ({})", c.flag(), c.unit()),
+        None => "none: no faster candidate was rejected by a limit".into(),
+    };
+
+    // The plot.
+    let png = dir.join("pareto.png");
+    let plot_note = match crate::tune_plot_write(&png, &results, &front, choice.chosen, limits, &device.name)
+    {
+        Ok(true) => format!("Pareto front (accuracy vs latency): {}", png.display()),
+        Ok(false) => "no Pareto PNG: this kiln was built without the plotting feature (train)".into(),
+        Err(e) => format!("the Pareto PNG could not be drawn: {e:#}"),
+    };
+    summary.push(plot_note);
+
+    let chosen_file = dir.join("chosen.onnx");
+    let verdict = match choice.chosen {
+        Some(c) => {
+            let r = &results[c];
+            let src = dir.join(r.model_file.as_deref().unwrap_or_default());
+            let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            kiln::write_atomic(&chosen_file, &bytes)?;
+            format!(
+                "chosen: {} ({} thread(s)): {:.3} ms, {} {:.2}% (drop {:.2} points), {:.1} MiB, {:.3} mJ -> {}\nbinding constraint: {}",
+                r.candidate,
+                r.candidate.threads,
+                r.latency_ms.unwrap_or(0.0),
+                metric.name(),
+                r.accuracy.map_or(0.0, |x| x.percent),
+                r.accuracy.map_or(0.0, |x| x.drop()),
+                r.memory_mb.unwrap_or(0.0),
+                r.energy_mj.unwrap_or(0.0),
+                chosen_file.display(),
+                binding_text(choice.binding)
+            )
+        }
+        None => {
+            let _ = std::fs::remove_file(&chosen_file);
+            match choice.closest {
+                Some(c) => {
+                    let v: Vec<String> = violations(&results[c], limits)
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect();
+                    format!(
+                        "no candidate meets the limits; the closest is {} ({}); the limit that failed: {}",
+                        results[c].candidate,
+                        if v.is_empty() {
+                            "its figures are incomplete".to_string()
+                        } else {
+                            v.join("; ")
+                        },
+                        binding_text(choice.binding)
+                    )
+                }
+                None => "no candidate meets the limits, and none was measured".into(),
+            }
+        }
+    };
+    let text = format!("{}\n\n{}\n\n{verdict}\n", summary.join("\n"), table.join("\n"));
+    let md = format!(
+        "# kiln tune report: {}\n\n```text\n{text}```\n\nEach row's job and full figures: `results/<candidate>.json`.\n",
+        a.model.display()
+    );
+    kiln::write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    let report = json!({
+        "model": a.model.display().to_string(),
+        "device": device.name,
+        "measured": measured_here,
+        "limits": limits,
+        "metric": metric.name(),
+        "chosen": choice.chosen.map(|c| results[c].candidate.id()),
+        "binding": choice.binding,
+        "closest": choice.closest.map(|c| results[c].candidate.id()),
+        "pareto_front": front.iter().map(|&i| results[i].candidate.id()).collect::<Vec<_>>(),
+        "rebench": rebenched.iter().map(|(i, f, r)| json!({"candidate": results[*i].candidate.id(), "first_ms": f, "rebench_ms": r})).collect::<Vec<_>>(),
+        "candidates": results.iter().zip(&choice.reasons).map(|(r, why)| json!({"result": r, "verdict": why})).collect::<Vec<_>>(),
+    });
+    kiln::write_atomic(
+        &dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!("{text}");
+    println!("report: {}", dir.join("report.md").display());
+    if choice.chosen.is_none() {
+        bail!(
+            "{}",
+            verdict.lines().next().unwrap_or("no candidate meets the limits")
+        );
+    }
+    Ok(())
+}
