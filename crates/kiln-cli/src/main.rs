@@ -5,6 +5,8 @@
 
 mod bench;
 mod bench_server;
+#[cfg(feature = "train")]
+mod case_study;
 mod conformance;
 mod cost;
 mod eval;
@@ -191,6 +193,12 @@ enum Cmd {
     /// it on another device's profile), drops dominated ones early, writes the
     /// chosen model, a report and a Pareto plot; resumable (docs/tune.md).
     Tune(Box<tune::TuneArgs>),
+    /// The compression case study end to end on Fashion-MNIST: teacher ->
+    /// distilled zoo student -> channel-pruned and fine-tuned -> QAT int8, every
+    /// stage run through the compiled runtime API; one table of top-1, parameters,
+    /// MACs, size and latency per stage (docs/tune.md).
+    #[cfg(feature = "train")]
+    CaseStudy(Box<case_study::CaseStudyArgs>),
     /// Run one candidate job of a `kiln tune` directory (jobs/<id>.json) and write
     /// its JSON result: the unit a batch system fans out (docs/tune.md).
     TuneJob(tune::JobArgs),
@@ -633,6 +641,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Probe(a) => cost::probe(&a),
         Cmd::Tune(a) => tune::tune(&a),
         Cmd::TuneJob(a) => tune::tune_job(&a),
+        #[cfg(feature = "train")]
+        Cmd::CaseStudy(a) => case_study::case_study(&a),
         Cmd::Cost { cmd } => match cmd {
             cost::CostCmd::Calibrate(a) => cost::calibrate(&a),
             cost::CostCmd::Predict(a) => cost::predict(&a),

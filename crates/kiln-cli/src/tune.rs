@@ -109,13 +109,17 @@ pub(crate) struct TuneArgs {
     /// Samples per run in calibration and evaluation.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Input shape of the timed runs (symbolic dims other than batch must be bound; batch is 1).
+    #[arg(long = "shape", value_name = "NAME=D,D,...")]
+    shapes: Vec<String>,
     /// The tune directory: jobs/, results/, models/, the chosen model, report.md, report.json, pareto.png.
     #[arg(short, long)]
     out: PathBuf,
     /// Only write the jobs (jobs/*.json) and stop; run them with `kiln tune-job`, then run this command again.
     #[arg(long)]
     plan: bool,
-    /// Ignore results already in the directory (default: resume, reusing results of the same work).
+    /// Redo everything: remove the directory's jobs/, results/ and models/ first
+    /// (default: resume, reusing results and models of the same work).
     #[arg(long)]
     fresh: bool,
 }
@@ -219,6 +223,15 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
     let model = std::fs::canonicalize(&a.model).with_context(|| format!("{}", a.model.display()))?;
     // The model must load before anything is written.
     kiln::load_model(&model)?;
+    if a.fresh {
+        // Models, accuracies and results of an earlier run are all redone.
+        for sub in ["jobs", "results", "models"] {
+            let d = a.out.join(sub);
+            if d.is_dir() {
+                std::fs::remove_dir_all(&d).with_context(|| format!("removing {} (--fresh)", d.display()))?;
+            }
+        }
+    }
     std::fs::create_dir_all(a.out.join("jobs"))
         .and_then(|_| std::fs::create_dir_all(a.out.join("results")))
         .and_then(|_| std::fs::create_dir_all(a.out.join("models")))
@@ -310,6 +323,7 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
             warmup: a.warmup,
             runs: a.runs,
             batch: a.batch,
+            shapes: a.shapes.clone(),
             candidate: c.clone(),
         })
         .collect();
@@ -458,7 +472,7 @@ fn measure(
             return Ok(());
         }
     }
-    let (cm, inputs, dims) = prepare(&file, &[])?;
+    let (cm, inputs, dims) = prepare(&file, &job.shapes)?;
     let steps = plan_steps(&cm, &dims)?;
     let info = cm.plan_info(&dims)?;
     let threads = job.candidate.threads;
@@ -621,6 +635,14 @@ fn build_variant(job: &TuneJob, file: &Path) -> Result<()> {
         },
     )
     .map_err(|e| anyhow!("{}: {e}", src.display()))?;
+    // Quantization reads standard ONNX: kiln's fused ops (FusedConv, ...) are
+    // written as standard ops and read back, as `kiln pipeline` does;
+    // quantizing the in-memory fused graph would leave those layers in fp32.
+    if !matches!(v.precision, Precision::Fp32) {
+        let bytes = kiln::onnx::to_bytes(&m).map_err(|e| anyhow!("{}: {e}", src.display()))?;
+        m = kiln::onnx::from_bytes(&bytes, None, &kiln::onnx::LoadOptions::default())
+            .map_err(|e| anyhow!("{}: {e}", src.display()))?;
+    }
     let qerr = |e: QuantError| anyhow!("{}: {}", src.display(), e.message);
     let out = match &v.precision {
         Precision::Fp32 => m,
@@ -744,11 +766,12 @@ fn rebench(
     ids: &[usize],
     runs: usize,
     warmup: usize,
+    shapes: &[String],
 ) -> Result<Vec<f64>> {
     let mut compiled = Vec::new();
     for &i in ids {
         let f = dir.join(results[i].model_file.as_deref().unwrap_or_default());
-        compiled.push(prepare(&f, &[])?);
+        compiled.push(prepare(&f, shapes)?);
     }
     let mut timers = Vec::new();
     for (k, (cm, inputs, dims)) in compiled.iter().enumerate() {
@@ -807,7 +830,7 @@ fn collect(
                 "kiln tune: re-benchmarking the {} fastest feasible candidates, interleaved",
                 feas.len()
             );
-            let ms = rebench(dir, &results, &feas, a.runs.max(10), a.warmup)?;
+            let ms = rebench(dir, &results, &feas, a.runs.max(10), a.warmup, &a.shapes)?;
             for (k, &i) in feas.iter().enumerate() {
                 rebenched.push((i, results[i].latency_ms.unwrap_or(f64::NAN), ms[k]));
             }

@@ -476,7 +476,8 @@ pub fn pareto_front(results: &[CandidateResult]) -> Vec<usize> {
 /// The choice among a set of results, with its explanation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
-    /// The fastest feasible result, if any.
+    /// The fastest feasible result, if any (among those within
+    /// [`LATENCY_TIE`] of it: the smallest accuracy drop, then memory).
     pub chosen: Option<usize>,
     /// The limit that rejected the fastest result faster than the chosen
     /// one (with no feasible result: the one the closest result breaks
@@ -488,6 +489,10 @@ pub struct Choice {
     /// Why each result other than the chosen one lost, in result order.
     pub reasons: Vec<String>,
 }
+
+/// Relative latency difference treated as a tie by [`choose`] (timing
+/// noise on a shared machine): within it, accuracy and then memory decide.
+pub const LATENCY_TIE: f64 = 0.03;
 
 fn cmp_latency(results: &[CandidateResult], a: usize, b: usize) -> Ordering {
     let la = results[a].latency_ms.unwrap_or(f64::INFINITY);
@@ -510,10 +515,32 @@ pub fn choose_among(results: &[CandidateResult], limits: &Limits, pool: &[usize]
     if feasible_idx.iter().any(|i| pool.contains(i)) {
         feasible_idx.retain(|i| pool.contains(i));
     }
-    let chosen = feasible_idx
+    // The fastest; among those within LATENCY_TIE of it (timing noise), the
+    // most accurate, then the least memory, then the fastest.
+    let fastest = feasible_idx
         .iter()
         .copied()
         .min_by(|&a, &b| cmp_latency(results, a, b));
+    let chosen = fastest.and_then(|f| {
+        let lf = results[f].latency_ms.unwrap_or(f64::INFINITY);
+        feasible_idx
+            .iter()
+            .copied()
+            .filter(|&i| results[i].latency_ms.unwrap_or(f64::INFINITY) <= lf * (1.0 + LATENCY_TIE))
+            .min_by(|&a, &b| {
+                let key = |i: usize| {
+                    (
+                        results[i].accuracy.map_or(f64::INFINITY, |x| x.drop()),
+                        results[i].memory_mb.unwrap_or(f64::INFINITY),
+                    )
+                };
+                let (da, ma) = key(a);
+                let (db, mb) = key(b);
+                da.total_cmp(&db)
+                    .then(ma.total_cmp(&mb))
+                    .then(cmp_latency(results, a, b))
+            })
+    });
     let mut closest = None;
     let binding = match chosen {
         Some(c) => {
@@ -563,7 +590,15 @@ pub fn choose_among(results: &[CandidateResult], limits: &Limits, pool: &[usize]
         .enumerate()
         .map(|(i, r)| {
             if Some(i) == chosen {
-                return "chosen: the fastest candidate that meets every limit".to_string();
+                return if Some(i) == fastest {
+                    "chosen: the fastest candidate that meets every limit".to_string()
+                } else {
+                    format!(
+                        "chosen: within {:.0}% of the fastest feasible ({}) and more accurate or smaller",
+                        LATENCY_TIE * 100.0,
+                        fastest.map(|f| results[f].candidate.id()).unwrap_or_default()
+                    )
+                };
             }
             match &r.outcome {
                 Outcome::Failed { error } => return format!("failed: {error}"),
@@ -648,6 +683,10 @@ pub struct TuneJob {
     pub runs: usize,
     /// Samples per run in calibration and evaluation.
     pub batch: usize,
+    /// Input shapes of the timed runs, `NAME=D,D,...` (symbolic dims other
+    /// than the leading batch dim must be bound; batch defaults to 1).
+    #[serde(default)]
+    pub shapes: Vec<String>,
     /// The candidate.
     pub candidate: Candidate,
 }
@@ -775,6 +814,22 @@ mod tests {
         assert!(!dominates(&rs[3], &a, 1.0));
         assert!(!dominates(&a, &rs[3], 1.4)); // within the noise margin
         assert!(!dominates(&rs[2], &rs[3], 1.0)); // faster but less accurate
+    }
+
+    #[test]
+    fn latency_ties_go_to_the_more_accurate() {
+        let rs = vec![
+            res(int8("mse"), 1, 2.0, 1.00, 20.0),
+            res(int8("minmax"), 1, 0.0, 1.02, 20.0), // within 3%: more accurate wins
+            res(Precision::Fp32, 1, 0.0, 1.10, 40.0),
+        ];
+        let c = choose(&rs, &Limits::default());
+        assert_eq!(c.chosen, Some(1));
+        assert!(
+            c.reasons[1].contains("within 3% of the fastest feasible (all.int8-mse.t1)"),
+            "{:?}",
+            c.reasons
+        );
     }
 
     #[test]
