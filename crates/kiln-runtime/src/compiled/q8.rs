@@ -17,6 +17,7 @@
 //! | other `QConv` (group 1) | im2col (padding = input zero point) + int8 GEMM |
 //! | `QGemm` (constant weights) | int8 GEMM |
 //! | `QAdd` (same shapes) | `add_u8` |
+//! | `QAdd` / `QMul` with a one-element or per-channel 8-bit constant | table lookup (`lut_u8`, `lut_channel_u8`), the tables made by the reference op |
 //! | `QGlobalAveragePool` | `global_avg_pool_u8` |
 //! | `QLut` | table lookup |
 //! | `MaxPool` on 8-bit | `maxpool_u8` |
@@ -129,6 +130,17 @@ pub(super) enum QKernel {
         y: usize,
         len: usize,
         table: Box<[u8; 256]>,
+    },
+    /// A table per channel of a 4-D `[n, c, hw]` value (NCHW, or NHWC when
+    /// `nhwc`): `y = tables[channel][x]`.
+    ChannelLut {
+        x: usize,
+        y: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        nhwc: bool,
+        tables: Box<[[u8; 256]]>,
     },
     /// Max pooling, NHWC.
     MaxPool { g: PoolGeom, x: usize, y: usize },
@@ -279,7 +291,8 @@ impl Builder<'_> {
             ("DequantizeLinear", true, _) => self.lower_dequantize(node, &out),
             ("QConv", _, true) => self.lower_qconv(node, &out),
             ("QGemm", _, true) => self.lower_qgemm(node, &out),
-            ("QAdd", _, true) => self.lower_qadd(node, &out),
+            ("QAdd", _, true) => Ok(self.lower_qadd(node, &out)? || self.lower_qconst_lut(node, &out)?),
+            ("QMul", _, true) => self.lower_qconst_lut(node, &out),
             ("QGlobalAveragePool", _, true) => self.lower_qgap(node, &out),
             ("QLut", _, true) => self.lower_qlut(node, &out),
             ("Concat", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_concat8(node, &out),
@@ -798,6 +811,110 @@ impl Builder<'_> {
         Ok(true)
     }
 
+    /// `QAdd` / `QMul` of an 8-bit tensor and an 8-bit constant with one
+    /// element (e.g. the learnable scale and bias after PP-LCNet's
+    /// activations) or one per channel of a 4-D tensor (a BatchNormalization
+    /// exported as Mul and Add): each output byte is a function of the input
+    /// byte and its channel, so the op is a 256-entry table (per channel).
+    /// The tables are made by running the reference op on every input code,
+    /// so the step equals the reference bit for bit.
+    fn lower_qconst_lut(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        if node.inputs.len() != 2 {
+            return Ok(false);
+        }
+        let xpos = if self.q8_shape(&node.inputs[0]).is_some() {
+            0
+        } else {
+            1
+        };
+        let Some((xs, xdt)) = self.q8_shape(&node.inputs[xpos]) else {
+            return Ok(false);
+        };
+        let Some(c) = self.const_tensor(&node.inputs[1 - xpos]) else {
+            return Ok(false);
+        };
+        if shift(c.dtype()).is_none() {
+            return Ok(false);
+        }
+        // One element, or one per channel: shape [C, 1, 1] / [1, C, 1, 1] against NCHW.
+        let per_channel = c.len() > 1 && xs.len() == 4 && c.shape().len() <= 4 && {
+            let mut cd = vec![1usize; 4 - c.shape().len()];
+            cd.extend_from_slice(c.shape());
+            cd == [1, xs[1], 1, 1]
+        };
+        if c.len() != 1 && !per_channel {
+            return Ok(false);
+        }
+        // The constant only broadcasts: the output has the tensor's shape.
+        if self.types.get(out).and_then(|t| t.known_dims()).as_deref() != Some(xs.as_slice()) {
+            return Ok(false);
+        }
+        let Some((ydt, _)) = out_params(node)? else {
+            return Ok(false);
+        };
+        let nt = c.len();
+        // Every stored byte k in order (uint8 k; int8 k - 128, stored + 128),
+        // once per channel: shape [1, C, 256, 1] against the constant's [.., C, 1, 1].
+        let shape = if per_channel {
+            vec![1, nt, 256, 1]
+        } else {
+            vec![256]
+        };
+        let codes = match xdt {
+            DType::U8 => Tensor::from_vec(shape, (0..nt).flat_map(|_| 0..=255u8).collect::<Vec<u8>>())?,
+            DType::I8 => Tensor::from_vec(shape, (0..nt).flat_map(|_| -128..=127i8).collect::<Vec<i8>>())?,
+            _ => return Ok(false),
+        };
+        let args: Vec<Option<&Tensor>> = if xpos == 0 {
+            vec![Some(&codes), Some(&*c)]
+        } else {
+            vec![Some(&*c), Some(&codes)]
+        };
+        let def = ops::lookup_node(node, self.cm.opset)?;
+        let ctx = OpCtx {
+            node,
+            opset: self.cm.opset,
+        };
+        let res = (def.eval)(&ctx, &args).map_err(|e| e.at_node(&node.name, &node.op_type))?;
+        let Some(t) = res.first().filter(|t| t.len() == 256 * nt && t.dtype() == ydt) else {
+            return Ok(false);
+        };
+        let stored: Vec<u8> = match ydt {
+            DType::U8 => t.as_slice::<u8>()?.to_vec(),
+            _ => t.as_slice::<i8>()?.iter().map(|&v| (v as u8) ^ 0x80).collect(),
+        };
+        let mut tables = vec![[0u8; 256]; nt];
+        for (d, s) in tables.iter_mut().zip(stored.chunks_exact(256)) {
+            d.copy_from_slice(s);
+        }
+        let xi = self.use_val(&node.inputs[xpos], None)?;
+        let layout = self.vals[xi].layout;
+        let y = self.out_val8(out, xs.clone(), ydt, layout);
+        let len = xs.iter().product();
+        let kernel = if per_channel {
+            QKernel::ChannelLut {
+                x: xi,
+                y,
+                n: xs[0],
+                c: xs[1],
+                hw: xs[2] * xs[3],
+                nhwc: layout == Layout::Nhwc,
+                tables: tables.into_boxed_slice(),
+            }
+        } else {
+            QKernel::Lut {
+                x: xi,
+                y,
+                len,
+                table: Box::new(tables[0]),
+            }
+        };
+        let name = if per_channel { "lut_channel_u8" } else { "lut_u8" };
+        let info = self.info(node, name.into(), &xs, len as u64);
+        self.push_step(info, Kernel::Q8(kernel), vec![xi], vec![y], vec![xi]);
+        Ok(true)
+    }
+
     fn lower_maxpool8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
         let Some((xs, xdt)) = self.q8_shape(&node.inputs[0]) else {
             return Ok(false);
@@ -1231,6 +1348,30 @@ impl CompiledModel {
                         split_range(*len, parts, i),
                     )
                 });
+            }
+            QKernel::ChannelLut {
+                x,
+                y,
+                n,
+                c,
+                hw,
+                nhwc,
+                tables,
+            } => {
+                let len = n * c * hw;
+                // SAFETY: x and y are arena values of n * c * hw bytes (y may be x: in place).
+                let (px, py) = (st.ptrs[*x] as *const u8, st.ptrs[*y] as *mut u8);
+                if *nhwc {
+                    for p in (0..len).step_by(*c) {
+                        for (ch, t) in tables.iter().enumerate() {
+                            unsafe { *py.add(p + ch) = t[*px.add(p + ch) as usize] };
+                        }
+                    }
+                } else {
+                    for (b, t) in (0..n * c).map(|b| (b, &tables[b % c])) {
+                        unsafe { lut_u8(self.isa, t, px, py, b * hw..(b + 1) * hw) };
+                    }
+                }
             }
             QKernel::ConcatC { xs, y, pixels, c } => {
                 let py = p8(*y);
