@@ -20,7 +20,8 @@ use kiln_search::energy;
 use kiln_search::probe::{probe as run_probe, ProbeOptions};
 use kiln_search::tune::{
     choose, choose_among, dominates, enumerate, pareto_front, violations, AccuracyFigure, CandidateResult,
-    Constraint, DataSelection, LatencySource, Limits, Metric, Outcome, Precision, TuneJob,
+    Constraint, DataSelection, LatencySource, Limits, Metric, Outcome, Precision, TrainSettings, Training,
+    TuneJob,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,28 @@ pub(crate) struct TuneArgs {
         default_value = "fp32,int8-minmax,int8-percentile,int8-entropy,int8-mse,mixed-minmax"
     )]
     precisions: Vec<String>,
+    /// Labelled training data: adds trained candidates (QAT, channel-pruned
+    /// levels, distilled zoo students), each trained from the model.
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Epochs of each training step.
+    #[arg(long, default_value_t = 1)]
+    train_epochs: usize,
+    /// Train on the first N samples only (a tenth held out for validation; smoke runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Training threads.
+    #[arg(long, default_value_t = 2)]
+    train_threads: usize,
+    /// With --train: shares of output channels to prune (each a candidate, fine-tuned).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5")]
+    prune_levels: Vec<f64>,
+    /// With --train: zoo students to distill into, ARCH:WIDTH (e.g. fmnist-mnv2:0.5).
+    #[arg(long, value_delimiter = ',')]
+    students: Vec<String>,
+    /// With --train: no QAT candidate.
+    #[arg(long)]
+    no_qat: bool,
     /// Timed runs per candidate (median).
     #[arg(long, default_value_t = 20)]
     runs: usize,
@@ -306,7 +329,51 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
             limit: a.val_limit,
         }
     };
-    let candidates = enumerate(&a.opt_levels, &precisions, &threads);
+    let mut trainings = Vec::new();
+    let train = match &a.train {
+        None => None,
+        Some(d) => {
+            if !cfg!(feature = "train") {
+                bail!("--train: this kiln was built without training (the `train` feature)");
+            }
+            if !a.no_qat {
+                trainings.push(Training::Qat);
+            }
+            for &p in &a.prune_levels {
+                if !(p > 0.0 && p < 1.0) {
+                    bail!("--prune-levels {p}: expected a share of channels in (0, 1)");
+                }
+                trainings.push(Training::Prune {
+                    percent: (p * 100.0).round() as u32,
+                });
+            }
+            for st in &a.students {
+                let (arch, w) = st
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("--students {st}: expected ARCH:WIDTH, e.g. fmnist-mnv2:0.5"))?;
+                let w: f64 = w
+                    .parse()
+                    .map_err(|_| anyhow!("--students {st}: width '{w}' is not a number"))?;
+                if !(w > 0.0 && w <= 4.0) {
+                    bail!("--students {st}: width {w} out of (0, 4]");
+                }
+                trainings.push(Training::Distill {
+                    arch: arch.to_string(),
+                    width_percent: (w * 100.0).round() as u32,
+                });
+            }
+            Some(TrainSettings {
+                data: std::fs::canonicalize(d)
+                    .with_context(|| format!("--train {}", d.display()))?
+                    .display()
+                    .to_string(),
+                epochs: a.train_epochs.max(1),
+                limit: a.train_limit,
+                threads: a.train_threads.max(1),
+            })
+        }
+    };
+    let candidates = enumerate(&a.opt_levels, &precisions, &trainings, &threads);
     let jobs: Vec<TuneJob> = candidates
         .iter()
         .map(|c| TuneJob {
@@ -324,6 +391,7 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
             runs: a.runs,
             batch: a.batch,
             shapes: a.shapes.clone(),
+            train: train.clone(),
             candidate: c.clone(),
         })
         .collect();
@@ -343,10 +411,11 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
         kiln::write_atomic(&f, serde_json::to_string_pretty(j)?.as_bytes())?;
     }
     println!(
-        "kiln tune: {} candidates ({} opt level(s) x {} precision(s) x threads {:?}) on {} -> {}",
+        "kiln tune: {} candidates (({} opt level(s) x {} precision(s) + {} trained) x threads {:?}) on {} -> {}",
         jobs.len(),
         a.opt_levels.len(),
         precisions.len(),
+        trainings.len(),
         threads,
         device.name,
         dir.display()
@@ -622,6 +691,9 @@ impl<'a> Timer<'a> {
 fn build_variant(job: &TuneJob, file: &Path) -> Result<()> {
     let v = &job.candidate.variant;
     let src = Path::new(&job.model);
+    if let Some(t) = &v.train {
+        return build_trained(job, t, file);
+    }
     let mut m = kiln::load_model(src)?;
     let level: kiln::opt::Level = v
         .opt_level
@@ -676,6 +748,150 @@ fn build_variant(job: &TuneJob, file: &Path) -> Result<()> {
         }
     };
     kiln::onnx::save(&out, file)?;
+    Ok(())
+}
+
+/// Runs this executable with `args` for `what`, its output captured into
+/// `log`; on failure the error quotes the output's last lines.
+pub(crate) fn run_kiln(what: &str, args: &[&dyn AsRef<std::ffi::OsStr>], log: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the kiln executable")?;
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let out = std::process::Command::new(&exe)
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .with_context(|| format!("{what}: running {}", exe.display()))?;
+    let mut text = format!("$ kiln {}\n", shown.join(" "));
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    kiln::write_atomic(log, text.as_bytes())?;
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        bail!(
+            "{what} failed ({}): {} (log: {})",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+/// Builds a trained variant with `kiln train qat`, `kiln prune` or
+/// `kiln zoo` + `kiln train distill` in a child process (log next to the model).
+fn build_trained(job: &TuneJob, t: &Training, file: &Path) -> Result<()> {
+    let ts = job.train.as_ref().ok_or_else(|| {
+        anyhow!(
+            "{}: a trained variant needs the job's train settings",
+            job.candidate
+        )
+    })?;
+    let src = PathBuf::from(&job.model);
+    let work = file.with_extension("train");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let log = file.with_extension("train.log");
+    let (epochs, threads) = (ts.epochs.to_string(), ts.threads.to_string());
+    let mut common: Vec<String> = vec![
+        "--epochs".into(),
+        epochs,
+        "--threads".into(),
+        threads,
+        "--preset".into(),
+        job.preset.clone(),
+    ];
+    if let Some(l) = ts.limit {
+        common.extend([
+            "--limit".into(),
+            l.to_string(),
+            "--val-count".into(),
+            (l / 10).max(1).to_string(),
+        ]);
+    }
+    let common: Vec<&dyn AsRef<std::ffi::OsStr>> = common.iter().map(|s| s as _).collect();
+    let data = PathBuf::from(&ts.data);
+    let trained = match t {
+        Training::Qat => {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+                vec![&"train", &"qat", &src, &"--data", &data, &"-o", &work];
+            args.extend(common.iter().copied());
+            run_kiln("kiln train qat", &args, &log)?;
+            work.join("model.onnx")
+        }
+        Training::Prune { percent } => {
+            let out = work.join("model.onnx");
+            let sp = format!("{}", *percent as f64 / 100.0);
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+                &"prune",
+                &src,
+                &"--method",
+                &"channel",
+                &"--sparsity",
+                &sp,
+                &"--finetune",
+                &data,
+                &"--bench-runs",
+                &"1",
+                &"-o",
+                &out,
+            ];
+            args.extend(common.iter().copied());
+            run_kiln("kiln prune", &args, &log)?;
+            out
+        }
+        Training::Distill { arch, width_percent } => {
+            // The student takes the teacher's input and gives its classes.
+            let (cm, _, dims) = prepare(&src, &job.shapes)?;
+            let refs: Vec<&[usize]> = dims.iter().map(|d| d.as_slice()).collect();
+            let out_shape = cm.output_shapes(&refs)?.first().cloned().flatten();
+            let (Some(ind), Some(classes)) = (
+                dims.first().filter(|d| d.len() == 4),
+                out_shape.and_then(|s| s.last().copied()),
+            ) else {
+                bail!(
+                    "{}: distillation needs a [N, C, H, W] input and [N, classes] output",
+                    src.display()
+                );
+            };
+            let input = format!("{},{},{}", ind[1], ind[2], ind[3]);
+            let init = work.join("student_init.onnx");
+            let w = format!("{}", *width_percent as f64 / 100.0);
+            let cls = classes.to_string();
+            run_kiln(
+                "kiln zoo",
+                &[
+                    &"zoo",
+                    arch,
+                    &"--width",
+                    &w,
+                    &"--input",
+                    &input,
+                    &"--classes",
+                    &cls,
+                    &"-o",
+                    &init,
+                ],
+                &work.join("zoo.log"),
+            )?;
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+                &"train",
+                &"distill",
+                &init,
+                &"--teacher",
+                &src,
+                &"--data",
+                &data,
+                &"-o",
+                &work,
+            ];
+            args.extend(common.iter().copied());
+            run_kiln("kiln train distill", &args, &log)?;
+            work.join("model.onnx")
+        }
+    };
+    let bytes = std::fs::read(&trained).with_context(|| format!("reading {}", trained.display()))?;
+    kiln::write_atomic(file, &bytes)?;
     Ok(())
 }
 

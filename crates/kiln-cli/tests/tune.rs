@@ -174,3 +174,79 @@ fn tempfile_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// With `--train`, the trained candidates (QAT, channel-pruned levels, a
+/// distilled zoo student) are built by kiln's training commands, measured
+/// against the original like the others, and held to the accuracy limit
+/// (smoke size: 600 training images, one epoch).
+#[cfg(feature = "train")]
+#[test]
+fn tune_with_training_data_adds_trained_candidates() {
+    let dir = tempfile_dir("train");
+    let data = fixtures().join("fashion-mnist");
+    let m = model();
+    let out = kiln(&[
+        &"tune",
+        &m,
+        &"--calib",
+        &data,
+        &"--calib-split",
+        &"train",
+        &"--calib-limit",
+        &"128",
+        &"--val",
+        &data,
+        &"--val-split",
+        &"test",
+        &"--val-limit",
+        &"200",
+        &"--opt-levels",
+        &"all",
+        &"--precisions",
+        &"int8-minmax",
+        &"--threads",
+        &"1",
+        &"--runs",
+        &"3",
+        &"--train",
+        &data,
+        &"--train-limit",
+        &"600",
+        &"--prune-levels",
+        &"0.5",
+        &"--students",
+        &"fmnist-mnv2:0.35",
+        &"--max-accuracy-drop",
+        &"40",
+        &"-o",
+        &dir,
+    ]);
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["candidates"].as_array().unwrap().len(), 4, "{s}");
+    for id in [
+        "train.qat.t1",
+        "train.prune50.t1",
+        "train.distill-fmnist-mnv2-w35.t1",
+    ] {
+        let f = dir.join("results").join(format!("{id}.json"));
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{id}: {e}\n{s}")))
+                .unwrap();
+        assert_ne!(v["outcome"]["status"], "failed", "{id}: {v}");
+        assert!(v["accuracy"]["percent"].as_f64().is_some(), "{id}: {v}");
+        assert!(
+            dir.join("models")
+                .join(format!("{}.onnx", id.trim_end_matches(".t1")))
+                .exists(),
+            "{id}"
+        );
+    }
+    // QAT keeps the trained model's accuracy at this size; it is int8.
+    let qat: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results/train.qat.t1.json")).unwrap())
+            .unwrap();
+    assert!(qat["accuracy"]["percent"].as_f64().unwrap() >= 90.0, "{qat}");
+    assert_eq!(qat["candidate"]["variant"]["precision"]["kind"], "int8");
+}

@@ -71,20 +71,75 @@ impl Precision {
     }
 }
 
-/// The model a candidate runs: optimization level and precision. Candidates
-/// that differ only in threads share it (and its accuracy).
+/// A training step that makes a variant from the original model (with
+/// `kiln tune --train DATA`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Training {
+    /// Quantization-aware training (`kiln train qat`), exported as int8 QDQ.
+    Qat,
+    /// Channel pruning of `percent` % of the prunable output channels (L1),
+    /// fine-tuned (`kiln prune --method channel --finetune`); fp32.
+    Prune {
+        /// Share of channels removed, percent.
+        percent: u32,
+    },
+    /// A zoo student (`kiln zoo ARCH --width`) distilled from the model
+    /// (`kiln train distill`); fp32.
+    Distill {
+        /// Zoo architecture.
+        arch: String,
+        /// Width multiplier, percent.
+        width_percent: u32,
+    },
+}
+
+impl Training {
+    /// Short name: `qat`, `prune50`, `distill-fmnist-mnv2-w35`.
+    pub fn name(&self) -> String {
+        match self {
+            Training::Qat => "qat".into(),
+            Training::Prune { percent } => format!("prune{percent}"),
+            Training::Distill { arch, width_percent } => format!("distill-{arch}-w{width_percent}"),
+        }
+    }
+}
+
+/// The model a candidate runs: optimization level and precision, or a
+/// training step. Candidates that differ only in threads share it (and its
+/// accuracy).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Variant {
-    /// kiln-opt level: `basic`, `extended` or `all`.
+    /// kiln-opt level: `basic`, `extended` or `all` (`train` for trained variants).
     pub opt_level: String,
-    /// Precision.
+    /// Precision (of a trained variant: int8 for QAT, else fp32).
     pub precision: Precision,
+    /// The training step that makes it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<Training>,
 }
 
 impl Variant {
-    /// File-name-safe id, e.g. `all.int8-minmax`.
+    /// File-name-safe id, e.g. `all.int8-minmax`, `train.prune50`.
     pub fn id(&self) -> String {
-        format!("{}.{}", self.opt_level, self.precision.name())
+        match &self.train {
+            Some(t) => format!("{}.{}", self.opt_level, t.name()),
+            None => format!("{}.{}", self.opt_level, self.precision.name()),
+        }
+    }
+
+    /// The variant that `training` makes.
+    pub fn trained(training: Training) -> Variant {
+        Variant {
+            opt_level: "train".into(),
+            precision: match training {
+                Training::Qat => Precision::Int8 {
+                    method: "minmax".into(),
+                },
+                _ => Precision::Fp32,
+            },
+            train: Some(training),
+        }
     }
 }
 
@@ -110,21 +165,33 @@ impl fmt::Display for Candidate {
     }
 }
 
-/// Every combination of `opt_levels` x `precisions` x `threads`, in that
-/// nesting order (all thread counts of a variant together).
-pub fn enumerate(opt_levels: &[String], precisions: &[Precision], threads: &[usize]) -> Vec<Candidate> {
-    let mut v = Vec::new();
+/// Every combination of `opt_levels` x `precisions` x `threads`, then every
+/// training step x `threads`, in that nesting order (all thread counts of a
+/// variant together).
+pub fn enumerate(
+    opt_levels: &[String],
+    precisions: &[Precision],
+    trainings: &[Training],
+    threads: &[usize],
+) -> Vec<Candidate> {
+    let mut variants = Vec::new();
     for o in opt_levels {
         for p in precisions {
-            for &t in threads {
-                v.push(Candidate {
-                    variant: Variant {
-                        opt_level: o.clone(),
-                        precision: p.clone(),
-                    },
-                    threads: t,
-                });
-            }
+            variants.push(Variant {
+                opt_level: o.clone(),
+                precision: p.clone(),
+                train: None,
+            });
+        }
+    }
+    variants.extend(trainings.iter().cloned().map(Variant::trained));
+    let mut v = Vec::new();
+    for variant in variants {
+        for &t in threads {
+            v.push(Candidate {
+                variant: variant.clone(),
+                threads: t,
+            });
         }
     }
     v
@@ -687,8 +754,24 @@ pub struct TuneJob {
     /// than the leading batch dim must be bound; batch defaults to 1).
     #[serde(default)]
     pub shapes: Vec<String>,
+    /// Training data and settings of trained variants (`--train`).
+    #[serde(default)]
+    pub train: Option<TrainSettings>,
     /// The candidate.
     pub candidate: Candidate,
+}
+
+/// How trained variants are trained (`kiln tune --train DATA`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Labelled training data.
+    pub data: String,
+    /// Epochs of each training step.
+    pub epochs: usize,
+    /// Use only the first N training samples (a tenth held out for validation).
+    pub limit: Option<usize>,
+    /// Training threads.
+    pub threads: usize,
 }
 
 impl TuneJob {
@@ -740,6 +823,7 @@ mod tests {
                 variant: Variant {
                     opt_level: "all".into(),
                     precision: p,
+                    train: None,
                 },
                 threads,
             },
@@ -777,10 +861,14 @@ mod tests {
         let c = enumerate(
             &["basic".into(), "all".into()],
             &[Precision::Fp32, int8("mse")],
+            &[Training::Qat, Training::Prune { percent: 50 }],
             &[1, 2],
         );
-        assert_eq!(c.len(), 8);
+        assert_eq!(c.len(), 12);
         assert_eq!(c[1].id(), "basic.fp32.t2");
+        assert_eq!(c[9].id(), "train.qat.t2");
+        assert_eq!(c[10].id(), "train.prune50.t1");
+        assert_eq!(c[9].variant.precision, int8("minmax"));
     }
 
     #[test]
