@@ -278,6 +278,7 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
             "predicted_ms": pred.total_ms,
             "measured_ms": measured_ms,
             "fallback_steps": pred.fallback_steps,
+            "cross_precision_steps": pred.cross_precision_steps,
             "memory_mb": memory_mb,
             "device_memory_mb": device.memory_mb,
             "energy": e,
@@ -316,8 +317,17 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
     }
     if pred.fallback_steps > 0 {
         println!(
-            "  {} step(s) of classes not seen in calibration used the all-steps fit",
-            pred.fallback_steps
+            "  {} step(s) of classes seen fewer than {} times in calibration used their precision's fallback fit",
+            pred.fallback_steps,
+            kiln_search::cost::MIN_CLASS_SAMPLES
+        );
+    }
+    if pred.cross_precision_steps > 0 {
+        eprintln!(
+            "warning: {} step(s) are of a precision the calibration never saw (e.g. int8 with a calibration on \
+             fp32 models only); they are predicted from the fp32 fit scaled by peak ratios, a rough figure: \
+             calibrate on an int8 model too (`kiln cost calibrate fp32.onnx int8.onnx`)",
+            pred.cross_precision_steps
         );
     }
     println!(

@@ -246,36 +246,10 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
     let model = std::fs::canonicalize(&a.model).with_context(|| format!("{}", a.model.display()))?;
     // The model must load before anything is written.
     kiln::load_model(&model)?;
-    if a.fresh {
-        // Models, accuracies and results of an earlier run are all redone.
-        for sub in ["jobs", "results", "models"] {
-            let d = a.out.join(sub);
-            if d.is_dir() {
-                std::fs::remove_dir_all(&d).with_context(|| format!("removing {} (--fresh)", d.display()))?;
-            }
-        }
-    }
-    std::fs::create_dir_all(a.out.join("jobs"))
-        .and_then(|_| std::fs::create_dir_all(a.out.join("results")))
-        .and_then(|_| std::fs::create_dir_all(a.out.join("models")))
-        .with_context(|| format!("creating {}", a.out.display()))?;
-    let dir = std::fs::canonicalize(&a.out)?;
-
-    // The device: this machine (probed once per directory) or a profile with a cost model.
-    let (device_arg, device, calibration) = if a.device == "host" {
-        let f = dir.join("device.toml");
-        let p = if f.exists() && !a.fresh {
-            DeviceProfile::load(&f)?
-        } else {
-            eprintln!("kiln tune: probing this machine (device host) -> {}", f.display());
-            let p = run_probe(&ProbeOptions {
-                quick: true,
-                ..ProbeOptions::default()
-            })?;
-            kiln::write_atomic(&f, p.to_toml().as_bytes())?;
-            p
-        };
-        ("host".to_string(), p, None)
+    // A target profile and its cost model are checked before anything is
+    // written (a bad --device leaves no directory behind).
+    let target = if a.device == "host" {
+        None
     } else {
         let p = DeviceProfile::resolve(&a.device)?;
         let Some(c) = &a.calibration else {
@@ -291,7 +265,41 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
         } else {
             a.device.clone()
         };
-        (dev, p, Some(std::fs::canonicalize(c)?.display().to_string()))
+        Some((dev, p, Some(std::fs::canonicalize(c)?.display().to_string())))
+    };
+    if a.fresh {
+        // Models, accuracies and results of an earlier run are all redone.
+        for sub in ["jobs", "results", "models"] {
+            let d = a.out.join(sub);
+            if d.is_dir() {
+                std::fs::remove_dir_all(&d).with_context(|| format!("removing {} (--fresh)", d.display()))?;
+            }
+        }
+        let _ = std::fs::remove_file(a.out.join("rebench.json"));
+    }
+    std::fs::create_dir_all(a.out.join("jobs"))
+        .and_then(|_| std::fs::create_dir_all(a.out.join("results")))
+        .and_then(|_| std::fs::create_dir_all(a.out.join("models")))
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    let dir = std::fs::canonicalize(&a.out)?;
+
+    // The device: this machine (probed once per directory) or a profile with a cost model.
+    let (device_arg, device, calibration) = if let Some(t) = target {
+        t
+    } else {
+        let f = dir.join("device.toml");
+        let p = if f.exists() && !a.fresh {
+            DeviceProfile::load(&f)?
+        } else {
+            eprintln!("kiln tune: probing this machine (device host) -> {}", f.display());
+            let p = run_probe(&ProbeOptions {
+                quick: true,
+                ..ProbeOptions::default()
+            })?;
+            kiln::write_atomic(&f, p.to_toml().as_bytes())?;
+            p
+        };
+        ("host".to_string(), p, None)
     };
     let cores = device.cores as usize;
     let mut threads = a.threads.clone();
@@ -445,8 +453,8 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
             }
         }
         eprint!("[{}/{}] {id}: ", i + 1, jobs.len());
-        let screen = (a.screen_runs > 0).then_some((a.screen_runs, results.as_slice()));
-        let r = run_job(job, screen);
+        let screen = (a.screen_runs > 0).then_some(a.screen_runs);
+        let r = run_job(job, screen, &results);
         eprintln!("{}", one_line(&r));
         kiln::write_atomic(&rfile, serde_json::to_string_pretty(&r)?.as_bytes())?;
         results.push(r);
@@ -463,7 +471,7 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
 /// `kiln tune-job`: one candidate, no screen; writes `results/<id>.json`.
 pub(crate) fn tune_job(a: &JobArgs) -> Result<()> {
     let job = TuneJob::load(&a.job)?;
-    let r = run_job(&job, None);
+    let r = run_job(&job, None, &[]);
     let f = Path::new(&job.dir)
         .join("results")
         .join(format!("{}.json", job.candidate.id()));
@@ -486,7 +494,10 @@ fn one_line(r: &CandidateResult) -> String {
         ));
     }
     if let Some(l) = r.latency_ms {
-        s.push(format!("{l:.3} ms"));
+        match r.latency_source {
+            Some(LatencySource::Predicted) => s.push(format!("{l:.3} ms (predicted)")),
+            _ => s.push(format!("{l:.3} ms")),
+        }
     }
     if let Some(m) = r.memory_mb {
         s.push(format!("{m:.1} MiB"));
@@ -500,11 +511,12 @@ fn one_line(r: &CandidateResult) -> String {
 }
 
 /// Runs one job; never fails (a failure is the result's outcome).
-/// `screen`: (runs, results so far) for the quick dominance screen.
-fn run_job(job: &TuneJob, screen: Option<(usize, &[CandidateResult])>) -> CandidateResult {
+/// `screen`: runs of the quick dominance screen against `done` (results so
+/// far, also used to skip byte-identical models).
+fn run_job(job: &TuneJob, screen: Option<usize>, done: &[CandidateResult]) -> CandidateResult {
     let t0 = Instant::now();
     let mut r = CandidateResult::new(job.candidate.clone(), Outcome::Complete);
-    if let Err(e) = measure(job, screen, &mut r) {
+    if let Err(e) = measure(job, screen, done, &mut r) {
         r.outcome = Outcome::Failed {
             error: format!("{e:#}"),
         };
@@ -516,7 +528,8 @@ fn run_job(job: &TuneJob, screen: Option<(usize, &[CandidateResult])>) -> Candid
 
 fn measure(
     job: &TuneJob,
-    screen: Option<(usize, &[CandidateResult])>,
+    screen: Option<usize>,
+    done: &[CandidateResult],
     r: &mut CandidateResult,
 ) -> Result<()> {
     let dir = Path::new(&job.dir);
@@ -526,8 +539,41 @@ fn measure(
     if !file.exists() {
         build_variant(job, &file)?;
     }
-    r.model_file = Some(rel);
     r.model_bytes = std::fs::metadata(&file).ok().map(|m| m.len());
+    // A variant whose file is byte-identical to one already measured at the
+    // same thread count (e.g. mixed precision that kept no layer in fp32)
+    // runs the same kernels: its figures are that one's, not timed again.
+    if let Some(d) = done.iter().find(|d| {
+        !matches!(d.outcome, Outcome::Failed { .. })
+            && d.same_as.is_none()
+            && d.candidate.threads == job.candidate.threads
+            && d.model_bytes == r.model_bytes
+            && d.model_file
+                .as_deref()
+                .is_some_and(|f| f != rel && same_file(&dir.join(f), &file))
+    }) {
+        *r = CandidateResult {
+            candidate: r.candidate.clone(),
+            outcome: Outcome::Dropped {
+                reason: match &d.outcome {
+                    Outcome::Dropped { reason } => format!(
+                        "same model file as {} (byte-identical), which was dropped: {reason}",
+                        d.candidate
+                    ),
+                    _ => format!(
+                        "same model file as {} (byte-identical): same figures, not timed again",
+                        d.candidate
+                    ),
+                },
+            },
+            model_file: Some(rel),
+            job: None,
+            same_as: Some(d.candidate.id()),
+            ..d.clone()
+        };
+        return Ok(());
+    }
+    r.model_file = Some(rel);
     let acc = variant_accuracy(job, &file)?;
     r.accuracy = Some(acc);
     if let Some(limit) = job.limits.max_accuracy_drop {
@@ -557,12 +603,14 @@ fn measure(
     if job.device == "host" {
         let mut timer = Timer::new(&cm, &inputs, &dims, threads)?;
         timer.run(job.warmup)?;
-        if let Some((n, done)) = screen {
+        if let Some(n) = screen {
             let mut ms = timer.time(n)?;
             r.latency_ms = Some(median(&mut ms));
             r.latency_runs = n;
             r.latency_source = Some(LatencySource::Measured);
-            r.energy_mj = Some(energy::estimate(&steps, &device, r.latency_ms).total_mj);
+            let e = energy::estimate(&steps, &device, r.latency_ms);
+            r.energy_mj = Some(e.total_mj);
+            r.power_mj = e.power_mj;
             // Dominated with a margin (timing noise) by a fully measured one: no full benchmark.
             if let Some(d) = done
                 .iter()
@@ -595,9 +643,26 @@ fn measure(
         r.latency_ms = Some(p.total_ms);
         r.latency_runs = 0;
         r.latency_source = Some(LatencySource::Predicted);
+        if p.cross_precision_steps > 0 {
+            r.warnings.push(format!(
+                "{} int8 step(s) predicted by a cost model calibrated without int8 models (rough): \
+                 calibrate on an int8 model too (docs/tune.md, cost model)",
+                p.cross_precision_steps
+            ));
+        }
     }
-    r.energy_mj = Some(energy::estimate(&steps, &device, r.latency_ms).total_mj);
+    let e = energy::estimate(&steps, &device, r.latency_ms);
+    r.energy_mj = Some(e.total_mj);
+    r.power_mj = e.power_mj;
     Ok(())
+}
+
+/// Whether two files hold the same bytes.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::read(a), std::fs::read(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -1042,11 +1107,44 @@ fn collect(
         });
         feas.truncate(a.rebench);
         if feas.len() > 1 {
-            eprintln!(
-                "kiln tune: re-benchmarking the {} fastest feasible candidates, interleaved",
-                feas.len()
-            );
-            let ms = rebench(dir, &results, &feas, a.runs.max(10), a.warmup, &a.shapes)?;
+            // The re-benchmark is kept in rebench.json, keyed by the
+            // candidates and their first latencies: a resumed run with the
+            // same results reuses it and makes the same choice.
+            let runs = rebench_runs(a.runs.max(10));
+            let key = json!({
+                "candidates": feas.iter().map(|&i| results[i].candidate.id()).collect::<Vec<_>>(),
+                "first_ms": feas.iter().map(|&i| results[i].latency_ms).collect::<Vec<_>>(),
+                "runs": runs,
+            });
+            let file = dir.join("rebench.json");
+            let stored: Option<Vec<f64>> = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter(|v| v["key"] == key)
+                .and_then(|v| serde_json::from_value(v["rebench_ms"].clone()).ok())
+                .filter(|v: &Vec<f64>| v.len() == feas.len());
+            let ms = match stored {
+                Some(ms) => {
+                    eprintln!(
+                        "kiln tune: re-benchmark of the {} fastest feasible candidates reused from {} (--fresh to redo)",
+                        feas.len(),
+                        file.display()
+                    );
+                    ms
+                }
+                None => {
+                    eprintln!(
+                        "kiln tune: re-benchmarking the {} fastest feasible candidates, interleaved",
+                        feas.len()
+                    );
+                    let ms = rebench(dir, &results, &feas, a.runs.max(10), a.warmup, &a.shapes)?;
+                    kiln::write_atomic(
+                        &file,
+                        serde_json::to_string_pretty(&json!({"key": key, "rebench_ms": ms}))?.as_bytes(),
+                    )?;
+                    ms
+                }
+            };
             for (k, &i) in feas.iter().enumerate() {
                 rebenched.push((i, results[i].latency_ms.unwrap_or(f64::NAN), ms[k]));
             }
@@ -1054,6 +1152,17 @@ fn collect(
             for &(i, _, m) in &rebenched {
                 results[i].latency_ms = Some(m);
                 results[i].latency_runs = rebench_runs(a.runs.max(10));
+                results[i].power_mj = Some(device.power_w * m);
+                // Copies of a re-benchmarked model get its new figure.
+                let id = results[i].candidate.id();
+                for r in results
+                    .iter_mut()
+                    .filter(|r| r.same_as.as_deref() == Some(id.as_str()))
+                {
+                    r.latency_ms = Some(m);
+                    r.latency_runs = rebench_runs(a.runs.max(10));
+                    r.power_mj = Some(device.power_w * m);
+                }
             }
             choice = choose_among(&results, limits, &feas);
         }
@@ -1067,11 +1176,12 @@ fn collect(
         "drop",
         "latency ms",
         "memory MiB",
-        "energy mJ",
+        "energy mJ (est.)",
+        "P x t mJ",
         "size MiB",
         "verdict",
     ];
-    let rows: Vec<[String; 8]> = results
+    let rows: Vec<[String; 9]> = results
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -1090,6 +1200,7 @@ fn collect(
                 },
                 cell_f(r.memory_mb, 1),
                 cell_f(r.energy_mj, 3),
+                cell_f(r.power_mj, 2),
                 cell_f(r.model_bytes.map(|b| b as f64 / (1u64 << 20) as f64), 2),
                 verdict,
             ]
@@ -1104,7 +1215,7 @@ fn collect(
     let line = |c: &[String]| -> String {
         let mut s = String::new();
         for (k, x) in c.iter().enumerate() {
-            if k == 0 || k == 7 {
+            if k == 0 || k == head.len() - 1 {
                 s.push_str(&format!("{x:<width$}  ", width = w[k]));
             } else {
                 s.push_str(&format!("{x:>width$}  ", width = w[k]));
@@ -1148,12 +1259,22 @@ fn collect(
             Metric::Top1 => "top-1 accuracy",
         }
     ));
+    summary.push(format!(
+        "energy mJ (est.): {}, not a measurement; P x t: the device's power figure ({} W) x latency",
+        energy::SOURCE,
+        device.power_w
+    ));
     let complete = results.iter().filter(|r| r.latency_ms.is_some()).count();
     summary.push(format!(
-        "{} candidates, {} with a latency ({} fully benchmarked), {} dropped early, {} failed; {:.0} s",
+        "{} candidates, {} with a latency ({} {}), {} dropped early, {} failed; {:.0} s",
         results.len(),
         complete,
         results.iter().filter(|r| r.outcome == Outcome::Complete).count(),
+        if measured_here {
+            "fully benchmarked"
+        } else {
+            "predicted and kept"
+        },
         results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
@@ -1174,6 +1295,13 @@ fn collect(
             rebench_runs(a.runs.max(10)),
             parts.join(", ")
         ));
+    }
+    let mut warnings: Vec<&String> = results.iter().flat_map(|r| &r.warnings).collect();
+    warnings.sort();
+    warnings.dedup();
+    for w in warnings {
+        eprintln!("warning: {w}");
+        summary.push(format!("warning: {w}"));
     }
     let binding_text = |b: Option<Constraint>| match b {
         Some(c) => format!("{} ({})", c.flag(), c.unit()),

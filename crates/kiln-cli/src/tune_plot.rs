@@ -83,8 +83,15 @@ fn draw(
         .x_label_area_size(40)
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..xmax, y0..100.5)?;
+    let predicted = results
+        .iter()
+        .any(|r| r.latency_source == Some(kiln_search::tune::LatencySource::Predicted));
     c.configure_mesh()
-        .x_desc("latency (ms, median)")
+        .x_desc(if predicted {
+            "latency (ms, predicted by the cost model)"
+        } else {
+            "latency (ms, median of measured runs)"
+        })
         .y_desc(format!("{metric} %"))
         .draw()?;
     let grey = RGBColor(120, 120, 120);
@@ -95,18 +102,29 @@ fn draw(
         .collect();
     c.draw_series(LineSeries::new(line.clone(), RED.stroke_width(2)))?;
     c.draw_series(line.iter().map(|&p| Circle::new(p, 5, RED.filled())))?;
+    // Labels sit beside their point (a pixel offset), the chosen one's in
+    // blue below it, so that the cross does not cover the text.
     for &i in front {
+        if Some(i) == chosen {
+            continue;
+        }
         if let Some(&(_, l, a)) = pts.iter().find(|p| p.0 == i) {
-            c.draw_series(std::iter::once(Text::new(
-                results[i].candidate.id(),
-                (l, a),
-                ("sans-serif", 12),
-            )))?;
+            c.draw_series(std::iter::once(
+                EmptyElement::at((l, a)) + Text::new(results[i].candidate.id(), (8, -16), ("sans-serif", 12)),
+            ))?;
         }
     }
     if let Some(ch) = chosen {
         if let Some(&(_, l, a)) = pts.iter().find(|p| p.0 == ch) {
             c.draw_series(std::iter::once(Cross::new((l, a), 9, BLUE.stroke_width(3))))?;
+            c.draw_series(std::iter::once(
+                EmptyElement::at((l, a))
+                    + Text::new(
+                        format!("chosen: {}", results[ch].candidate.id()),
+                        (10, 8),
+                        ("sans-serif", 13).into_font().color(&BLUE),
+                    ),
+            ))?;
         }
     }
     let lim = RGBColor(0, 120, 200);

@@ -150,11 +150,40 @@ fn tune_chooses_reports_resumes_and_runs_one_job() {
         .unwrap_or_else(|| panic!("{e}"));
     assert!(agree >= 95.0, "chosen {chosen} agrees {agree}% with fp32");
 
-    // A second run reuses every result.
+    // Byte-identical variant models are measured once: the later one is
+    // listed with the earlier one's figures and not timed again.
+    let read = |v: &str| std::fs::read(dir.join("models").join(format!("{v}.onnx"))).unwrap();
+    let same = read("basic.int8-minmax") == read("all.int8-minmax");
+    let later = cands
+        .iter()
+        .find(|c| {
+            c["result"]["candidate"]["variant"]["opt_level"] == "all"
+                && c["result"]["candidate"]["variant"]["precision"]["kind"] == "int8"
+        })
+        .unwrap();
+    assert_eq!(
+        later["result"]["outcome"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("same model file as basic.int8-minmax.t1")),
+        same,
+        "identical files: {same}; {later}"
+    );
+
+    // A second run reuses every result and the re-benchmark, and so makes
+    // the same choice (regression: it re-ran the re-benchmark, and under
+    // load chose another candidate).
     let out2 = tune(&dir, &["--max-accuracy-drop", "5", "--max-memory-mb", "64"]);
     let s2 = text(&out2);
     assert!(out2.status.success(), "{s2}");
     assert!(s2.contains("4 result(s) reused"), "{s2}");
+    if !r["rebench"].as_array().unwrap().is_empty() {
+        assert!(
+            s2.contains("re-benchmark of the") && s2.contains("reused from"),
+            "{s2}"
+        );
+    }
+    let r2: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r2["chosen"], r["chosen"], "{s2}");
 
     // One job alone (what a batch system runs) rewrites its result.
     let job = dir.join("jobs").join("basic.fp32.t1.json");

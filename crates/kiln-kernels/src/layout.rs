@@ -54,9 +54,9 @@ pub unsafe fn copy_rows(x: *const f32, xs: usize, y: *mut f32, ys: usize, rows: 
 ///
 /// # Safety
 /// `x` holds `[n, h, w, c]`, `y` holds `[n, h*fy, w*fx, c]`, disjoint.
-pub unsafe fn upsample_nearest_nhwc(
-    x: *const f32,
-    y: *mut f32,
+pub unsafe fn upsample_nearest_nhwc<T: Copy>(
+    x: *const T,
+    y: *mut T,
     (h, w, c): (usize, usize, usize),
     (fy, fx): (usize, usize),
     rows: std::ops::Range<usize>,

@@ -5,6 +5,8 @@
 //!   ADD): `sa = requantize((a - za) << 20, ma, ea)`, `sb` likewise,
 //!   `y = clamp(requantize(sa + sb, m, e) + zy, lo, hi)` (`+` wrapping,
 //!   see `kiln_ir::ops::qint`).
+//! * [`mul_u8`]: kiln's `QMul` on same-length operands,
+//!   `y = clamp(requantize((a - za)(b - zb), m, e) + zy, lo, hi)`.
 //! * [`lut_u8`]: kiln's `QLut`, `y = table[x]` (any function of one 8-bit
 //!   input, tabulated once).
 //! * [`quantize_f32_u8`]: ONNX `QuantizeLinear`,
@@ -25,6 +27,12 @@
 //! integer). This needs the sums not to saturate or wrap in `i32`:
 //! `|sa| + |sb| < 2^31`, which holds for every `QAdd` kiln's quantizer makes
 //! (input multipliers `<= 1/2`); other parameters take the scalar kernel.
+//!
+//! The SIMD multiply computes in `f64` too, for every parameter set: the
+//! product `(a - za)(b - zb)` is at most 17 bits, times a 31-bit multiplier
+//! is exact, its magnitude stays below `2^47 < 2^51`, and a clamp to
+//! `[lo - zy, hi - zy]` before adding `zy` equals the reference's saturation
+//! to `i32` followed by the clamp.
 
 use crate::quant::{requantize, QOut};
 use crate::Isa;
@@ -95,6 +103,61 @@ impl QAddParams {
         let sb = requantize((b as i32 - self.zb) << 20, self.b.0, self.b.1);
         let q = requantize(sa.wrapping_add(sb), self.m.0, self.m.1);
         q.saturating_add(self.out.zy).clamp(self.out.lo, self.out.hi) as u8
+    }
+}
+
+/// Parameters of a requantizing multiply (kiln `QMul`), stored encoding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QMulParams {
+    /// Zero point of `a` (`0..=255`).
+    pub za: i32,
+    /// Zero point of `b`.
+    pub zb: i32,
+    /// Multiplier and exponent of the output (`multiplier`, `shift`:
+    /// `s_a * s_b / s_y`).
+    pub m: (i32, i32),
+    /// Output zero point and clamp.
+    pub out: QOut,
+}
+
+impl QMulParams {
+    /// Checks the parameters (zero points in `0..=255`, multiplier `>= 0`,
+    /// exponent in `-31..=30`; panics naming the bad one).
+    pub fn new(za: i32, zb: i32, m: (i32, i32), out: QOut) -> QMulParams {
+        assert!((0..=255).contains(&za), "zero point of a {za} outside 0..=255");
+        assert!((0..=255).contains(&zb), "zero point of b {zb} outside 0..=255");
+        assert!(m.0 >= 0, "negative multiplier {}", m.0);
+        assert!((-31..=30).contains(&m.1), "exponent {} outside -31..=30", m.1);
+        QMulParams { za, zb, m, out }
+    }
+
+    /// One output byte (the definition).
+    #[inline(always)]
+    pub fn apply(&self, a: u8, b: u8) -> u8 {
+        let acc = (a as i32 - self.za) * (b as i32 - self.zb);
+        crate::quant::requantize_u8(acc, self.m.0, self.m.1, &self.out)
+    }
+}
+
+/// `y[i] = QMul(a[i], b[i])` for `i` in `range`.
+///
+/// # Safety
+/// Pointers valid for the range; `y` may alias `a` or `b` exactly.
+pub unsafe fn mul_u8(isa: Isa, p: &QMulParams, a: *const u8, b: *const u8, y: *mut u8, range: Range<usize>) {
+    match isa.int8_level() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => mul_u8_avx2(p, a, b, y, range),
+        _ => mul_u8_scalar(p, a, b, y, range),
+    }
+}
+
+/// Scalar reference of [`mul_u8`].
+///
+/// # Safety
+/// As [`mul_u8`].
+pub unsafe fn mul_u8_scalar(p: &QMulParams, a: *const u8, b: *const u8, y: *mut u8, range: Range<usize>) {
+    for i in range {
+        *y.add(i) = p.apply(*a.add(i), *b.add(i));
     }
 }
 
@@ -243,7 +306,7 @@ pub unsafe fn dequantize_u8_f32_scalar(x: *const u8, y: *mut f32, range: Range<u
 #[cfg(target_arch = "x86_64")]
 pub use x86::{
     add_u8_avx2, add_u8_avx512, dequantize_u8_f32_avx2, dequantize_u8_f32_avx512, lut_u8_avx512vbmi,
-    quantize_f32_u8_avx2, quantize_f32_u8_avx512,
+    mul_u8_avx2, quantize_f32_u8_avx2, quantize_f32_u8_avx512,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -392,6 +455,49 @@ mod x86 {
             i += 4;
         }
         add_u8_scalar(p, a, b, y, i..range.end);
+    }
+
+    /// AVX2 [`mul_u8`]: 4 bytes at a time, in `f64` (see the module
+    /// documentation); the last `len % 4` scalar.
+    ///
+    /// # Safety
+    /// As [`mul_u8`]; the CPU supports AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn mul_u8_avx2(p: &QMulParams, a: *const u8, b: *const u8, y: *mut u8, range: Range<usize>) {
+        let two52 = 4_503_599_627_370_496.0;
+        let s = _mm256_set1_pd;
+        let (offa, offb, k, magic) = (
+            s(two52 + p.za as f64),
+            s(two52 + p.zb as f64),
+            s(real(p.m.0, p.m.1)),
+            s(MAGIC),
+        );
+        let tlo = s(MAGIC + (p.out.lo - p.out.zy) as f64);
+        let thi = s(MAGIC + (p.out.hi - p.out.zy) as f64);
+        let zy = s(p.out.zy as f64);
+        let bits = _mm256_set1_epi64x(0x4330_0000_0000_0000);
+        // Byte 0 of each u64 to bytes 0, 1 of each 128-bit lane.
+        let pick = _mm256_setr_epi8(
+            0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let n4 = range.len() / 4 * 4;
+        let mut i = range.start;
+        while i < range.start + n4 {
+            let ld = |p: *const u8| {
+                let v = _mm_cvtsi32_si128((p.add(i) as *const i32).read_unaligned());
+                _mm256_castsi256_pd(_mm256_or_si256(_mm256_cvtepu8_epi64(v), bits))
+            };
+            // (a - za)(b - zb): exact integers below 2^17.
+            let prod = _mm256_mul_pd(_mm256_sub_pd(ld(a), offa), _mm256_sub_pd(ld(b), offb));
+            let t = _mm256_fmadd_pd(prod, k, magic); // MAGIC + requantize(prod)
+            let t = _mm256_add_pd(_mm256_min_pd(_mm256_max_pd(t, tlo), thi), zy);
+            let v = _mm256_shuffle_epi8(_mm256_castpd_si256(t), pick);
+            let v = _mm_unpacklo_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            (y.add(i) as *mut i32).write_unaligned(_mm_cvtsi128_si32(v));
+            i += 4;
+        }
+        mul_u8_scalar(p, a, b, y, i..range.end);
     }
 
     /// AVX-512 VBMI [`lut_u8`]: 64 bytes at a time, two `vpermi2b` (each

@@ -22,7 +22,9 @@
 use kiln_ir::{Attribute, DType, Node, Tensor};
 use kiln_kernels::pool::PoolGeom;
 use kiln_kernels::qdwconv::{qdwconv_u8_raw, PackedQDw, QDwGeom};
-use kiln_kernels::qeltwise::{add_u8, dequantize_u8_f32, lut_u8, quantize_f32_u8, QAddParams};
+use kiln_kernels::qeltwise::{
+    add_u8, dequantize_u8_f32, lut_u8, mul_u8, quantize_f32_u8, QAddParams, QMulParams,
+};
 use kiln_kernels::qpool::{global_avg_pool_u8, maxpool_u8};
 use kiln_kernels::quant::{QOut, Requant};
 use kiln_kernels::Isa;
@@ -982,6 +984,65 @@ proptest! {
         let d = add_case(len, seed);
         let got = d.run(Isa::Scalar, &[0..len], Out::Fresh);
         expect_eq(&format!("add_u8 vs QAdd {:?}", d.p), Isa::Scalar, &got[..len], &d.reference(signed))?;
+    }
+
+    /// `mul_u8` on every level equals the scalar reference, which equals
+    /// kiln_ir's `QMul` (uint8 and int8); quantizer-style and arbitrary
+    /// multipliers, element splits, in place over `a`.
+    #[test]
+    fn mul_u8_matches_scalar_on_every_isa_and_kiln_ir(
+        len in 0usize..=300,
+        in_place in any::<bool>(),
+        signed in any::<bool>(),
+        cuts in (0u32..=1000, 0u32..=1000),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng::new(seed);
+        let (za, zb) = (rng.range(0, 255) as i32, rng.range(0, 255) as i32);
+        let out = rand_out(&mut rng);
+        let m = if rng.below(4) == 0 {
+            rand_mult(&mut rng)
+        } else {
+            let s = |rng: &mut Rng| 2f64.powf(rng.range(-1200, 200) as f64 / 100.0);
+            kiln_ir::quant::quantize_multiplier(s(&mut rng) * s(&mut rng) / s(&mut rng)).unwrap()
+        };
+        let p = QMulParams::new(za, zb, m, out);
+        let (a, b) = (rng.bytes_skewed(len), rng.bytes_skewed(len));
+        let run = |isa: Isa, parts: &[Range<usize>]| {
+            let mut y = vec![SENTINEL; len + GUARD];
+            let mut a2 = a.clone();
+            if in_place {
+                y[..len].copy_from_slice(&a);
+            }
+            for r in parts {
+                let ap = if in_place { y.as_ptr() } else { a2.as_mut_ptr() as *const u8 };
+                // SAFETY: buffers of len elements; y aliases a exactly.
+                unsafe { mul_u8(isa, &p, ap, b.as_ptr(), y.as_mut_ptr(), r.clone()) };
+            }
+            y
+        };
+        let reference = run(Isa::Scalar, &[0..len]);
+        prop_assert!(reference[len..].iter().all(|&v| v == SENTINEL));
+        let mut attrs = vec![
+            ("a_zero_point", int(model_val(za, signed))),
+            ("b_zero_point", int(model_val(zb, signed))),
+            ("multiplier", ints(&[m.0 as i64])),
+            ("shift", ints(&[m.1 as i64])),
+        ];
+        attrs.extend(out_attrs(&out, signed));
+        let want = stored(&eval(
+            &node("QMul", "kiln", 2, attrs),
+            13,
+            &[Some(&q8(vec![len], &a, signed)), Some(&q8(vec![len], &b, signed))],
+        ));
+        expect_eq(&format!("mul_u8 vs QMul {p:?}"), Isa::Scalar, &reference[..len], &want)?;
+        for isa in Isa::runnable() {
+            let whole = run(isa, &[0..len]);
+            expect_eq(&format!("mul_u8 {p:?}"), isa, &whole, &reference)?;
+            let parts = pieces(len, cuts.0, cuts.1);
+            expect_eq(&format!("mul_u8 split as {parts:?}"), isa, &run(isa, &parts), &whole)?;
+            mark(isa);
+        }
     }
 
     /// `lut_u8` on every level equals the scalar reference, which equals

@@ -12,13 +12,28 @@
 //! `F_c` (achieved FLOP/s), `B_c` (achieved bytes/s) and `o_c` (seconds of
 //! dispatch, threading and setup) are fitted to profiled runs of kiln's
 //! runtime on this machine ([`Calibration::fit`], minimising the
-//! time-weighted squared log error over a log grid). A class never seen in
-//! calibration falls back to the fit of all steps of that thread count.
+//! time-weighted squared log error over a log grid; `F_c` is bounded by
+//! 1.5x the host's peak for the class's precision and thread count). A class
+//! seen fewer than [`MIN_CLASS_SAMPLES`] times in calibration (one sample
+//! fits any roofline) or never falls back to the fit of all streaming steps
+//! ([`STREAM`], at most one FLOP per byte: element-wise, pooling, layout,
+//! quantize) when it is one, else of all steps of its precision (`*f32`,
+//! `*int8`), and when calibration saw no step of that
+//! precision, to the fit of all steps (`*`), counted in
+//! [`Prediction::cross_precision_steps`] so that callers can warn:
+//! calibrate on an int8 model too before predicting int8 candidates.
 //!
-//! For another device, `F_c` scales with the profiles' per-core peak of the
-//! step's precision, `B_c` with their memory bandwidths and `o_c` with their
-//! clocks ([`Calibration::predict`]); for the machine kiln runs on, `kiln
-//! tune` measures candidates instead of predicting them.
+//! A step whose bytes exceed the target's L2 cache gets at most the
+//! target's memory bandwidth (a cache-aware roofline: Ilic, Pratas, Sousa,
+//! "Cache-aware roofline model", IEEE CAL 2014; large activations are
+//! DRAM-bound, which the per-class fits, made mostly of cache-resident
+//! steps, would miss).
+//!
+//! For another device, `F_c` scales with the ratio of the target's per-core
+//! peak for the step's precision to the host's peak for the fit's precision,
+//! `B_c` with their memory bandwidths and `o_c` with their clocks
+//! ([`Calibration::predict`]); for the machine kiln runs on, `kiln tune`
+//! measures candidates instead of predicting them.
 
 use crate::device::{DeviceProfile, Precision};
 use crate::error::{Error, ErrorKind};
@@ -124,6 +139,24 @@ pub fn precision_of(kernel: &str) -> Precision {
     }
 }
 
+/// The fallback class of streaming steps ([`is_stream`]), both precisions.
+pub const STREAM: &str = "*stream";
+
+/// A streaming step: at most one FLOP per byte touched (element-wise ops,
+/// pooling, layout changes, quantize / dequantize), bound by bandwidth
+/// whatever its precision; unseen classes of them share one fallback fit.
+pub fn is_stream(s: &StepCost) -> bool {
+    s.flops <= s.bytes
+}
+
+/// `f32` or `int8`: the suffix of a precision's fallback class (`*f32`).
+pub fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::Int8 => "int8",
+    }
+}
+
 /// The steps of `model`'s plan for `shapes` (one shape per graph input).
 pub fn plan_steps(model: &CompiledModel, shapes: &[Vec<usize>]) -> Result<Vec<StepCost>, Error> {
     Ok(model
@@ -190,7 +223,9 @@ fn median(v: &mut [f64]) -> f64 {
 /// The fitted roofline of one kernel class at one thread count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassFit {
-    /// [`kernel_class`], or `*` for the fallback over all steps.
+    /// [`kernel_class`]; `*stream` for the fallback over streaming steps,
+    /// `*f32` / `*int8` over the other steps of that precision, `*` over
+    /// all steps.
     pub class: String,
     /// Threads of the profiled runs.
     pub threads: usize,
@@ -209,12 +244,26 @@ pub struct ClassFit {
 }
 
 impl ClassFit {
-    fn seconds(&self, s: &StepCost, f_scale: f64, b_scale: f64, o_scale: f64) -> f64 {
+    /// Seconds of `s`: compute and bandwidth scaled to the target, the
+    /// bandwidth at most `dram` (bytes/s) when the step's bytes exceed
+    /// `cache` (see [`Calibration::predict`]).
+    fn seconds(
+        &self,
+        s: &StepCost,
+        f_scale: f64,
+        b_scale: f64,
+        o_scale: f64,
+        (cache, dram): (u64, f64),
+    ) -> f64 {
         let tc = match self.gflops {
             Some(g) => s.flops as f64 / (g * 1e9 * f_scale),
             None => 0.0,
         };
-        let tb = s.bytes as f64 / (self.gbs * 1e9 * b_scale);
+        let mut b = self.gbs * 1e9 * b_scale;
+        if s.bytes > cache {
+            b = b.min(dram);
+        }
+        let tb = s.bytes as f64 / b;
         tc.max(tb) + self.overhead_us * 1e-6 * o_scale
     }
 }
@@ -252,9 +301,25 @@ pub struct Prediction {
     pub total_ms: f64,
     /// Per step, milliseconds (plan order).
     pub step_ms: Vec<f64>,
-    /// Steps whose class had no fit of its own (the `*` fallback was used).
+    /// Steps whose class had no fit of its own (unseen, or seen fewer than
+    /// [`MIN_CLASS_SAMPLES`] times): a precision fallback (`*f32`, `*int8`)
+    /// or the all-steps fit (`*`) was used.
     pub fallback_steps: usize,
+    /// Of those, steps of a precision calibration never saw (e.g. int8
+    /// steps with a calibration made on fp32 models only): predicted from
+    /// the all-steps fit scaled by the peak ratio, a rough figure.
+    #[serde(default)]
+    pub cross_precision_steps: usize,
 }
+
+/// Fewest steps of a class for a fit of its own; below it the class uses
+/// its precision's fallback fit.
+pub const MIN_CLASS_SAMPLES: usize = 3;
+
+/// Headroom of the achieved-compute bound over the host's measured peak
+/// (the probe's GEMM peak is a sustained figure, small steps can beat it
+/// from cache).
+const PEAK_HEADROOM: f64 = 1.5;
 
 // Grids of the fit: achieved FLOP/s and bytes/s are searched on log grids
 // (coarse, then refined around the best point), the fixed cost on a list.
@@ -285,8 +350,10 @@ fn loss(samples: &[&StepSample], f: Option<f64>, b: f64, o: f64) -> f64 {
         .sum()
 }
 
-/// Fits (F, B, o) to `samples` (all of one class and thread count).
-fn fit_one(samples: &[&StepSample]) -> (Option<f64>, f64, f64) {
+/// Fits (F, B, o) to `samples` (all of one class and thread count), with
+/// F at most `f_max` FLOP/s.
+fn fit_one(samples: &[&StepSample], f_max: f64) -> (Option<f64>, f64, f64) {
+    let f_hi = f_max.clamp(F_RANGE.0 * 10.0, F_RANGE.1);
     let any_flops = samples.iter().any(|s| s.step.flops > 0);
     let search = |best: &mut (f64, Option<f64>, f64, f64), fs: &[Option<f64>], bs: &[f64]| {
         for &f in fs {
@@ -302,7 +369,7 @@ fn fit_one(samples: &[&StepSample]) -> (Option<f64>, f64, f64) {
     };
     let mut best = (f64::INFINITY, None, 1e9, 0.0);
     let fs: Vec<Option<f64>> = if any_flops {
-        log_grid(F_RANGE.0, F_RANGE.1, 41).into_iter().map(Some).collect()
+        log_grid(F_RANGE.0, f_hi, 41).into_iter().map(Some).collect()
     } else {
         vec![None]
     };
@@ -310,7 +377,10 @@ fn fit_one(samples: &[&StepSample]) -> (Option<f64>, f64, f64) {
     // Refine: one grid step (a factor of ~1.6) either side, 5x finer.
     let (f0, b0) = (best.1, best.2);
     let fs: Vec<Option<f64>> = match f0 {
-        Some(f) => log_grid(f / 1.6, f * 1.6, 11).into_iter().map(Some).collect(),
+        Some(f) => log_grid(f / 1.6, (f * 1.6).min(f_hi), 11)
+            .into_iter()
+            .map(Some)
+            .collect(),
         None => vec![None],
     };
     search(&mut best, &fs, &log_grid(b0 / 1.6, b0 * 1.6, 11));
@@ -337,9 +407,18 @@ impl Calibration {
                     .entry((*threads, kernel_class(&s.step.kernel)))
                     .or_default()
                     .push(s);
+                let fallback = if is_stream(&s.step) {
+                    STREAM.to_string()
+                } else {
+                    format!("*{}", precision_name(precision_of(&s.step.kernel)))
+                };
+                groups.entry((*threads, fallback)).or_default().push(s);
                 groups.entry((*threads, "*".to_string())).or_default().push(s);
             }
         }
+        // One sample (or two) fits any roofline: such classes use their
+        // precision's fallback.
+        groups.retain(|(_, class), samples| class.starts_with('*') || samples.len() >= MIN_CLASS_SAMPLES);
         if groups.is_empty() {
             return Err(Error::new(
                 ErrorKind::InvalidRequest,
@@ -349,12 +428,17 @@ impl Calibration {
         let fits = groups
             .into_iter()
             .map(|((threads, class), samples)| {
-                let (f, b, o) = fit_one(&samples);
-                let precision = if class == "*" {
+                let precision = if class == "*" || class == STREAM {
                     Precision::F32
                 } else {
                     precision_of(&samples[0].step.kernel)
                 };
+                let peak = match (class.as_str(), precision) {
+                    ("*", _) | (STREAM, _) => host.peak.f32_gflops.max(host.peak.i8_gops),
+                    (_, Precision::F32) => host.peak.f32_gflops,
+                    (_, Precision::Int8) => host.peak.i8_gops,
+                };
+                let (f, b, o) = fit_one(&samples, peak * 1e9 * threads as f64 * PEAK_HEADROOM);
                 ClassFit {
                     precision,
                     gflops: f.map(|f| f / 1e9),
@@ -422,37 +506,72 @@ impl Calibration {
         let thread_scale = threads as f64 / cal_threads as f64;
         let b_scale = target.memory_bandwidth_gbs / self.host.memory_bandwidth_gbs;
         let o_scale = self.host.clock_ghz / target.clock_ghz;
-        let fallback = self
-            .fits
-            .iter()
-            .find(|f| f.threads == cal_threads && f.class == "*");
-        let mut step_ms = Vec::with_capacity(steps.len());
-        let mut fallback_steps = 0;
-        for s in steps {
-            let class = kernel_class(&s.kernel);
-            let fit = match self
-                .fits
+        let find = |class: &str| {
+            self.fits
                 .iter()
                 .find(|f| f.threads == cal_threads && f.class == class)
-            {
-                Some(f) => f,
-                None => {
-                    fallback_steps += 1;
-                    fallback
-                        .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "cost model: no fallback fit"))?
-                }
-            };
-            let f_scale = thread_scale
-                * match precision_of(&s.kernel) {
-                    Precision::F32 => target.peak.f32_gflops / self.host.f32_gflops,
-                    Precision::Int8 => target.peak.i8_gops / self.host.i8_gops,
+        };
+        let fallback = find("*");
+        let target_peak = |p: Precision| match p {
+            Precision::F32 => target.peak.f32_gflops,
+            Precision::Int8 => target.peak.i8_gops,
+        };
+        let host_peak = |p: Precision| match p {
+            Precision::F32 => self.host.f32_gflops,
+            Precision::Int8 => self.host.i8_gops,
+        };
+        // Beyond the L2 a step's bytes stream from the shared cache or DRAM:
+        // its bandwidth is at most the target's memory bandwidth (the L3
+        // share one inference gets on a shared or virtual machine is
+        // unknown, so L3 is not credited).
+        let dram = (
+            target.cache.l2_kib.max(target.cache.l1d_kib) as u64 * 1024,
+            target.memory_bandwidth_gbs * 1e9,
+        );
+        let mut step_ms = Vec::with_capacity(steps.len());
+        let mut fallback_steps = 0;
+        let mut cross_precision_steps = 0;
+        for s in steps {
+            let prec = precision_of(&s.kernel);
+            let fit =
+                match find(&kernel_class(&s.kernel)) {
+                    Some(f) => f,
+                    None => {
+                        fallback_steps += 1;
+                        let own = if is_stream(s) {
+                            STREAM.to_string()
+                        } else {
+                            format!("*{}", precision_name(prec))
+                        };
+                        match find(&own) {
+                            Some(f) => f,
+                            None => {
+                                // Calibrations written before per-precision
+                                // fallbacks have only `*`; it is cross-precision
+                                // only when no fit of this precision exists.
+                                if !self.fits.iter().any(|f| {
+                                    f.threads == cal_threads && f.class != "*" && f.precision == prec
+                                }) {
+                                    cross_precision_steps += 1;
+                                }
+                                fallback.ok_or_else(|| {
+                                    Error::new(ErrorKind::InvalidRequest, "cost model: no fallback fit")
+                                })?
+                            }
+                        }
+                    }
                 };
-            step_ms.push(fit.seconds(s, f_scale, b_scale, o_scale) * 1e3);
+            // The fit's throughput was achieved at the host's peak of the
+            // fit's precision; the target runs the step at its peak of the
+            // step's precision.
+            let f_scale = thread_scale * target_peak(prec) / host_peak(fit.precision);
+            step_ms.push(fit.seconds(s, f_scale, b_scale, o_scale, dram) * 1e3);
         }
         Ok(Prediction {
             total_ms: step_ms.iter().sum(),
             step_ms,
             fallback_steps,
+            cross_precision_steps,
         })
     }
 
@@ -539,10 +658,74 @@ mod tests {
             })
             .collect();
         let refs: Vec<&StepSample> = samples.iter().collect();
-        let (ff, bb, oo) = fit_one(&refs);
+        let (ff, bb, oo) = fit_one(&refs, 1e14);
         let ff = ff.unwrap();
         assert!((ff / f - 1.0).abs() < 0.1, "F {ff:e} vs {f:e}");
         assert!((bb / b - 1.0).abs() < 0.1, "B {bb:e} vs {b:e}");
         assert!((oo - o).abs() < 1.5e-6, "o {oo:e} vs {o:e}");
+    }
+
+    fn host(f32_gflops: f64, i8_gops: f64) -> DeviceProfile {
+        let mut p = DeviceProfile::resolve("minipc-n100").unwrap();
+        p.peak.f32_gflops = f32_gflops;
+        p.peak.i8_gops = i8_gops;
+        p
+    }
+
+    /// Regression (helper trial of `kiln tune --device`): a class profiled
+    /// once got a roofline of its own (any roofline fits one point, e.g. a
+    /// 128 us fixed cost), and with an fp32-only calibration int8 steps were
+    /// predicted from the fp32 fit scaled by the int8/int8 peak ratio.
+    #[test]
+    fn rare_classes_and_unseen_precisions_use_fallbacks() {
+        let h = host(100.0, 400.0);
+        let mut samples: Vec<StepSample> = (0..8)
+            .map(|i| {
+                sample(
+                    "gemm_f32_avx2_6x16",
+                    1_000_000 << i,
+                    10_000,
+                    (1_000_000u64 << i) as f64 / 50e9,
+                )
+            })
+            .collect();
+        samples.push(sample("gemv_f32_avx2", 2_000_000, 8_000_000, 1e-3));
+        let cal = Calibration::fit(&h, vec!["m".into()], &[(1, samples)]).unwrap();
+        assert!(
+            cal.fits.iter().all(|f| f.class != "gemv_f32"),
+            "one sample, no fit of its own"
+        );
+        assert!(cal.fits.iter().any(|f| f.class == "*f32"));
+        assert!(cal.fits.iter().all(|f| f.class != "*int8"));
+        for f in &cal.fits {
+            if let Some(g) = f.gflops {
+                assert!(
+                    g <= 100.0 * PEAK_HEADROOM * 1.001,
+                    "{}: {g} GFLOP/s above the bound",
+                    f.class
+                );
+            }
+        }
+        let gemv = StepCost {
+            node: "n".into(),
+            kernel: "gemv_f32_avx2".into(),
+            flops: 2_000_000,
+            bytes: 8_000,
+        };
+        let p = cal.predict(std::slice::from_ref(&gemv), 1, &h).unwrap();
+        assert_eq!((p.fallback_steps, p.cross_precision_steps), (1, 0));
+        // int8 steps never seen: the fp32 fit, scaled by the target's int8
+        // peak over the host's fp32 peak (here 2x), and counted.
+        let q = |k: &str| StepCost {
+            node: "n".into(),
+            kernel: k.into(),
+            flops: 256_000_000,
+            bytes: 10_000,
+        };
+        let f32_ms = cal.predict(&[q("gemm_f32_avx2_6x16")], 1, &h).unwrap().total_ms;
+        let target = host(100.0, 200.0);
+        let p = cal.predict(&[q("qgemm_u8i8_avx2_6x16")], 1, &target).unwrap();
+        assert_eq!((p.fallback_steps, p.cross_precision_steps), (1, 1));
+        assert!(p.total_ms < f32_ms, "int8 {} ms vs fp32 {f32_ms} ms", p.total_ms);
     }
 }

@@ -110,7 +110,20 @@ pub const SOURCED_FIELDS: [&str; 8] = [
 ];
 
 /// ISA feature names a profile may list.
-pub const ISA_FEATURES: [&str; 7] = ["avx2", "fma", "avx512f", "avx512vnni", "neon", "dotprod", "i8mm"];
+pub const ISA_FEATURES: [&str; 12] = [
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "dotprod",
+    "i8mm",
+    "sve",
+];
 
 const SHIPPED: [(&str, &str); 3] = [
     (

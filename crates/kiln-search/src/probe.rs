@@ -2,9 +2,12 @@
 //!
 //! - cores: [`std::thread::available_parallelism`] (what kiln may use here);
 //! - ISA: the CPU's SIMD features ([`kiln_kernels::simd_features`], plus
-//!   `avx512vnni`);
+//!   `avx512vnni`, and from `/proc/cpuinfo` `avx_vnni`, `amx_tile`,
+//!   `amx_int8`, `amx_bf16`, `dotprod`, `i8mm`, `sve`);
 //! - clock: the highest `cpu MHz` of `/proc/cpuinfo`, else `cpuinfo_max_freq`;
-//! - caches: `/sys/devices/system/cpu/cpu0/cache`;
+//! - caches: `/sys/devices/system/cpu/cpu0/cache` (an L3 above 128 MiB,
+//!   which virtual machines report for their whole host, is capped and the
+//!   source says so);
 //! - memory: `MemAvailable` of `/proc/meminfo`;
 //! - bandwidth: the best of several copies of a 64 MiB buffer on all cores
 //!   (bytes read + written, as STREAM counts);
@@ -54,6 +57,26 @@ pub fn probe(opts: &ProbeOptions) -> Result<DeviceProfile, Error> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni") {
         isa.push("avx512vnni".into());
+    }
+    // Features std cannot detect on stable Rust (AMX, AVX-VNNI) from the
+    // kernel's flags: kiln has no kernels for them yet, but a profile of
+    // the machine names them.
+    if let Some(flags) = read("/proc/cpuinfo").and_then(|c| {
+        c.lines()
+            .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").to_string())
+    }) {
+        for f in [
+            "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimddp", "i8mm", "sve",
+        ] {
+            let name = match f {
+                "asimddp" => "dotprod",
+                other => other,
+            };
+            if flags.split_whitespace().any(|x| x == f) && !isa.iter().any(|i| i == name) {
+                isa.push(name.to_string());
+            }
+        }
     }
     sources.insert(
         "isa".into(),
@@ -170,6 +193,11 @@ fn parse_kib(s: &str) -> Option<u32> {
     }
 }
 
+/// Largest L3 the probe takes as is, KiB (the largest L3 one core shares
+/// on current CPUs, e.g. 96 MiB per CCD on AMD's 3D V-Cache parts, with
+/// headroom).
+const L3_CAP_KIB: u32 = 128 * 1024;
+
 fn caches() -> (Cache, String) {
     let mut c = Cache {
         l1d_kib: 0,
@@ -198,6 +226,22 @@ fn caches() -> (Cache, String) {
         return (
             c,
             "placeholder: /sys/devices/system/cpu/cpu0/cache not readable; 32 KiB L1 assumed".into(),
+        );
+    }
+    // A virtual machine may report its host's whole last-level cache (all
+    // sockets, shared with other guests); no single core uses more than
+    // this in practice.
+    if c.l3_kib > L3_CAP_KIB {
+        let seen = c.l3_kib;
+        c.l3_kib = L3_CAP_KIB;
+        return (
+            c,
+            format!(
+                "measured by kiln probe: /sys/devices/system/cpu/cpu0/cache, with L3 {} MiB capped at {} MiB \
+                 (a virtual machine often reports its whole host's cache)",
+                seen / 1024,
+                L3_CAP_KIB / 1024
+            ),
         );
     }
     (

@@ -345,8 +345,21 @@ pub struct CandidateResult {
     /// Estimated energy per inference, millijoules (Horowitz ISSCC 2014
     /// figures; see [`crate::energy`]).
     pub energy_mj: Option<f64>,
+    /// The device's power figure times the latency, millijoules: the
+    /// wall-power view of energy (see [`crate::energy::EnergyEstimate::power_mj`]).
+    #[serde(default)]
+    pub power_mj: Option<f64>,
     /// MACs (FLOPs / 2) of one inference.
     pub macs: Option<u64>,
+    /// Caveats on the figures (e.g. a latency predicted for a precision the
+    /// cost model was not calibrated on), shown in the report.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The candidate whose model file this one's is byte-identical to (at
+    /// the same thread count): its figures are that one's, and it is left
+    /// off the Pareto front.
+    #[serde(default)]
+    pub same_as: Option<String>,
     /// Wall time of the job, seconds.
     pub seconds: f64,
     /// The job that produced it (resume reuses the result only for the
@@ -369,7 +382,10 @@ impl CandidateResult {
             latency_runs: 0,
             memory_mb: None,
             energy_mj: None,
+            power_mj: None,
             macs: None,
+            warnings: Vec::new(),
+            same_as: None,
             seconds: 0.0,
             job: None,
         }
@@ -519,12 +535,14 @@ pub fn dominates(a: &CandidateResult, b: &CandidateResult, margin: f64) -> bool 
 }
 
 /// Indices of the accuracy-vs-latency Pareto front among results with both
-/// figures: no other result is at least as accurate and faster (or as fast
-/// and more accurate). Sorted by latency.
+/// figures (copies of another model, [`CandidateResult::same_as`], left
+/// out): no other result is at least as accurate and faster (or as fast and
+/// more accurate). Sorted by latency.
 pub fn pareto_front(results: &[CandidateResult]) -> Vec<usize> {
     let pts: Vec<(usize, f64, f64)> = results
         .iter()
         .enumerate()
+        .filter(|(_, r)| r.same_as.is_none())
         .filter_map(|(i, r)| Some((i, r.latency_ms?, r.accuracy?.drop())))
         .collect();
     let mut front: Vec<(usize, f64)> = pts
@@ -551,7 +569,8 @@ pub struct Choice {
     /// most); `None` when nothing faster was rejected.
     pub binding: Option<Constraint>,
     /// With no feasible result: the result nearest to the limits (smallest
-    /// sum of relative excesses over the limits it breaks; ties by latency).
+    /// sum of relative excesses over the limits it breaks; within
+    /// [`LATENCY_TIE`] of that, the smallest accuracy drop, then latency).
     pub closest: Option<usize>,
     /// Why each result other than the chosen one lost, in result order.
     pub reasons: Vec<String>,
@@ -560,6 +579,11 @@ pub struct Choice {
 /// Relative latency difference treated as a tie by [`choose`] (timing
 /// noise on a shared machine): within it, accuracy and then memory decide.
 pub const LATENCY_TIE: f64 = 0.03;
+
+/// Accuracy drop, with no figure counted as worst.
+fn drop_of(r: &CandidateResult) -> f64 {
+    r.accuracy.map_or(f64::INFINITY, |a| a.drop())
+}
 
 fn cmp_latency(results: &[CandidateResult], a: usize, b: usize) -> Ordering {
     let la = results[a].latency_ms.unwrap_or(f64::INFINITY);
@@ -637,11 +661,21 @@ pub fn choose_among(results: &[CandidateResult], limits: &Limits, pool: &[usize]
                 }
                 s
             };
-            closest = (0..results.len())
+            let pool: Vec<usize> = (0..results.len())
                 .filter(|&i| !matches!(results[i].outcome, Outcome::Failed { .. }))
+                .collect();
+            // The smallest excess; among those within LATENCY_TIE of it
+            // (relative), the smallest accuracy drop, then the fastest.
+            let best = pool
+                .iter()
+                .map(|&i| score(&results[i]))
+                .fold(f64::INFINITY, f64::min);
+            closest = pool
+                .into_iter()
+                .filter(|&i| score(&results[i]) <= best + best.abs() * LATENCY_TIE)
                 .min_by(|&a, &b| {
-                    score(&results[a])
-                        .total_cmp(&score(&results[b]))
+                    drop_of(&results[a])
+                        .total_cmp(&drop_of(&results[b]))
                         .then(cmp_latency(results, a, b))
                 });
             closest.and_then(|i| {
@@ -940,6 +974,24 @@ mod tests {
         // With no limits everything is feasible and nothing binds.
         let c = choose(&rs, &Limits::default());
         assert_eq!((c.chosen, c.binding), (Some(2), None));
+    }
+
+    /// Regression (helper trial): among infeasible candidates equally far
+    /// from the limits (within timing noise), the closest was the faster
+    /// one even when it was less accurate.
+    #[test]
+    fn closest_ties_go_to_the_more_accurate() {
+        let rs = vec![
+            res(int8("minmax"), 1, 3.0, 1.000, 20.0),
+            res(int8("entropy"), 1, 0.5, 1.010, 20.0),
+            res(Precision::Fp32, 1, 0.0, 3.0, 40.0),
+        ];
+        let lim = Limits {
+            max_latency_ms: Some(0.5),
+            ..Limits::default()
+        };
+        let c = choose(&rs, &lim);
+        assert_eq!((c.chosen, c.closest), (None, Some(1)));
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn cost_model_calibrates_on_a_real_model_and_scales_to_devices() {
     let steps: Vec<StepCost> = plan_steps(&cm, &[vec![8, 1, 28, 28]]).unwrap();
     assert_eq!(steps.len(), samples.len());
     let pred = cal.predict(&steps, 1, &host).unwrap();
-    assert_eq!(pred.fallback_steps, 0);
+    assert_eq!(pred.cross_precision_steps, 0, "fp32 model, fp32 calibration");
     let ratio = pred.total_ms / measured;
     assert!(
         (0.6..1.6).contains(&ratio),

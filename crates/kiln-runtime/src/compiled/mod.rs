@@ -2754,13 +2754,21 @@ impl Builder<'_> {
         Ok(true)
     }
 
-    fn lower_resize(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
-        let x = &node.inputs[0];
-        let Some(xs) = self.f32_shape(x) else {
-            return Ok(false);
-        };
+    /// Integer factors `(fy, fx)` of a `Resize` from `xs` to `ys` (NCHW)
+    /// that [`kiln_kernels::layout::upsample_nearest_nhwc`] computes:
+    /// nearest, `asymmetric`, `floor`, scales (when given) exactly the
+    /// factors; `None` otherwise.
+    pub(super) fn nearest_factors(
+        &self,
+        node: &Node,
+        xs: &[usize],
+        ys: &[usize],
+    ) -> Result<Option<(usize, usize)>, RuntimeError> {
         if xs.len() != 4 || ys.len() != 4 || xs[0] != ys[0] || xs[1] != ys[1] || self.cm.opset < 11 {
-            return Ok(false);
+            return Ok(None);
+        }
+        if xs[2] == 0 || xs[3] == 0 {
+            return Ok(None);
         }
         let nearest_floor = node.attr_string("mode", "nearest")? == "nearest"
             && node.attr_string("coordinate_transformation_mode", "half_pixel")? == "asymmetric"
@@ -2769,7 +2777,7 @@ impl Builder<'_> {
             && !node.attrs.contains_key("axes")
             && node.attr_string("keep_aspect_ratio_policy", "stretch")? == "stretch";
         if !nearest_floor || !ys[2].is_multiple_of(xs[2]) || !ys[3].is_multiple_of(xs[3]) {
-            return Ok(false);
+            return Ok(None);
         }
         let (fy, fx) = (ys[2] / xs[2], ys[3] / xs[3]);
         // Scales given (not sizes) must be exactly the integer factors.
@@ -2777,13 +2785,24 @@ impl Builder<'_> {
             match self.const_tensor(sc) {
                 Some(t) if t.len() == 4 => {
                     if t.to_f64_vec() != [1.0, 1.0, fy as f64, fx as f64] {
-                        return Ok(false);
+                        return Ok(None);
                     }
                 }
                 Some(t) if t.is_empty() => {}
-                _ => return Ok(false),
+                _ => return Ok(None),
             }
         }
+        Ok(Some((fy, fx)))
+    }
+
+    fn lower_resize(&mut self, node: &Node, out: &str, ys: &[usize]) -> Result<bool, RuntimeError> {
+        let x = &node.inputs[0];
+        let Some(xs) = self.f32_shape(x) else {
+            return Ok(false);
+        };
+        let Some((fy, fx)) = self.nearest_factors(node, &xs, ys)? else {
+            return Ok(false);
+        };
         let xi = self.use_val(x, Some(Layout::Nhwc))?;
         let y = self.out_val(out, ys.to_vec(), Layout::Nhwc);
         let info = self.info(node, format!("upsample_nearest_nhwc_f32_{fy}x{fx}"), ys, 0);

@@ -30,7 +30,9 @@
 use super::*;
 use kiln_ir::quant::quantize_multiplier;
 use kiln_kernels::qdwconv::{qdwconv_u8_raw, PackedQDw, QDwGeom};
-use kiln_kernels::qeltwise::{add_u8, dequantize_u8_f32, lut_u8, quantize_f32_u8, QAddParams};
+use kiln_kernels::qeltwise::{
+    add_u8, dequantize_u8_f32, lut_u8, mul_u8, quantize_f32_u8, QAddParams, QMulParams,
+};
 use kiln_kernels::qgemm::{qgemm_name, qgemm_u8_raw, qtile_rows, QGemmArgs, QPackedB};
 use kiln_kernels::qpool::{global_avg_pool_u8, maxpool_u8};
 use kiln_kernels::quant::{QOut, Requant};
@@ -114,6 +116,25 @@ pub(super) enum QKernel {
         len: usize,
         p: QAddParams,
     },
+    /// `QMul` of two same-shape tensors.
+    Mul {
+        a: usize,
+        b: usize,
+        y: usize,
+        len: usize,
+        p: QMulParams,
+    },
+    /// Nearest `Resize` by integer factors on bytes, NHWC.
+    Upsample {
+        x: usize,
+        y: usize,
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        fy: usize,
+        fx: usize,
+    },
     /// `QGlobalAveragePool`, NHWC `[n, hw, c]` -> `[n, c]`.
     Gap {
         x: usize,
@@ -141,6 +162,19 @@ pub(super) enum QKernel {
         hw: usize,
         nhwc: bool,
         tables: Box<[[u8; 256]]>,
+    },
+    /// `QMul` of `x` `[n, c, h, w]` by a gate `g` `[n, c, 1, 1]` (a
+    /// squeeze-and-excitation scale): `y = table[g[n, c]][x]`, the table
+    /// holding the op's result for every pair of codes.
+    GateLut {
+        x: usize,
+        g: usize,
+        y: usize,
+        n: usize,
+        c: usize,
+        hw: usize,
+        nhwc: bool,
+        table: Box<[[u8; 256]]>,
     },
     /// Max pooling, NHWC.
     MaxPool { g: PoolGeom, x: usize, y: usize },
@@ -292,7 +326,10 @@ impl Builder<'_> {
             ("QConv", _, true) => self.lower_qconv(node, &out),
             ("QGemm", _, true) => self.lower_qgemm(node, &out),
             ("QAdd", _, true) => Ok(self.lower_qadd(node, &out)? || self.lower_qconst_lut(node, &out)?),
-            ("QMul", _, true) => self.lower_qconst_lut(node, &out),
+            ("QMul", _, true) => Ok(self.lower_qmul(node, &out)?
+                || self.lower_qgate(node, &out)?
+                || self.lower_qconst_lut(node, &out)?),
+            ("Resize", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_resize8(node, &out),
             ("QGlobalAveragePool", _, true) => self.lower_qgap(node, &out),
             ("QLut", _, true) => self.lower_qlut(node, &out),
             ("Concat", true, _) if self.q8_shape(&node.inputs[0]).is_some() => self.lower_concat8(node, &out),
@@ -735,6 +772,184 @@ impl Builder<'_> {
             vec![ai, bi],
             vec![y],
             vec![ai, bi],
+        );
+        Ok(true)
+    }
+
+    /// `QMul` of two same-shape 8-bit tensors: [`mul_u8`].
+    fn lower_qmul(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let (Some((sa, da)), Some((sb, db))) = (
+            self.q8_shape(&node.inputs[0]),
+            node.inputs.get(1).and_then(|b| self.q8_shape(b)),
+        ) else {
+            return Ok(false);
+        };
+        if sa != sb || self.is_const(&node.inputs[0]) || self.is_const(&node.inputs[1]) {
+            return Ok(false);
+        }
+        let Some((ydt, out_q)) = out_params(node)? else {
+            return Ok(false);
+        };
+        let (Some(m), Some(e)) = (
+            ints(node, "multiplier")?.and_then(|v| (v.len() == 1).then_some(v[0])),
+            ints(node, "shift")?.and_then(|v| (v.len() == 1).then_some(v[0])),
+        ) else {
+            return Ok(false);
+        };
+        if m < 0 || !(-31..=30).contains(&e) {
+            return Ok(false);
+        }
+        let za = attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0);
+        let zb = attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0);
+        if !(0..=255).contains(&za) || !(0..=255).contains(&zb) {
+            return Ok(false);
+        }
+        let p = QMulParams::new(za, zb, (m, e), out_q);
+        let ai = self.use_val(&node.inputs[0], None)?;
+        let layout = self.vals[ai].layout;
+        let bi = self.use_val8(&node.inputs[1], layout)?;
+        let y = self.out_val8(out, sa.clone(), ydt, layout);
+        let len = sa.iter().product::<usize>();
+        let info = self.info(node, "mul_u8".into(), &sa, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Mul {
+                a: ai,
+                b: bi,
+                y,
+                len,
+                p,
+            }),
+            vec![ai, bi],
+            vec![y],
+            vec![ai, bi],
+        );
+        Ok(true)
+    }
+
+    /// `QMul` of an 8-bit `[n, c, h, w]` tensor by an 8-bit gate
+    /// `[n, c, 1, 1]` (or `[1, c, 1, 1]` with `n = 1`; squeeze-and-excitation
+    /// blocks): every output byte is a function of the two input bytes, so
+    /// the op is a 256 x 256 table, made by running the reference op on
+    /// every pair of codes (equal to the reference bit for bit).
+    fn lower_qgate(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        if node.inputs.len() != 2 || node.inputs.iter().any(|i| self.is_const(i)) {
+            return Ok(false);
+        }
+        let (Some((s0, d0)), Some((s1, d1))) =
+            (self.q8_shape(&node.inputs[0]), self.q8_shape(&node.inputs[1]))
+        else {
+            return Ok(false);
+        };
+        let is_gate = |g: &[usize], x: &[usize]| {
+            x.len() == 4
+                && g.len() == 4
+                && g[0] == x[0]
+                && g[1] == x[1]
+                && g[2] == 1
+                && g[3] == 1
+                && x[2] * x[3] > 1
+        };
+        let (xpos, xs, xdt, gdt) = if is_gate(&s1, &s0) {
+            (0, s0, d0, d1)
+        } else if is_gate(&s0, &s1) {
+            (1, s1, d1, d0)
+        } else {
+            return Ok(false);
+        };
+        if self.types.get(out).and_then(|t| t.known_dims()).as_deref() != Some(xs.as_slice()) {
+            return Ok(false);
+        }
+        let Some((ydt, _)) = out_params(node)? else {
+            return Ok(false);
+        };
+        // Codes in stored order (uint8 k; int8 k - 128): x along the last
+        // axis [1, 256], the gate along the first [256, 1].
+        let codes = |dt: DType, shape: Vec<usize>| -> Result<Option<Tensor>, RuntimeError> {
+            Ok(match dt {
+                DType::U8 => Some(Tensor::from_vec(shape, (0..=255u8).collect::<Vec<u8>>())?),
+                DType::I8 => Some(Tensor::from_vec(shape, (-128..=127i8).collect::<Vec<i8>>())?),
+                _ => None,
+            })
+        };
+        let (Some(xc), Some(gc)) = (codes(xdt, vec![1, 256])?, codes(gdt, vec![256, 1])?) else {
+            return Ok(false);
+        };
+        let args: Vec<Option<&Tensor>> = if xpos == 0 {
+            vec![Some(&xc), Some(&gc)]
+        } else {
+            vec![Some(&gc), Some(&xc)]
+        };
+        let def = ops::lookup_node(node, self.cm.opset)?;
+        let ctx = OpCtx {
+            node,
+            opset: self.cm.opset,
+        };
+        let res = (def.eval)(&ctx, &args).map_err(|e| e.at_node(&node.name, &node.op_type))?;
+        let Some(t) = res.first().filter(|t| t.len() == 256 * 256 && t.dtype() == ydt) else {
+            return Ok(false);
+        };
+        let stored: Vec<u8> = match ydt {
+            DType::U8 => t.as_slice::<u8>()?.to_vec(),
+            _ => t.as_slice::<i8>()?.iter().map(|&v| (v as u8) ^ 0x80).collect(),
+        };
+        let mut table = vec![[0u8; 256]; 256];
+        for (d, s) in table.iter_mut().zip(stored.chunks_exact(256)) {
+            d.copy_from_slice(s);
+        }
+        let xi = self.use_val(&node.inputs[xpos], None)?;
+        let layout = self.vals[xi].layout;
+        let gi = self.use_val(&node.inputs[1 - xpos], None)?;
+        let y = self.out_val8(out, xs.clone(), ydt, layout);
+        let len = xs.iter().product::<usize>();
+        let info = self.info(node, "gate_lut_u8".into(), &xs, len as u64);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::GateLut {
+                x: xi,
+                g: gi,
+                y,
+                n: xs[0],
+                c: xs[1],
+                hw: xs[2] * xs[3],
+                nhwc: layout == Layout::Nhwc,
+                table: table.into_boxed_slice(),
+            }),
+            vec![xi, gi],
+            vec![y],
+            vec![xi],
+        );
+        Ok(true)
+    }
+
+    /// Nearest `Resize` by integer factors of an 8-bit tensor (the QDQ pass
+    /// keeps it on integers when its input and output parameters are
+    /// equal): NHWC byte copies.
+    fn lower_resize8(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let (Some((xs, xdt)), Some((ys, _))) = (self.q8_shape(&node.inputs[0]), self.q8_shape(out)) else {
+            return Ok(false);
+        };
+        let Some((fy, fx)) = self.nearest_factors(node, &xs, &ys)? else {
+            return Ok(false);
+        };
+        let xi = self.use_val8(&node.inputs[0], Layout::Nhwc)?;
+        let y = self.out_val8(out, ys.clone(), xdt, Layout::Nhwc);
+        let info = self.info(node, format!("upsample_nearest_nhwc_u8_{fy}x{fx}"), &ys, 0);
+        self.push_step(
+            info,
+            Kernel::Q8(QKernel::Upsample {
+                x: xi,
+                y,
+                n: xs[0],
+                h: xs[2],
+                w: xs[3],
+                c: xs[1],
+                fy,
+                fx,
+            }),
+            vec![xi],
+            vec![y],
+            vec![],
         );
         Ok(true)
     }
@@ -1326,6 +1541,44 @@ impl CompiledModel {
                     )
                 });
             }
+            QKernel::Mul { a, b, y, len, p } => {
+                let (pa, pb, py) = (SendPtr(st.ptrs[*a]), SendPtr(st.ptrs[*b]), SendPtr(st.ptrs[*y]));
+                let parts = if *len < 32_768 { 1 } else { threads };
+                let isa = self.isa;
+                pool.run(parts, &|i| unsafe {
+                    mul_u8(
+                        isa,
+                        p,
+                        pa.get() as *const u8,
+                        pb.get() as *const u8,
+                        py.get() as *mut u8,
+                        split_range(*len, parts, i),
+                    )
+                });
+            }
+            QKernel::Upsample {
+                x,
+                y,
+                n,
+                h,
+                w,
+                c,
+                fy,
+                fx,
+            } => {
+                let (px, py) = (SendPtr(st.ptrs[*x]), SendPtr(st.ptrs[*y]));
+                let rows = n * h * fy;
+                let parts = threads.min(rows);
+                pool.run(parts, &|i| unsafe {
+                    kiln_kernels::layout::upsample_nearest_nhwc(
+                        px.get() as *const u8,
+                        py.get() as *mut u8,
+                        (*h, *w, *c),
+                        (*fy, *fx),
+                        split_range(rows, parts, i),
+                    );
+                });
+            }
             QKernel::Gap {
                 x,
                 y,
@@ -1370,6 +1623,42 @@ impl CompiledModel {
                 } else {
                     for (b, t) in (0..n * c).map(|b| (b, &tables[b % c])) {
                         unsafe { lut_u8(self.isa, t, px, py, b * hw..(b + 1) * hw) };
+                    }
+                }
+            }
+            QKernel::GateLut {
+                x,
+                g,
+                y,
+                n,
+                c,
+                hw,
+                nhwc,
+                table,
+            } => {
+                // SAFETY: x and y are arena values of n * c * hw bytes (y may
+                // be x: in place), g of n * c bytes.
+                let (px, pg, py) = (
+                    st.ptrs[*x] as *const u8,
+                    st.ptrs[*g] as *const u8,
+                    st.ptrs[*y] as *mut u8,
+                );
+                for b in 0..*n {
+                    let rows: Vec<&[u8; 256]> = (0..*c)
+                        .map(|ch| &table[unsafe { *pg.add(b * c + ch) } as usize])
+                        .collect();
+                    let base = b * c * hw;
+                    if *nhwc {
+                        for p in (base..base + c * hw).step_by(*c) {
+                            for (ch, t) in rows.iter().enumerate() {
+                                unsafe { *py.add(p + ch) = t[*px.add(p + ch) as usize] };
+                            }
+                        }
+                    } else {
+                        for (ch, t) in rows.iter().enumerate() {
+                            let r = base + ch * hw;
+                            unsafe { lut_u8(self.isa, t, px, py, r..r + hw) };
+                        }
                     }
                 }
             }
