@@ -16,6 +16,7 @@ mod pipeline;
 #[cfg(feature = "train")]
 mod prune;
 mod quantize;
+mod table;
 #[cfg(feature = "train")]
 mod train;
 #[cfg(feature = "train")]

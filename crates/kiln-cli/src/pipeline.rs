@@ -326,33 +326,7 @@ fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
-    let mut w = head.map(str::len);
-    for c in &cells {
-        for (i, s) in c.iter().enumerate() {
-            w[i] = w[i].max(s.chars().count());
-        }
-    }
-    let line = |c: &[String]| {
-        let mut s = String::new();
-        for (i, x) in c.iter().enumerate() {
-            // Text columns left-aligned, figures right-aligned.
-            if i < 2 {
-                s.push_str(&format!("{x:<width$}", width = w[i]));
-            } else {
-                s.push_str(&format!("{x:>width$}", width = w[i]));
-            }
-            if i + 1 < c.len() {
-                s.push_str("  ");
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&head.map(String::from));
-    out.push_str(&line(&w.map(|n| "-".repeat(n))));
-    for c in &cells {
-        out.push_str(&line(c));
-    }
-    out
+    crate::table::render(&head, &cells, &[0, 1])
 }
 
 #[cfg(test)]

@@ -1206,25 +1206,7 @@ fn collect(
             ]
         })
         .collect();
-    let mut w = head.map(str::len);
-    for r in &rows {
-        for (k, c) in r.iter().enumerate() {
-            w[k] = w[k].max(c.chars().count());
-        }
-    }
-    let line = |c: &[String]| -> String {
-        let mut s = String::new();
-        for (k, x) in c.iter().enumerate() {
-            if k == 0 || k == head.len() - 1 {
-                s.push_str(&format!("{x:<width$}  ", width = w[k]));
-            } else {
-                s.push_str(&format!("{x:>width$}  ", width = w[k]));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut table = vec![line(&head.map(String::from)), line(&w.map(|n| "-".repeat(n)))];
-    table.extend(rows.iter().map(|r| line(r)));
+    let table = crate::table::render(&head, &rows, &[0, head.len() - 1]);
 
     let lim_text = {
         let mut v = Vec::new();
@@ -1362,7 +1344,7 @@ fn collect(
             }
         }
     };
-    let text = format!("{}\n\n{}\n\n{verdict}\n", summary.join("\n"), table.join("\n"));
+    let text = format!("{}\n\n{}\n{verdict}\n", summary.join("\n"), table);
     let md = format!(
         "# kiln tune report: {}\n\n```text\n{text}```\n\nEach row's job and full figures: `results/<candidate>.json`.\n",
         a.model.display()

@@ -1,31 +1,14 @@
 //! End-to-end tests of the `kiln` binary on the real fixtures: inspect
 //! figures, and clean one-line errors on bad input.
 
+mod common;
+use common::{fixtures, kiln};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first",
-        p.display()
-    );
-    p
-}
-
 fn effnet() -> PathBuf {
     fixtures().join("models/efficientnet-lite0.onnx")
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -3,33 +3,15 @@
 //! itself, IDX and .npz data through small generated models, and one-line
 //! errors that name the file.
 
+mod common;
+use common::{fixtures, kiln};
 use kiln::ir::{DType, Dim, Graph, Model, Node, OpsetImport, Tensor, ValueInfo, ValueType};
-use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first",
-        p.display()
-    );
-    p
-}
+use std::process::Output;
 
 fn effnet() -> PathBuf {
     fixtures().join("models/efficientnet-lite0.onnx")
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
 }
 
 fn ok(out: &Output) -> String {

@@ -8,9 +8,10 @@
 //! `optimize`/`export`/`run --save-outputs` leave no output or temporary
 //! file behind and never touch an existing output.
 
-use std::ffi::OsStr;
+mod common;
+use common::kiln;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 // ---------------------------------------------------------------------------
 // A minimal protobuf writer and ONNX message builders (field numbers from
@@ -174,13 +175,6 @@ fn relu_graph() -> Msg {
 
 // ---------------------------------------------------------------------------
 // Running the binary.
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -6,31 +6,13 @@
 //! of 1,000 test images (issue 9's [CI] check "pruning + int8 compose").
 #![cfg(feature = "train")]
 
+mod common;
+use common::{fixtures, kiln};
 use kiln::data::{DataSpec, Split};
 use kiln_train::data::TrainSet;
 use serde_json::Value;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first (scripts/test does)",
-        p.display()
-    );
-    p
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
-}
 
 fn ok(out: &Output) -> String {
     let s = format!(

@@ -4,21 +4,10 @@
 //! one-line errors that leave no output behind, `kiln bench --json`'s peak
 //! memory, and the pipeline table on EfficientNet-Lite0.
 
-use std::ffi::OsStr;
+mod common;
+use common::{fixtures, kiln};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first",
-        p.display()
-    );
-    p
-}
+use std::process::Output;
 
 fn fmnist_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2.onnx")
@@ -26,13 +15,6 @@ fn fmnist_model() -> PathBuf {
 
 fn fmnist_data() -> PathBuf {
     fixtures().join("fashion-mnist")
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
 }
 
 fn ok(out: &Output) -> String {

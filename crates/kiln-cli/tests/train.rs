@@ -3,28 +3,10 @@
 //! interruption after the first, resumed, and the result runs in `kiln eval`.
 #![cfg(feature = "train")]
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+mod common;
+use common::{fixtures, kiln};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first",
-        p.display()
-    );
-    p
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
-}
 
 fn ok(out: &Output) -> String {
     assert!(

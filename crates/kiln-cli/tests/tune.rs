@@ -5,32 +5,15 @@
 //! and the Pareto plot, a second run resumes from the JSON results, and one
 //! candidate's job runs alone with `kiln tune-job`.
 
+mod common;
+use common::{fixtures, kiln};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let p = std::env::var_os("KILN_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.fixtures"));
-    assert!(
-        p.join("STAMP").exists(),
-        "fixtures missing at {}: run scripts/fixtures first (scripts/test does)",
-        p.display()
-    );
-    p
-}
+use std::process::Output;
 
 fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist_mnv2_bn.onnx")
-}
-
-fn kiln(args: &[&dyn AsRef<OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("spawn kiln")
 }
 
 fn text(out: &Output) -> String {

@@ -418,6 +418,21 @@ mod x86 {
         }
     }
 
+    /// Stores the low bytes of 4 lanes `MAGIC + y` (`y` in `0..=255`) to
+    /// `y[0..4]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store4(t: __m256d, y: *mut u8) {
+        // Byte 0 of each u64 to bytes 0, 1 of each 128-bit lane.
+        let pick = _mm256_setr_epi8(
+            0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let v = _mm256_shuffle_epi8(_mm256_castpd_si256(t), pick);
+        let v = _mm_unpacklo_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        (y as *mut i32).write_unaligned(_mm_cvtsi128_si32(v));
+    }
+
     /// AVX2 [`add_u8`]: 4 bytes at a time, in `f64`; the last `len % 4`
     /// scalar.
     ///
@@ -432,11 +447,6 @@ mod x86 {
             (s(k0.offa), s(k0.offb), s(k0.ka), s(k0.kb), s(k0.mo), s(k0.magic));
         let (tlo, thi, zy) = (s(k0.tlo), s(k0.thi), s(k0.zy));
         let bits = _mm256_set1_epi64x(0x4330_0000_0000_0000);
-        // Byte 0 of each u64 to bytes 0, 1 of each 128-bit lane.
-        let pick = _mm256_setr_epi8(
-            0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1,
-            -1, -1, -1, -1, -1, -1, -1,
-        );
         let n4 = range.len() / 4 * 4;
         let mut i = range.start;
         while i < range.start + n4 {
@@ -449,9 +459,7 @@ mod x86 {
             let st = _mm256_sub_pd(_mm256_add_pd(_mm256_sub_pd(ta, magic), tb), magic);
             let t = _mm256_fmadd_pd(st, mo, magic);
             let t = _mm256_add_pd(_mm256_min_pd(_mm256_max_pd(t, tlo), thi), zy);
-            let v = _mm256_shuffle_epi8(_mm256_castpd_si256(t), pick);
-            let v = _mm_unpacklo_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            (y.add(i) as *mut i32).write_unaligned(_mm_cvtsi128_si32(v));
+            store4(t, y.add(i));
             i += 4;
         }
         add_u8_scalar(p, a, b, y, i..range.end);
@@ -476,11 +484,6 @@ mod x86 {
         let thi = s(MAGIC + (p.out.hi - p.out.zy) as f64);
         let zy = s(p.out.zy as f64);
         let bits = _mm256_set1_epi64x(0x4330_0000_0000_0000);
-        // Byte 0 of each u64 to bytes 0, 1 of each 128-bit lane.
-        let pick = _mm256_setr_epi8(
-            0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1,
-            -1, -1, -1, -1, -1, -1, -1,
-        );
         let n4 = range.len() / 4 * 4;
         let mut i = range.start;
         while i < range.start + n4 {
@@ -492,9 +495,7 @@ mod x86 {
             let prod = _mm256_mul_pd(_mm256_sub_pd(ld(a), offa), _mm256_sub_pd(ld(b), offb));
             let t = _mm256_fmadd_pd(prod, k, magic); // MAGIC + requantize(prod)
             let t = _mm256_add_pd(_mm256_min_pd(_mm256_max_pd(t, tlo), thi), zy);
-            let v = _mm256_shuffle_epi8(_mm256_castpd_si256(t), pick);
-            let v = _mm_unpacklo_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            (y.add(i) as *mut i32).write_unaligned(_mm_cvtsi128_si32(v));
+            store4(t, y.add(i));
             i += 4;
         }
         mul_u8_scalar(p, a, b, y, i..range.end);

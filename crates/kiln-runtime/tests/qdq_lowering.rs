@@ -455,7 +455,6 @@ fn qmul_qadd_with_constant_run_as_tables_exactly() {
 /// reference integer executor exactly, in NCHW and NHWC and mixed.
 #[test]
 fn qmul_of_two_tensors_and_integer_resize_run_compiled_exactly() {
-    use kiln_runtime::{CompileOptions, CompiledModel};
     let mut r = Rng(29);
     let c = 6;
     let x = Tensor::from_vec(vec![1, c, 5, 7], r.vec(c * 35, 3.0)).unwrap();
@@ -506,30 +505,11 @@ fn qmul_of_two_tensors_and_integer_resize_run_compiled_exactly() {
             out = b.qdq(&y, -8.0, 8.0, dt);
         }
         b.output(&out, &[]);
-        let model = b.model();
-        let want = Session::new(model.clone()).unwrap().run(vec![x.clone()]).unwrap();
-        let cm = CompiledModel::compile(model, &CompileOptions::default()).unwrap();
-        let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
-        let kernels: Vec<&String> = info.steps.iter().map(|s| &s.kernel).collect();
-        assert!(
-            kernels.iter().any(|s| *s == "mul_u8"),
-            "case {k}: no mul_u8 in {kernels:?}"
-        );
+        let mut want = vec!["mul_u8"];
         if resize {
-            assert!(
-                kernels.iter().any(|s| *s == "upsample_nearest_nhwc_u8_2x3"),
-                "case {k}: no integer upsample in {kernels:?}"
-            );
+            want.push("upsample_nearest_nhwc_u8_2x3");
         }
-        assert!(
-            info.fallback_ops.is_empty(),
-            "case {k}: fallback {:?}",
-            info.fallback_ops
-        );
-        let mut st = cm.new_state(2);
-        let got = cm.run(&mut st, vec![x.clone()]).unwrap();
-        assert_eq!(got[0].shape(), want[0].shape(), "case {k}");
-        assert_eq!(got[0].to_f32_vec(), want[0].to_f32_vec(), "case {k}");
+        compiled_equals_reference(b.model(), &x, &want, 2, &format!("case {k}"));
     }
     // A squeeze-and-excitation gate: x (NCHW, or NHWC after a conv) times
     // a [1, C, 1, 1] tensor computed from it, either operand order.
@@ -556,22 +536,29 @@ fn qmul_of_two_tensors_and_integer_resize_run_compiled_exactly() {
         let y = b.node("Mul", &ins, &[]);
         let out = b.qdq(&y, -5.0, 5.0, dt);
         b.output(&out, &[]);
-        let model = b.model();
-        let want = Session::new(model.clone()).unwrap().run(vec![x.clone()]).unwrap();
-        let cm = CompiledModel::compile(model, &CompileOptions::default()).unwrap();
-        let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
-        let kernels: Vec<&String> = info.steps.iter().map(|s| &s.kernel).collect();
-        assert!(
-            kernels.iter().any(|s| *s == "gate_lut_u8"),
-            "gate case {k}: {kernels:?}"
-        );
-        assert!(
-            info.fallback_ops.is_empty(),
-            "gate case {k}: fallback {:?}",
-            info.fallback_ops
-        );
-        let mut st = cm.new_state(1);
-        let got = cm.run(&mut st, vec![x.clone()]).unwrap();
-        assert_eq!(got[0].to_f32_vec(), want[0].to_f32_vec(), "gate case {k}");
+        compiled_equals_reference(b.model(), &x, &["gate_lut_u8"], 1, &format!("gate case {k}"));
     }
+}
+
+/// Compiles `model`, checks its plan has every kernel of `kernels` and no
+/// reference fallback, runs it on `x` with `threads` threads and checks the
+/// output equals the reference integer executor's exactly.
+fn compiled_equals_reference(model: Model, x: &Tensor, kernels: &[&str], threads: usize, what: &str) {
+    use kiln_runtime::{CompileOptions, CompiledModel};
+    let want = Session::new(model.clone()).unwrap().run(vec![x.clone()]).unwrap();
+    let cm = CompiledModel::compile(model, &CompileOptions::default()).unwrap();
+    let info = cm.plan_info(&[x.shape().to_vec()]).unwrap();
+    let have: Vec<&String> = info.steps.iter().map(|s| &s.kernel).collect();
+    for k in kernels {
+        assert!(have.iter().any(|s| s == k), "{what}: no {k} in {have:?}");
+    }
+    assert!(
+        info.fallback_ops.is_empty(),
+        "{what}: fallback {:?}",
+        info.fallback_ops
+    );
+    let mut st = cm.new_state(threads);
+    let got = cm.run(&mut st, vec![x.clone()]).unwrap();
+    assert_eq!(got[0].shape(), want[0].shape(), "{what}");
+    assert_eq!(got[0].to_f32_vec(), want[0].to_f32_vec(), "{what}");
 }

@@ -719,17 +719,65 @@ impl Builder<'_> {
         Ok(true)
     }
 
-    fn lower_qadd(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+    /// Operands of a same-shape element-wise op of two 8-bit tensors: their
+    /// shape, the stored zero points of `a` and `b` (attributes
+    /// `a_zero_point`, `b_zero_point`), the output dtype and parameters;
+    /// `None` when the op does not qualify.
+    #[allow(clippy::type_complexity)]
+    fn eltwise8_operands(
+        &self,
+        node: &Node,
+    ) -> Result<Option<(Vec<usize>, i32, i32, DType, QOut)>, RuntimeError> {
         let (Some((sa, da)), Some((sb, db))) = (
             self.q8_shape(&node.inputs[0]),
             node.inputs.get(1).and_then(|b| self.q8_shape(b)),
         ) else {
-            return Ok(false);
+            return Ok(None);
         };
         if sa != sb {
-            return Ok(false);
+            return Ok(None);
         }
         let Some((ydt, out_q)) = out_params(node)? else {
+            return Ok(None);
+        };
+        let za = attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0);
+        let zb = attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0);
+        if !(0..=255).contains(&za) || !(0..=255).contains(&zb) {
+            return Ok(None);
+        }
+        Ok(Some((sa, za, zb, ydt, out_q)))
+    }
+
+    /// Pushes the step of a same-shape element-wise 8-bit op on inputs 0
+    /// and 1 (`b` brought to `a`'s layout, the output in it too, in place
+    /// allowed): `make(a, b, y, len)` is its kernel.
+    fn push_eltwise8(
+        &mut self,
+        node: &Node,
+        out: &str,
+        shape: Vec<usize>,
+        ydt: DType,
+        kernel: &str,
+        make: impl FnOnce(usize, usize, usize, usize) -> QKernel,
+    ) -> Result<bool, RuntimeError> {
+        let ai = self.use_val(&node.inputs[0], None)?;
+        let layout = self.vals[ai].layout;
+        let bi = self.use_val8(&node.inputs[1], layout)?;
+        let len = shape.iter().product::<usize>();
+        let info = self.info(node, kernel.into(), &shape, len as u64);
+        let y = self.out_val8(out, shape, ydt, layout);
+        self.push_step(
+            info,
+            Kernel::Q8(make(ai, bi, y, len)),
+            vec![ai, bi],
+            vec![y],
+            vec![ai, bi],
+        );
+        Ok(true)
+    }
+
+    fn lower_qadd(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
+        let Some((shape, za, zb, ydt, out_q)) = self.eltwise8_operands(node)? else {
             return Ok(false);
         };
         let one = |name: &str| -> Result<Option<i32>, RuntimeError> {
@@ -748,46 +796,22 @@ impl Builder<'_> {
         if [ma, mb, m].iter().any(|&v| v < 0) || [ea, eb, e].iter().any(|&v| !(-31..=30).contains(&v)) {
             return Ok(false);
         }
-        let za = attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0);
-        let zb = attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0);
-        if !(0..=255).contains(&za) || !(0..=255).contains(&zb) {
-            return Ok(false);
-        }
         let p = QAddParams::new(za, zb, (ma, ea), (mb, eb), (m, e), out_q);
-        let ai = self.use_val(&node.inputs[0], None)?;
-        let layout = self.vals[ai].layout;
-        let bi = self.use_val8(&node.inputs[1], layout)?;
-        let y = self.out_val8(out, sa.clone(), ydt, layout);
-        let len = sa.iter().product();
-        let info = self.info(node, "add_u8".into(), &sa, len as u64);
-        self.push_step(
-            info,
-            Kernel::Q8(QKernel::Add {
-                a: ai,
-                b: bi,
-                y,
-                len,
-                p,
-            }),
-            vec![ai, bi],
-            vec![y],
-            vec![ai, bi],
-        );
-        Ok(true)
+        self.push_eltwise8(node, out, shape, ydt, "add_u8", |a, b, y, len| QKernel::Add {
+            a,
+            b,
+            y,
+            len,
+            p,
+        })
     }
 
     /// `QMul` of two same-shape 8-bit tensors: [`mul_u8`].
     fn lower_qmul(&mut self, node: &Node, out: &str) -> Result<bool, RuntimeError> {
-        let (Some((sa, da)), Some((sb, db))) = (
-            self.q8_shape(&node.inputs[0]),
-            node.inputs.get(1).and_then(|b| self.q8_shape(b)),
-        ) else {
-            return Ok(false);
-        };
-        if sa != sb || self.is_const(&node.inputs[0]) || self.is_const(&node.inputs[1]) {
+        if node.inputs.iter().any(|i| self.is_const(i)) {
             return Ok(false);
         }
-        let Some((ydt, out_q)) = out_params(node)? else {
+        let Some((shape, za, zb, ydt, out_q)) = self.eltwise8_operands(node)? else {
             return Ok(false);
         };
         let (Some(m), Some(e)) = (
@@ -799,32 +823,14 @@ impl Builder<'_> {
         if m < 0 || !(-31..=30).contains(&e) {
             return Ok(false);
         }
-        let za = attr_i(node, "a_zero_point", 0)? + shift(da).unwrap_or(0);
-        let zb = attr_i(node, "b_zero_point", 0)? + shift(db).unwrap_or(0);
-        if !(0..=255).contains(&za) || !(0..=255).contains(&zb) {
-            return Ok(false);
-        }
         let p = QMulParams::new(za, zb, (m, e), out_q);
-        let ai = self.use_val(&node.inputs[0], None)?;
-        let layout = self.vals[ai].layout;
-        let bi = self.use_val8(&node.inputs[1], layout)?;
-        let y = self.out_val8(out, sa.clone(), ydt, layout);
-        let len = sa.iter().product::<usize>();
-        let info = self.info(node, "mul_u8".into(), &sa, len as u64);
-        self.push_step(
-            info,
-            Kernel::Q8(QKernel::Mul {
-                a: ai,
-                b: bi,
-                y,
-                len,
-                p,
-            }),
-            vec![ai, bi],
-            vec![y],
-            vec![ai, bi],
-        );
-        Ok(true)
+        self.push_eltwise8(node, out, shape, ydt, "mul_u8", |a, b, y, len| QKernel::Mul {
+            a,
+            b,
+            y,
+            len,
+            p,
+        })
     }
 
     /// `QMul` of an 8-bit `[n, c, h, w]` tensor by an 8-bit gate
