@@ -24,7 +24,7 @@ pub(crate) struct ProbeArgs {
     #[arg(long, default_value = "host")]
     name: String,
     /// Power under load (W) when the energy counter (RAPL) is not readable.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     power_w: Option<f64>,
     /// Shorter measurements (less stable figures).
     #[arg(long)]
@@ -43,11 +43,7 @@ pub(crate) fn probe(a: &ProbeArgs) -> Result<()> {
         power_w: a.power_w,
         quick: a.quick,
     })?;
-    let text = format!(
-        "# Measured by `kiln probe` on {}.\n{}",
-        p.description,
-        p.to_toml()
-    );
+    let text = format!("# Written by `kiln probe`: {}.\n{}", p.description, p.to_toml());
     match &a.output {
         Some(path) => {
             kiln::write_atomic(path, text.as_bytes())?;
@@ -279,6 +275,8 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
             "measured_ms": measured_ms,
             "fallback_steps": pred.fallback_steps,
             "cross_precision_steps": pred.cross_precision_steps,
+            "threads_scaled_from": pred.threads_scaled_from,
+            "kernel_gap": kiln_search::cost::kernel_gap(&device),
             "memory_mb": memory_mb,
             "device_memory_mb": device.memory_mb,
             "energy": e,
@@ -321,6 +319,15 @@ pub(crate) fn predict(a: &PredictArgs) -> Result<()> {
             pred.fallback_steps,
             kiln_search::cost::MIN_CLASS_SAMPLES
         );
+    }
+    if let Some(t) = pred.threads_scaled_from {
+        eprintln!(
+            "warning: {} thread(s) were not calibrated; compute scaled linearly from the {t}-thread fit (optimistic)",
+            a.threads
+        );
+    }
+    if let Some(gap) = kiln_search::cost::kernel_gap(&device) {
+        eprintln!("warning: {gap}");
     }
     if pred.cross_precision_steps > 0 {
         eprintln!(

@@ -69,16 +69,16 @@ pub(crate) struct TuneArgs {
     #[arg(long, default_value = "agreement", value_parser = ["agreement", "top1"])]
     metric: String,
     /// Limit: median latency of one inference (ms).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_latency_ms: Option<f64>,
     /// Limit: accuracy points lost against the original model.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_accuracy_drop: Option<f64>,
     /// Limit: planned memory (activations + scratch + packed weights), MiB.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_memory_mb: Option<f64>,
     /// Limit: estimated energy per inference (mJ).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_energy_mj: Option<f64>,
     /// Thread counts to try (default: 1, 2, 4, ... up to the device's cores).
     #[arg(long, value_delimiter = ',')]
@@ -154,13 +154,14 @@ pub(crate) struct JobArgs {
     job: PathBuf,
 }
 
+/// The calibration data selection (`--calib` and its split, range, limit).
 fn sel(
     path: &Path,
     split: &Option<String>,
     range: &Option<String>,
     limit: Option<usize>,
 ) -> Result<DataSelection> {
-    let abs = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
+    let abs = std::fs::canonicalize(path).with_context(|| format!("--calib {}", path.display()))?;
     Ok(DataSelection {
         path: abs.display().to_string(),
         split: split.clone(),
@@ -267,15 +268,43 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
         };
         Some((dev, p, Some(std::fs::canonicalize(c)?.display().to_string())))
     };
+    // Thread counts and the calibration data are checked before anything is
+    // written too.
+    let max_cores = match &target {
+        Some((_, p, _)) => p.cores as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if let Some(&t) = a.threads.iter().find(|&&t| t == 0 || t > max_cores) {
+        bail!("--threads {t}: expected 1 to {max_cores} (the device's cores)");
+    }
+    let calib = sel(&a.calib, &a.calib_split, &a.calib_range, a.calib_limit)?;
+    open_sel("--calib", &calib, &a.preset)?;
+    if a.val
+        .iter()
+        .any(|v| std::fs::canonicalize(v).ok() == std::fs::canonicalize(&a.calib).ok())
+    {
+        eprintln!(
+            "warning: --val {} is also the calibration data: int8 accuracy on it is flattered",
+            a.calib.display()
+        );
+    }
     if a.fresh {
-        // Models, accuracies and results of an earlier run are all redone.
+        // Models, accuracies, results and the report of an earlier run are all redone.
+        for f in [
+            "chosen.onnx",
+            "report.md",
+            "report.json",
+            "pareto.png",
+            "rebench.json",
+        ] {
+            let _ = std::fs::remove_file(a.out.join(f));
+        }
         for sub in ["jobs", "results", "models"] {
             let d = a.out.join(sub);
             if d.is_dir() {
                 std::fs::remove_dir_all(&d).with_context(|| format!("removing {} (--fresh)", d.display()))?;
             }
         }
-        let _ = std::fs::remove_file(a.out.join("rebench.json"));
     }
     std::fs::create_dir_all(a.out.join("jobs"))
         .and_then(|_| std::fs::create_dir_all(a.out.join("results")))
@@ -314,7 +343,6 @@ pub(crate) fn tune(a: &TuneArgs) -> Result<()> {
         bail!("--threads {t}: the device {} has {cores} core(s)", device.name);
     }
 
-    let calib = sel(&a.calib, &a.calib_split, &a.calib_range, a.calib_limit)?;
     let val = if a.val.is_empty() {
         eprintln!(
             "note: no --val: accuracy is measured on the calibration data ({}), which flatters int8",
@@ -650,6 +678,13 @@ fn measure(
                 p.cross_precision_steps
             ));
         }
+        if let Some(t) = p.threads_scaled_from {
+            r.warnings.push(format!(
+                "{threads}-thread latency scaled linearly from the {t}-thread calibration (optimistic): \
+                 calibrate at {threads} threads (`kiln cost calibrate --threads`) on a host with that many cores"
+            ));
+        }
+        r.warnings.extend(kiln_search::cost::kernel_gap(&device));
     }
     let e = energy::estimate(&steps, &device, r.latency_ms);
     r.energy_mj = Some(e.total_mj);
@@ -1195,6 +1230,7 @@ fn collect(
                 cell_f(r.accuracy.map(|a| a.drop()), 2),
                 match (r.latency_ms, r.latency_source) {
                     (Some(l), Some(LatencySource::Predicted)) => format!("{l:.3} (pred)"),
+                    (Some(l), _) if rebenched.iter().any(|x| x.0 == i) => format!("{l:.3} (rb)"),
                     (Some(l), _) => format!("{l:.3}"),
                     _ => "-".into(),
                 },
@@ -1273,7 +1309,8 @@ fn collect(
             .map(|(i, first, re)| format!("{} {first:.3} -> {re:.3} ms", results[*i].candidate))
             .collect();
         summary.push(format!(
-            "re-benchmark of the fastest feasible ({} interleaved runs each; the choice is the fastest of these): {}",
+            "re-benchmark of the fastest feasible ({} interleaved runs each, marked (rb); the choice is the fastest of these, \
+             other latencies are from each candidate's own run): {}",
             rebench_runs(a.runs.max(10)),
             parts.join(", ")
         ));
@@ -1285,8 +1322,16 @@ fn collect(
         eprintln!("warning: {w}");
         summary.push(format!("warning: {w}"));
     }
+    let acc_dropped = results
+        .iter()
+        .filter(|r| r.latency_ms.is_none() && matches!(r.outcome, Outcome::Dropped { .. }))
+        .count();
     let binding_text = |b: Option<Constraint>| match b {
         Some(c) => format!("{} ({})", c.flag(), c.unit()),
+        None if acc_dropped > 0 => format!(
+            "none among the timed candidates; {acc_dropped} candidate(s) were dropped by --max-accuracy-drop \
+             before timing (their speed is unknown)"
+        ),
         None => "none: no faster candidate was rejected by a limit".into(),
     };
 

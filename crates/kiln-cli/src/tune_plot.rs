@@ -75,9 +75,11 @@ fn draw(
     let mut c = ChartBuilder::on(&root)
         .margin(16)
         .caption(
-            format!(
-                "kiln tune on {device}: {metric} (%) vs latency; Pareto front in red, chosen: blue cross"
-            ),
+            if chosen.is_some() {
+                format!("kiln tune on {device}: {metric} (%) vs latency; Pareto front in red, chosen: blue cross")
+            } else {
+                format!("kiln tune on {device}: {metric} (%) vs latency; Pareto front in red, none meets the limits")
+            },
             ("sans-serif", 17),
         )
         .x_label_area_size(40)

@@ -262,3 +262,57 @@ fn tune_with_training_data_adds_trained_candidates() {
     assert!(qat["accuracy"]["percent"].as_f64().unwrap() >= 90.0, "{qat}");
     assert_eq!(qat["candidate"]["variant"]["precision"]["kind"], "int8");
 }
+
+/// The case study end to end at smoke size (a few hundred images, one
+/// epoch per stage): every stage trains, exports, runs on the compiled
+/// runtime and lands in one table (its accuracies at this size are near
+/// chance; the full run's figures are in docs/tune.md).
+#[cfg(feature = "train")]
+#[test]
+fn case_study_runs_every_stage_at_smoke_size() {
+    let dir = tempfile_dir("case-study");
+    let data = fixtures().join("fashion-mnist");
+    let teacher = model();
+    let out = kiln(&[
+        &"case-study",
+        &"--data",
+        &data,
+        &"--teacher",
+        &teacher,
+        &"--limit",
+        &"300",
+        &"--test-limit",
+        &"100",
+        &"--distill-epochs",
+        &"1",
+        &"--prune-epochs",
+        &"1",
+        &"--qat-epochs",
+        &"1",
+        &"--runs",
+        &"3",
+        &"-o",
+        &dir,
+    ]);
+    let s = text(&out);
+    assert!(out.status.success(), "{s}");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for stage in [
+        "teacher",
+        "distilled student (fp32)",
+        "pruned student (fp32)",
+        "QAT student (int8)",
+    ] {
+        assert!(
+            report.contains(stage),
+            "{stage} missing from the report: {report}"
+        );
+    }
+    // Every stage's model was written; the QAT student (int8, half width)
+    // is smaller than the fp32 teacher on disk.
+    for f in ["distill/model.onnx", "pruned.onnx", "qat/model.onnx"] {
+        assert!(dir.join(f).exists(), "{f} missing: {s}");
+    }
+    let teacher_bytes = std::fs::metadata(&teacher).unwrap().len();
+    assert!(std::fs::metadata(dir.join("qat/model.onnx")).unwrap().len() < teacher_bytes);
+}

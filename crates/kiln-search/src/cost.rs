@@ -310,6 +310,25 @@ pub struct Prediction {
     /// the all-steps fit scaled by the peak ratio, a rough figure.
     #[serde(default)]
     pub cross_precision_steps: usize,
+    /// The calibrated thread count the prediction scaled from when
+    /// `threads` itself was not calibrated (compute scaled linearly, an
+    /// optimistic assumption); `None` when it was.
+    #[serde(default)]
+    pub threads_scaled_from: Option<usize>,
+}
+
+/// Why predictions for `target` may not describe kiln on it today, if so:
+/// kiln's SIMD kernels are x86-64 only, so on an aarch64 device kiln runs
+/// its portable scalar kernels, while the profile's peaks (and so the
+/// prediction) assume kernels that reach its NEON throughput.
+pub fn kernel_gap(target: &DeviceProfile) -> Option<String> {
+    (target.arch != "x86_64").then(|| {
+        format!(
+            "device '{}' is {}: kiln has no SIMD kernels for it yet (docs/runtime.md) and runs scalar kernels there; \
+             the prediction assumes kernels reaching the profile's SIMD peaks, so kiln today is slower than predicted",
+            target.name, target.arch
+        )
+    })
 }
 
 /// Fewest steps of a class for a fit of its own; below it the class uses
@@ -572,6 +591,7 @@ impl Calibration {
             step_ms,
             fallback_steps,
             cross_precision_steps,
+            threads_scaled_from: (cal_threads != threads).then_some(cal_threads),
         })
     }
 

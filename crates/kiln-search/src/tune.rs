@@ -686,6 +686,8 @@ pub fn choose_among(results: &[CandidateResult], limits: &Limits, pool: &[usize]
             })
         }
     };
+    // Whether result i competed in the choice (the pool, when it was used).
+    let pool_ok = |i: usize| feasible_idx.contains(&i);
     let reasons = results
         .iter()
         .enumerate()
@@ -721,6 +723,17 @@ pub fn choose_among(results: &[CandidateResult], limits: &Limits, pool: &[usize]
                     );
                 }
                 if let (Some(l), Some(lc)) = (r.latency_ms, results[c].latency_ms) {
+                    if let Some(lf) = fastest.and_then(|f| results[f].latency_ms) {
+                        if l <= lf * (1.0 + LATENCY_TIE) && pool_ok(i) {
+                            return format!(
+                                "meets the limits; within {:.0}% of the fastest, a tie the chosen {} won on accuracy, then memory ({} vs {} ms)",
+                                LATENCY_TIE * 100.0,
+                                results[c].candidate,
+                                fmt_num(l),
+                                fmt_num(lc)
+                            );
+                        }
+                    }
                     return format!(
                         "meets the limits but is slower than the chosen {} ({} vs {} ms)",
                         results[c].candidate,
@@ -952,6 +965,14 @@ mod tests {
             "{:?}",
             c.reasons
         );
+        // Regression (helper trial): the faster candidate that lost the tie
+        // was reported as "slower than the chosen".
+        assert!(
+            c.reasons[0].contains("a tie the chosen all.int8-minmax.t1 won on accuracy"),
+            "{:?}",
+            c.reasons
+        );
+        assert!(c.reasons[2].contains("slower than the chosen"), "{:?}", c.reasons);
     }
 
     #[test]
